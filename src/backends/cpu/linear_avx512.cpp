@@ -1,0 +1,58 @@
+// AVX-512 build of the matrix kernel; compiled with -mavx512f -mavx512bw -mfma -mf16c and only
+// called when the CPU reports those features.
+#include <immintrin.h>
+
+#include "backends/cpu/linear_kernels.h"
+
+namespace redhare::cpu {
+namespace {
+
+struct Avx512 {
+  using vec = __m512;
+  static constexpr int kWidth = 16;
+  static vec zero() { return _mm512_setzero_ps(); }
+  static vec load(const float* p) { return _mm512_loadu_ps(p); }
+  static vec fma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
+  static float reduce(vec v) { return _mm512_reduce_add_ps(v); }
+  struct BF16Load {
+    using elem = uint16_t;
+    static vec load(const uint16_t* p) {
+      __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+      return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+    }
+    static float scalar(uint16_t h) {
+      uint32_t u = static_cast<uint32_t>(h) << 16;
+      float f;
+      __builtin_memcpy(&f, &u, 4);
+      return f;
+    }
+    static void to_f32(const uint16_t* src, float* dst, int64_t n) {
+      int64_t i = 0;
+      for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, load(src + i));
+      for (; i < n; ++i) dst[i] = scalar(src[i]);
+    }
+  };
+  struct F16Load {
+    using elem = uint16_t;
+    static vec load(const uint16_t* p) {
+      return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    }
+    static float scalar(uint16_t h) { return _cvtsh_ss(h); }
+    static void to_f32(const uint16_t* src, float* dst, int64_t n) {
+      int64_t i = 0;
+      for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, load(src + i));
+      for (; i < n; ++i) dst[i] = scalar(src[i]);
+    }
+  };
+};
+
+#include "backends/cpu/linear_kernel.inl"
+
+}  // namespace
+
+void linear_range_avx512(int wtype, const void* w, const float* x, int64_t M, int64_t K, float* y,
+                         int64_t N, const float* bias, int64_t n0, int64_t n1, float* scratch) {
+  linear_range_any<Avx512>(wtype, w, x, M, K, y, N, bias, n0, n1, scratch);
+}
+
+}  // namespace redhare::cpu

@@ -1,0 +1,92 @@
+// The f32-activation matrix kernel, written once over a SIMD traits type `S` and compiled once per
+// instruction set (linear_avx512.cpp, linear_avx2.cpp). Included only by those files: everything
+// here sits in their anonymous namespaces so no ISA-specific code is shared with generic code.
+//
+// y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]) for rows n in [n0, n1).
+// Small M (decode): each tile of 4 weight rows is converted to f32 in registers and multiplied
+// with up to 4 activation rows, so weights stream from memory exactly once. Larger M (prefill):
+// the 4 rows are converted once into an f32 scratch tile that stays in L1/L2 and is reused for
+// every group of 4 activation rows.
+
+template <class S, class WLoad, int MR>
+inline void tile_4xMR(const typename WLoad::elem* w0, const typename WLoad::elem* w1,
+                      const typename WLoad::elem* w2, const typename WLoad::elem* w3,
+                      const float* x, int64_t ldx, int64_t K, float out[4][4]) {
+  typename S::vec acc[MR][4];
+  for (int m = 0; m < MR; ++m)
+    for (int r = 0; r < 4; ++r) acc[m][r] = S::zero();
+  const int64_t kv = K - K % S::kWidth;
+  for (int64_t k = 0; k < kv; k += S::kWidth) {
+    typename S::vec wv[4] = {WLoad::load(w0 + k), WLoad::load(w1 + k), WLoad::load(w2 + k),
+                             WLoad::load(w3 + k)};
+    for (int m = 0; m < MR; ++m) {
+      typename S::vec xv = S::load(x + m * ldx + k);
+      for (int r = 0; r < 4; ++r) acc[m][r] = S::fma(xv, wv[r], acc[m][r]);
+    }
+  }
+  const typename WLoad::elem* ws[4] = {w0, w1, w2, w3};
+  for (int m = 0; m < MR; ++m)
+    for (int r = 0; r < 4; ++r) {
+      float s = S::reduce(acc[m][r]);
+      for (int64_t k = kv; k < K; ++k) s += x[m * ldx + k] * WLoad::scalar(ws[r][k]);
+      out[m][r] = s;
+    }
+}
+
+template <class S, class WLoad>
+inline void tile_dispatch(int mr, const typename WLoad::elem* const* w, const float* x,
+                          int64_t ldx, int64_t K, float out[4][4]) {
+  switch (mr) {
+    case 1: tile_4xMR<S, WLoad, 1>(w[0], w[1], w[2], w[3], x, ldx, K, out); break;
+    case 2: tile_4xMR<S, WLoad, 2>(w[0], w[1], w[2], w[3], x, ldx, K, out); break;
+    case 3: tile_4xMR<S, WLoad, 3>(w[0], w[1], w[2], w[3], x, ldx, K, out); break;
+    default: tile_4xMR<S, WLoad, 4>(w[0], w[1], w[2], w[3], x, ldx, K, out); break;
+  }
+}
+
+template <class S>
+struct F32Load {
+  using elem = float;
+  static typename S::vec load(const float* p) { return S::load(p); }
+  static float scalar(float v) { return v; }
+  static void to_f32(const float* src, float* dst, int64_t n) {
+    __builtin_memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+  }
+};
+
+template <class S, class WLoad>
+void linear_range(const typename WLoad::elem* w, const float* x, int64_t M, int64_t K, float* y,
+                  int64_t N, const float* bias, int64_t n0, int64_t n1, float* scratch) {
+  using WE = typename WLoad::elem;
+  float out[4][4];
+  for (int64_t n = n0; n < n1; n += 4) {
+    const int nr = static_cast<int>(n1 - n < 4 ? n1 - n : 4);
+    const WE* rows[4];
+    // A partial tile repeats its last row; the duplicate results are not stored.
+    for (int r = 0; r < 4; ++r) rows[r] = w + (n + (r < nr ? r : nr - 1)) * K;
+    if (M <= 4) {
+      tile_dispatch<S, WLoad>(static_cast<int>(M), rows, x, K, K, out);
+      for (int64_t m = 0; m < M; ++m)
+        for (int r = 0; r < nr; ++r) y[m * N + n + r] = out[m][r] + (bias ? bias[n + r] : 0.0f);
+      continue;
+    }
+    for (int r = 0; r < 4; ++r) WLoad::to_f32(rows[r], scratch + r * K, K);
+    const float* srows[4] = {scratch, scratch + K, scratch + 2 * K, scratch + 3 * K};
+    for (int64_t m = 0; m < M; m += 4) {
+      const int mr = static_cast<int>(M - m < 4 ? M - m : 4);
+      tile_dispatch<S, F32Load<S>>(mr, srows, x + m * K, K, K, out);
+      for (int i = 0; i < mr; ++i)
+        for (int r = 0; r < nr; ++r) y[(m + i) * N + n + r] = out[i][r] + (bias ? bias[n + r] : 0.0f);
+    }
+  }
+}
+
+template <class S>
+void linear_range_any(int wtype, const void* w, const float* x, int64_t M, int64_t K, float* y,
+                      int64_t N, const float* bias, int64_t n0, int64_t n1, float* scratch) {
+  switch (wtype) {
+    case 0: linear_range<S, F32Load<S>>(static_cast<const float*>(w), x, M, K, y, N, bias, n0, n1, scratch); break;
+    case 1: linear_range<S, typename S::BF16Load>(static_cast<const uint16_t*>(w), x, M, K, y, N, bias, n0, n1, scratch); break;
+    default: linear_range<S, typename S::F16Load>(static_cast<const uint16_t*>(w), x, M, K, y, N, bias, n0, n1, scratch); break;
+  }
+}

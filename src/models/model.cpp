@@ -1,0 +1,136 @@
+#include "models/model.h"
+
+#include <mutex>
+#include <random>
+
+#include "core/error.h"
+#include "core/logging.h"
+#include "core/thread_pool.h"
+#include "formats/safetensors.h"
+
+namespace redhare {
+
+void register_llama_family();  // models/llama.cpp
+
+namespace {
+
+std::map<std::string, ModelFactory>& registry() {
+  static std::map<std::string, ModelFactory> r;
+  return r;
+}
+
+void ensure_builtin_registered() {
+  static std::once_flag once;
+  std::call_once(once, [] { register_llama_family(); });
+}
+
+class CheckpointWeights final : public WeightSource {
+ public:
+  explicit CheckpointWeights(const std::string& dir) : ckpt_(Checkpoint::open(dir)) {}
+  bool has(const std::string& name) override { return ckpt_.has(name); }
+  Tensor get(const std::string& name, const Shape& shape, float) override {
+    Tensor t = ckpt_.get(name);
+    if (t.shape() != shape)
+      fail(ckpt_.dir(), ": tensor '", name, "' has shape ", shape_str(t.shape()), ", expected ",
+           shape_str(shape), " from config.json");
+    if (!dtype_info(t.dtype()).is_float || t.dtype() == DType::kF8E4M3 || t.dtype() == DType::kF8E5M2)
+      fail(ckpt_.dir(), ": tensor '", name, "' is ", dtype_name(t.dtype()),
+           "; this build loads f32, f16 and bf16 weights");
+    return t;
+  }
+  std::string describe() const override { return ckpt_.dir(); }
+
+ private:
+  Checkpoint ckpt_;
+};
+
+// Random weights in the config's dtype: uniform in [-scale, scale] (norm weights get ~1), drawn in
+// parallel with a counter-based generator so the result does not depend on the thread count.
+class DummyWeights final : public WeightSource {
+ public:
+  DummyWeights(DType dtype, uint64_t seed) : dtype_(dtype), seed_(seed) {}
+  bool has(const std::string&) override { return true; }
+  Tensor get(const std::string& name, const Shape& shape, float scale) override {
+    Tensor t = Tensor::empty(dtype_, shape);
+    const uint64_t stream = std::hash<std::string>{}(name) ^ seed_;
+    const int64_t n = t.numel();
+    const bool is_norm = scale <= 0;
+    ThreadPool::global().parallel_for(n, 1 << 16, [&](int, int64_t i0, int64_t i1) {
+      std::vector<float> buf(static_cast<size_t>(std::min<int64_t>(i1 - i0, 1 << 16)));
+      for (int64_t b = i0; b < i1; b += static_cast<int64_t>(buf.size())) {
+        int64_t cnt = std::min<int64_t>(static_cast<int64_t>(buf.size()), i1 - b);
+        for (int64_t i = 0; i < cnt; ++i) {
+          uint64_t z = (stream + static_cast<uint64_t>(b + i)) * 0x9E3779B97F4A7C15ull;
+          z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+          z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+          z ^= z >> 31;
+          float u = static_cast<float>(z >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f;
+          buf[static_cast<size_t>(i)] = is_norm ? 1.0f + 0.1f * u : scale * u;
+        }
+        convert_from_f32(buf.data(), dtype_,
+                         static_cast<uint8_t*>(t.data()) + dtype_bytes(dtype_, b), cnt);
+      }
+    });
+    return t;
+  }
+  std::string describe() const override { return "dummy weights"; }
+
+ private:
+  DType dtype_;
+  uint64_t seed_;
+};
+
+}  // namespace
+
+KvCacheSpec Model::kv_spec(int64_t num_blocks, int64_t block_size, DType dtype) const {
+  KvCacheSpec s;
+  s.num_layers = config_.num_layers;
+  s.num_blocks = num_blocks;
+  s.block_size = block_size;
+  s.num_kv_heads = config_.num_kv_heads;
+  s.head_dim = config_.head_dim;
+  s.dtype = dtype;
+  return s;
+}
+
+void Model::count_weight(const Tensor& t) {
+  num_parameters_ += t.numel();
+  weight_bytes_ += t.nbytes();
+  params_by_dtype_[std::string(dtype_name(t.dtype()))] += t.numel();
+}
+
+void register_architecture(const std::string& name, ModelFactory factory) {
+  registry()[name] = std::move(factory);
+}
+
+std::vector<std::string> supported_architectures() {
+  ensure_builtin_registered();
+  std::vector<std::string> out;
+  for (const auto& [name, f] : registry()) out.push_back(name);
+  return out;
+}
+
+std::unique_ptr<Model> load_model(const std::string& model_dir, Backend& backend,
+                                  const LoadOptions& options) {
+  ensure_builtin_registered();
+  ModelConfig config = ModelConfig::load(model_dir);
+  auto it = registry().find(config.architecture);
+  if (it == registry().end()) {
+    std::string names;
+    for (const auto& [name, f] : registry()) names += (names.empty() ? "" : ", ") + name;
+    fail(model_dir, "/config.json: architecture '", config.architecture,
+         "' is not supported (supported: ", names, ")");
+  }
+  std::unique_ptr<WeightSource> weights;
+  if (options.load_format == "dummy") {
+    weights = std::make_unique<DummyWeights>(config.dtype, options.seed);
+  } else if (options.load_format == "auto" || options.load_format == "safetensors") {
+    weights = std::make_unique<CheckpointWeights>(model_dir);
+  } else {
+    fail("load_format '", options.load_format, "' is not one of auto, safetensors, dummy");
+  }
+  log_info("loading ", config.architecture, " from ", weights->describe(), " on ", backend.name());
+  return it->second(config, *weights, backend);
+}
+
+}  // namespace redhare

@@ -1,0 +1,75 @@
+// The model interface the engine drives, and loading a model from a checkpoint directory.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backends/backend.h"
+#include "formats/hf_config.h"
+
+namespace redhare {
+
+// One forward step over tokens of one or more sequences (prefill chunks and decodes mixed).
+struct ForwardBatch {
+  std::vector<int32_t> token_ids;   // [T]
+  std::vector<int32_t> positions;   // [T]
+  AttentionBatch attn;              // where each token's K/V goes and what each sequence sees
+  std::vector<int32_t> logit_rows;  // token rows whose logits are wanted (e.g. each sequence's last)
+};
+
+struct LoadOptions {
+  // "auto" reads the checkpoint; "dummy" fills every weight with random values of the right
+  // shape, so a real model shape runs without its weights.
+  std::string load_format = "auto";
+  uint64_t seed = 0;
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  const ModelConfig& config() const { return config_; }
+  // Runs the step, writing the new tokens' K/V into `kv`; returns f32 logits on the host,
+  // [logit_rows.size(), vocab_size].
+  virtual Tensor forward(const ForwardBatch& batch, KvCache& kv) = 0;
+  // The KV cache shape this model needs; the caller picks num_blocks, block_size and dtype.
+  KvCacheSpec kv_spec(int64_t num_blocks, int64_t block_size, DType dtype) const;
+  int64_t num_parameters() const { return num_parameters_; }
+  int64_t weight_bytes() const { return weight_bytes_; }
+  // dtype name -> parameter count, as loaded.
+  const std::map<std::string, int64_t>& parameters_by_dtype() const { return params_by_dtype_; }
+
+ protected:
+  explicit Model(ModelConfig config) : config_(std::move(config)) {}
+  void count_weight(const Tensor& t);
+
+  ModelConfig config_;
+  int64_t num_parameters_ = 0;
+  int64_t weight_bytes_ = 0;
+  std::map<std::string, int64_t> params_by_dtype_;
+};
+
+// Supplies named weights with checked shapes: from a checkpoint, or random (load_format=dummy).
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  // The tensor `name`, which must have `shape`; throws naming the tensor when absent or misshapen.
+  virtual Tensor get(const std::string& name, const Shape& shape, float init_scale) = 0;
+  virtual bool has(const std::string& name) = 0;
+  virtual std::string describe() const = 0;
+};
+
+using ModelFactory =
+    std::function<std::unique_ptr<Model>(const ModelConfig&, WeightSource&, Backend&)>;
+
+// The architecture registry, keyed by config.json's architectures[0].
+void register_architecture(const std::string& name, ModelFactory factory);
+std::vector<std::string> supported_architectures();
+
+std::unique_ptr<Model> load_model(const std::string& model_dir, Backend& backend,
+                                  const LoadOptions& options = {});
+
+}  // namespace redhare
