@@ -164,6 +164,15 @@ class LlamaModel final : public Model {
 
 }  // namespace
 
+int64_t estimate_parameters(const ModelConfig& c) {
+  const int64_t H = c.hidden_size, D = c.head_dim, Hq = c.num_heads, Hkv = c.num_kv_heads;
+  const int64_t I = c.intermediate_size, V = c.vocab_size;
+  int64_t layer = H * (Hq + 2 * Hkv) * D + Hq * D * H + 3 * H * I + 2 * H;
+  if (c.attention_bias) layer += (Hq + 2 * Hkv) * D;
+  if (c.qk_norm) layer += 2 * D;
+  return V * H * (c.tie_word_embeddings ? 1 : 2) + c.num_layers * layer + H;
+}
+
 void register_llama_family() {
   ModelFactory f = [](const ModelConfig& c, WeightSource& ws, Backend& be) -> std::unique_ptr<Model> {
     return std::make_unique<LlamaModel>(c, ws, be);

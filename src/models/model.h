@@ -69,6 +69,9 @@ using ModelFactory =
 void register_architecture(const std::string& name, ModelFactory factory);
 std::vector<std::string> supported_architectures();
 
+// Parameter count a config implies, by dtype-independent shapes (for `info` without weights).
+int64_t estimate_parameters(const ModelConfig& config);
+
 std::unique_ptr<Model> load_model(const std::string& model_dir, Backend& backend,
                                   const LoadOptions& options = {});
 
