@@ -41,14 +41,20 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::run_range(int index) {
-  int64_t threads = num_threads();
-  int64_t blocks = (task_n_ + task_grain_ - 1) / task_grain_;
-  int64_t per = blocks / threads, extra = blocks % threads;
-  int64_t b0 = index * per + std::min<int64_t>(index, extra);
-  int64_t b1 = b0 + per + (index < extra ? 1 : 0);
-  int64_t begin = b0 * task_grain_, end = std::min(task_n_, b1 * task_grain_);
-  if (begin < end) (*task_)(index, begin, end);
+void ThreadPool::run_chunks(int index, uint32_t gen) {
+  uint64_t word = claim_.load(std::memory_order_acquire);
+  for (;;) {
+    if (static_cast<uint32_t>(word >> 32) != gen) return;  // a later loop already started
+    uint32_t chunk = static_cast<uint32_t>(word);
+    if (chunk >= task_chunks_) return;
+    if (!claim_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel)) continue;
+    // The claimed chunk keeps the caller waiting, so task_ stays valid while it runs.
+    int64_t begin = static_cast<int64_t>(chunk) * task_chunk_;
+    int64_t end = std::min(task_n_, begin + task_chunk_);
+    (*task_)(index, begin, end);
+    done_.fetch_add(1, std::memory_order_acq_rel);
+    word = claim_.load(std::memory_order_acquire);
+  }
 }
 
 void ThreadPool::worker_loop(int index) {
@@ -66,8 +72,7 @@ void ThreadPool::worker_loop(int index) {
     }
     seen = g;
     if (stop_.load()) return;
-    run_range(index);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    run_chunks(index, static_cast<uint32_t>(g));
   }
 }
 
@@ -80,18 +85,30 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
     return;
   }
   std::lock_guard<std::mutex> call_lock(call_mutex_);
+  // About four chunks per thread: enough to even out uneven progress, few enough that claiming
+  // stays cheap.
+  const int64_t threads = num_threads();
+  int64_t chunk = (n + threads * 4 - 1) / (threads * 4);
+  chunk = (chunk + grain - 1) / grain * grain;
   task_ = &fn;
   task_n_ = n;
-  task_grain_ = grain;
-  pending_.store(static_cast<int>(workers_.size()), std::memory_order_release);
+  task_chunk_ = chunk;
+  task_chunks_ = static_cast<uint32_t>((n + chunk - 1) / chunk);
+  done_.store(0, std::memory_order_relaxed);
+  uint32_t gen;
   {
     // Taking the mutex orders the generation bump against a worker about to sleep.
     std::lock_guard<std::mutex> lock(mutex_);
+    gen = static_cast<uint32_t>(generation_.load(std::memory_order_relaxed) + 1);
+    claim_.store(static_cast<uint64_t>(gen) << 32, std::memory_order_release);
     generation_.fetch_add(1, std::memory_order_acq_rel);
   }
   wake_.notify_all();
-  run_range(0);
-  while (pending_.load(std::memory_order_acquire) != 0) cpu_relax();
+  run_chunks(0, gen);
+  while (done_.load(std::memory_order_acquire) != task_chunks_) cpu_relax();
+  // Close the loop before its fields change for the next one: a worker that still holds this
+  // generation's counter value would otherwise claim a chunk against the next loop's size.
+  claim_.store((static_cast<uint64_t>(gen) << 32) | 0xffffffffu, std::memory_order_release);
   task_ = nullptr;
 }
 

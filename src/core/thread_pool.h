@@ -2,8 +2,10 @@
 //
 // Decode steps issue a hundred or more short parallel loops per token, so waking workers through a
 // condition variable each time would cost a visible fraction of the step. Workers instead spin on a
-// generation counter for a short while before they sleep; the calling thread takes a share of the
-// work itself.
+// generation counter for a short while before they sleep. Work is split into chunks that the
+// caller and the workers claim from one atomic counter: a worker that the OS has not scheduled
+// yet simply claims nothing, and the caller does its share, so a busy machine slows a loop down
+// but never stalls it on a sleeping thread.
 #pragma once
 
 #include <atomic>
@@ -26,9 +28,10 @@ class ThreadPool {
 
   int num_threads() const { return static_cast<int>(workers_.size()) + 1; }
 
-  // Calls fn(thread_index, begin, end) over [0, n) split into one contiguous range per thread,
-  // each range a multiple of `grain` (except the last). Returns when all ranges are done. Not
-  // re-entrant: fn must not call parallel_for on the same pool.
+  // Calls fn(thread_index, begin, end) over [0, n) split into contiguous chunks, each a multiple of
+  // `grain` long (except the last), spread over the threads. Returns when all chunks are done.
+  // thread_index < num_threads() is stable within one call. Not re-entrant: fn must not call
+  // parallel_for on the same pool.
   void parallel_for(int64_t n, int64_t grain,
                     const std::function<void(int, int64_t, int64_t)>& fn);
 
@@ -39,14 +42,18 @@ class ThreadPool {
 
  private:
   void worker_loop(int index);
-  void run_range(int index);
+  // Claims and runs chunks of the loop of generation `gen` until none is left.
+  void run_chunks(int index, uint32_t gen);
 
   std::vector<std::thread> workers_;
   const std::function<void(int, int64_t, int64_t)>* task_ = nullptr;
   int64_t task_n_ = 0;
-  int64_t task_grain_ = 1;
+  int64_t task_chunk_ = 1;
+  uint32_t task_chunks_ = 0;
+  // High 32 bits: the loop's generation; low 32 bits: the next unclaimed chunk.
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<uint32_t> done_{0};
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
   std::atomic<bool> stop_{false};
   std::mutex mutex_;
   std::condition_variable wake_;

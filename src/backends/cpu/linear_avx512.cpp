@@ -12,6 +12,7 @@ struct Avx512 {
   static constexpr int kWidth = 16;
   static vec zero() { return _mm512_setzero_ps(); }
   static vec load(const float* p) { return _mm512_loadu_ps(p); }
+  static vec add(vec a, vec b) { return _mm512_add_ps(a, b); }
   static vec fma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
   static float reduce(vec v) { return _mm512_reduce_add_ps(v); }
   struct BF16Load {

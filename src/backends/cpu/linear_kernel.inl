@@ -3,8 +3,9 @@
 // here sits in their anonymous namespaces so no ISA-specific code is shared with generic code.
 //
 // y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]) for rows n in [n0, n1).
-// Small M (decode): each tile of 4 weight rows is converted to f32 in registers and multiplied
-// with up to 4 activation rows, so weights stream from memory exactly once. Larger M (prefill):
+// Small M (decode): one weight row at a time, converted to f32 in registers and multiplied with
+// up to 4 activation rows, so each thread streams its rows from memory once, in address order
+// (one sequential stream is what the hardware prefetcher follows best). Larger M (prefill):
 // the 4 rows are converted once into an f32 scratch tile that stays in L1/L2 and is reused for
 // every group of 4 activation rows.
 
@@ -33,6 +34,44 @@ inline void tile_4xMR(const typename WLoad::elem* w0, const typename WLoad::elem
     }
 }
 
+// One weight row against MR activation rows, K unrolled twice: 2 * MR independent accumulators.
+template <class S, class WLoad, int MR>
+inline void row_xMR(const typename WLoad::elem* w, const float* x, int64_t ldx, int64_t K,
+                    float out[4]) {
+  typename S::vec a0[MR], a1[MR];
+  for (int m = 0; m < MR; ++m) a0[m] = a1[m] = S::zero();
+  const int64_t step = 2 * S::kWidth;
+  const int64_t kv2 = K - K % step;
+  int64_t k = 0;
+  for (; k < kv2; k += step) {
+    typename S::vec w0 = WLoad::load(w + k), w1 = WLoad::load(w + k + S::kWidth);
+    for (int m = 0; m < MR; ++m) {
+      a0[m] = S::fma(S::load(x + m * ldx + k), w0, a0[m]);
+      a1[m] = S::fma(S::load(x + m * ldx + k + S::kWidth), w1, a1[m]);
+    }
+  }
+  for (; k + S::kWidth <= K; k += S::kWidth) {
+    typename S::vec w0 = WLoad::load(w + k);
+    for (int m = 0; m < MR; ++m) a0[m] = S::fma(S::load(x + m * ldx + k), w0, a0[m]);
+  }
+  for (int m = 0; m < MR; ++m) {
+    float s = S::reduce(S::add(a0[m], a1[m]));
+    for (int64_t j = k; j < K; ++j) s += x[m * ldx + j] * WLoad::scalar(w[j]);
+    out[m] = s;
+  }
+}
+
+template <class S, class WLoad>
+inline void row_dispatch(int mr, const typename WLoad::elem* w, const float* x, int64_t ldx,
+                         int64_t K, float out[4]) {
+  switch (mr) {
+    case 1: row_xMR<S, WLoad, 1>(w, x, ldx, K, out); break;
+    case 2: row_xMR<S, WLoad, 2>(w, x, ldx, K, out); break;
+    case 3: row_xMR<S, WLoad, 3>(w, x, ldx, K, out); break;
+    default: row_xMR<S, WLoad, 4>(w, x, ldx, K, out); break;
+  }
+}
+
 template <class S, class WLoad>
 inline void tile_dispatch(int mr, const typename WLoad::elem* const* w, const float* x,
                           int64_t ldx, int64_t K, float out[4][4]) {
@@ -59,17 +98,18 @@ void linear_range(const typename WLoad::elem* w, const float* x, int64_t M, int6
                   int64_t N, const float* bias, int64_t n0, int64_t n1, float* scratch) {
   using WE = typename WLoad::elem;
   float out[4][4];
+  if (M <= 4) {
+    for (int64_t n = n0; n < n1; ++n) {
+      row_dispatch<S, WLoad>(static_cast<int>(M), w + n * K, x, K, K, out[0]);
+      for (int64_t m = 0; m < M; ++m) y[m * N + n] = out[0][m] + (bias ? bias[n] : 0.0f);
+    }
+    return;
+  }
   for (int64_t n = n0; n < n1; n += 4) {
     const int nr = static_cast<int>(n1 - n < 4 ? n1 - n : 4);
     const WE* rows[4];
     // A partial tile repeats its last row; the duplicate results are not stored.
     for (int r = 0; r < 4; ++r) rows[r] = w + (n + (r < nr ? r : nr - 1)) * K;
-    if (M <= 4) {
-      tile_dispatch<S, WLoad>(static_cast<int>(M), rows, x, K, K, out);
-      for (int64_t m = 0; m < M; ++m)
-        for (int r = 0; r < nr; ++r) y[m * N + n + r] = out[m][r] + (bias ? bias[n + r] : 0.0f);
-      continue;
-    }
     for (int r = 0; r < 4; ++r) WLoad::to_f32(rows[r], scratch + r * K, K);
     const float* srows[4] = {scratch, scratch + K, scratch + 2 * K, scratch + 3 * K};
     for (int64_t m = 0; m < M; m += 4) {
