@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: install what is missing, build with warnings as errors, run every test
+# (unit, golden fixtures, end-to-end), then each fuzzer for FUZZ_SECONDS (default 30).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --test
+for f in tools/*/fetch_*.sh; do [ -x "$f" ] && "$f"; done
+BUILD_DIR=build-test scripts/build.sh -DREDHARE_WERROR=ON
+ctest --test-dir build-test --output-on-failure -j "$(nproc)" --timeout 600
+if compgen -G "tests/e2e/test_*.py" > /dev/null; then
+  python3 -m pytest -q tests/e2e
+fi
+FUZZ_BUILD_DIR=build-fuzz scripts/fuzz.sh
+echo "test.sh: all tests passed"
