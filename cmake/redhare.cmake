@@ -20,8 +20,11 @@ function(redhare_detect_cuda)
 endfunction()
 
 function(redhare_target_options target)
+  # -ffp-contract=off: the compiler must not fuse a*b+c on its own, because it may fuse the same
+  # expression differently in two inlined copies; kernels rely on every path summing a value the
+  # same way (batch invariance) and use FMA only where they ask for it.
   target_compile_options(${target} PRIVATE
-    $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic -Wshadow -Wno-unused-parameter>)
+    $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic -Wshadow -Wno-unused-parameter -ffp-contract=off>)
   if(REDHARE_WERROR)
     target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Werror>)
   endif()

@@ -208,3 +208,29 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionOp,
 
 }  // namespace
 }  // namespace redhare
+
+namespace redhare {
+namespace {
+
+// A row's result must not depend on how many other rows share the product (batch invariance).
+TEST(LinearOp, BitwiseIndependentOfBatchSize) {
+  for (DType wt : {DType::kBF16, DType::kF32, DType::kF16}) {
+    const int64_t N = 45, K = 203;
+    Tensor w = random_tensor(wt, {N, K}, 0.1f);
+    Tensor big = random_tensor(DType::kF32, {17, K});
+    Tensor y_big = poisoned({17, N});
+    cpu::fast::linear(big, w, nullptr, y_big);
+    for (int64_t M : {1, 2, 3, 4, 5, 8}) {
+      for (int64_t r0 = 0; r0 + M <= 17; r0 += 5) {
+        Tensor part = big.slice_rows(r0, r0 + M);
+        Tensor y = poisoned({M, N});
+        cpu::fast::linear(part, w, nullptr, y);
+        ASSERT_EQ(std::memcmp(y.data(), y_big.data_as<float>() + r0 * N, static_cast<size_t>(M * N * 4)), 0)
+            << "M=" << M << " rows from " << r0 << " weights " << dtype_name(wt);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace redhare

@@ -3,9 +3,9 @@
 // here sits in their anonymous namespaces so no ISA-specific code is shared with generic code.
 //
 // y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]) for rows n in [n0, n1).
-// Small M (decode): one weight row at a time, converted to f32 in registers and multiplied with
-// up to 4 activation rows, so each thread streams its rows from memory once, in address order
-// (one sequential stream is what the hardware prefetcher follows best). Larger M (prefill):
+// Small M (decode): two adjacent weight rows at a time, converted to f32 in registers and
+// multiplied with up to 4 activation rows, so each thread streams its rows from memory once, in
+// address order (one sequential stream is what the hardware prefetcher follows best). Larger M (prefill):
 // the 4 rows are converted once into an f32 scratch tile that stays in L1/L2 and is reused for
 // every group of 4 activation rows.
 
@@ -34,41 +34,45 @@ inline void tile_4xMR(const typename WLoad::elem* w0, const typename WLoad::elem
     }
 }
 
-// One weight row against MR activation rows, K unrolled twice: 2 * MR independent accumulators.
+// Two weight rows against MR activation rows: 2 * MR independent accumulators.
+//
+// Every path of this kernel sums each output in the same order (lane j of one vector accumulator
+// takes k = j, j + W, j + 2W, ... in turn, then the same horizontal reduction, then the scalar
+// tail), so a row's result is bitwise the same whatever the batch size or tile: batching, chunked
+// prefill and preemption never change a request's output.
 template <class S, class WLoad, int MR>
-inline void row_xMR(const typename WLoad::elem* w, const float* x, int64_t ldx, int64_t K,
-                    float out[4]) {
+inline void rows2_xMR(const typename WLoad::elem* w0, const typename WLoad::elem* w1,
+                      const float* x, int64_t ldx, int64_t K, float out[4][4]) {
   typename S::vec a0[MR], a1[MR];
   for (int m = 0; m < MR; ++m) a0[m] = a1[m] = S::zero();
-  const int64_t step = 2 * S::kWidth;
-  const int64_t kv2 = K - K % step;
-  int64_t k = 0;
-  for (; k < kv2; k += step) {
-    typename S::vec w0 = WLoad::load(w + k), w1 = WLoad::load(w + k + S::kWidth);
+  const int64_t kv = K - K % S::kWidth;
+  for (int64_t k = 0; k < kv; k += S::kWidth) {
+    typename S::vec v0 = WLoad::load(w0 + k), v1 = WLoad::load(w1 + k);
     for (int m = 0; m < MR; ++m) {
-      a0[m] = S::fma(S::load(x + m * ldx + k), w0, a0[m]);
-      a1[m] = S::fma(S::load(x + m * ldx + k + S::kWidth), w1, a1[m]);
+      typename S::vec xv = S::load(x + m * ldx + k);
+      a0[m] = S::fma(xv, v0, a0[m]);
+      a1[m] = S::fma(xv, v1, a1[m]);
     }
   }
-  for (; k + S::kWidth <= K; k += S::kWidth) {
-    typename S::vec w0 = WLoad::load(w + k);
-    for (int m = 0; m < MR; ++m) a0[m] = S::fma(S::load(x + m * ldx + k), w0, a0[m]);
-  }
   for (int m = 0; m < MR; ++m) {
-    float s = S::reduce(S::add(a0[m], a1[m]));
-    for (int64_t j = k; j < K; ++j) s += x[m * ldx + j] * WLoad::scalar(w[j]);
-    out[m] = s;
+    float s0 = S::reduce(a0[m]), s1 = S::reduce(a1[m]);
+    for (int64_t k = kv; k < K; ++k) {
+      s0 += x[m * ldx + k] * WLoad::scalar(w0[k]);
+      s1 += x[m * ldx + k] * WLoad::scalar(w1[k]);
+    }
+    out[m][0] = s0;
+    out[m][1] = s1;
   }
 }
 
 template <class S, class WLoad>
-inline void row_dispatch(int mr, const typename WLoad::elem* w, const float* x, int64_t ldx,
-                         int64_t K, float out[4]) {
+inline void rows2_dispatch(int mr, const typename WLoad::elem* w0, const typename WLoad::elem* w1,
+                           const float* x, int64_t ldx, int64_t K, float out[4][4]) {
   switch (mr) {
-    case 1: row_xMR<S, WLoad, 1>(w, x, ldx, K, out); break;
-    case 2: row_xMR<S, WLoad, 2>(w, x, ldx, K, out); break;
-    case 3: row_xMR<S, WLoad, 3>(w, x, ldx, K, out); break;
-    default: row_xMR<S, WLoad, 4>(w, x, ldx, K, out); break;
+    case 1: rows2_xMR<S, WLoad, 1>(w0, w1, x, ldx, K, out); break;
+    case 2: rows2_xMR<S, WLoad, 2>(w0, w1, x, ldx, K, out); break;
+    case 3: rows2_xMR<S, WLoad, 3>(w0, w1, x, ldx, K, out); break;
+    default: rows2_xMR<S, WLoad, 4>(w0, w1, x, ldx, K, out); break;
   }
 }
 
@@ -99,9 +103,11 @@ void linear_range(const typename WLoad::elem* w, const float* x, int64_t M, int6
   using WE = typename WLoad::elem;
   float out[4][4];
   if (M <= 4) {
-    for (int64_t n = n0; n < n1; ++n) {
-      row_dispatch<S, WLoad>(static_cast<int>(M), w + n * K, x, K, K, out[0]);
-      for (int64_t m = 0; m < M; ++m) y[m * N + n] = out[0][m] + (bias ? bias[n] : 0.0f);
+    for (int64_t n = n0; n < n1; n += 2) {
+      const int nr = n + 1 < n1 ? 2 : 1;  // an odd last row is paired with itself
+      rows2_dispatch<S, WLoad>(static_cast<int>(M), w + n * K, w + (n + nr - 1) * K, x, K, K, out);
+      for (int64_t m = 0; m < M; ++m)
+        for (int r = 0; r < nr; ++r) y[m * N + n + r] = out[m][r] + (bias ? bias[n + r] : 0.0f);
     }
     return;
   }
