@@ -72,6 +72,8 @@ class Backend {
   virtual Tensor upload(const Tensor& host) = 0;
   virtual Tensor to_host(const Tensor& t) = 0;
   virtual KvCache alloc_kv_cache(const KvCacheSpec& spec);
+  // Memory this backend could still allocate (CPU: the system's available memory).
+  virtual int64_t free_memory_bytes() const = 0;
 
   // out[t, :] = table[ids[t], :] (any plain float dtype table, f32 out).
   virtual void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) = 0;

@@ -73,6 +73,11 @@ Engine::Engine(Model& model, Backend& backend, EngineConfig config, TextStreamFa
   if (config_.max_running <= 0) fail("max running requests must be positive");
   if (config_.max_batched_tokens <= 0) fail("max batched tokens must be positive");
   KvCacheSpec spec = model_.kv_spec(1, config_.block_size, config_.kv_dtype);
+  if (config_.kv_memory_fraction > 0) {
+    if (config_.kv_memory_fraction > 1) fail("the KV memory fraction must be in (0, 1]");
+    config_.kv_cache_bytes = static_cast<int64_t>(config_.kv_memory_fraction *
+                                                  static_cast<double>(backend_.free_memory_bytes()));
+  }
   if (config_.num_blocks <= 0) config_.num_blocks = config_.kv_cache_bytes / spec.bytes_per_block();
   if (config_.num_blocks <= 0)
     fail("the KV cache budget of ", config_.kv_cache_bytes, " bytes holds no ", config_.block_size,

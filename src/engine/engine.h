@@ -41,8 +41,9 @@ struct EngineConfig {
   int64_t max_batched_tokens = 512;    // token budget of one step (prefill chunk size)
   int64_t max_seq_len = 0;             // 0 = the model's max_position_embeddings
   int64_t block_size = 16;
-  int64_t num_blocks = 0;              // 0 = derive from kv_cache_bytes
-  int64_t kv_cache_bytes = 256ll << 20;
+  int64_t num_blocks = 0;              // 0 = derive from the memory budget below
+  int64_t kv_cache_bytes = 256ll << 20;  // used when kv_memory_fraction is 0
+  double kv_memory_fraction = 0;       // > 0: this fraction of the backend's free memory
   DType kv_dtype = DType::kF32;
   bool enable_prefix_caching = true;
   int64_t max_waiting = 4096;          // submit() refuses more

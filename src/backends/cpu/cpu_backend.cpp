@@ -1,5 +1,7 @@
 // The CPU backend: host memory and the CPU ops (fast, or the reference ones for testing).
 #include <cstring>
+#include <fstream>
+#include <string>
 
 #include "backends/backend.h"
 #include "backends/cpu/ops.h"
@@ -16,6 +18,15 @@ class CpuBackend final : public Backend {
   Tensor alloc(DType dtype, Shape shape) override { return Tensor::empty(dtype, std::move(shape)); }
   Tensor upload(const Tensor& host) override { return host; }
   Tensor to_host(const Tensor& t) override { return t; }
+  int64_t free_memory_bytes() const override {
+    std::ifstream in("/proc/meminfo");
+    std::string key;
+    int64_t kb = 0;
+    std::string unit;
+    while (in >> key >> kb >> unit)
+      if (key == "MemAvailable:") return kb * 1024;
+    return 0;
+  }
 
 #define RH_OP(name, params, args) \
   void name params override {     \
