@@ -11,5 +11,6 @@ int cmd_generate(const std::vector<std::string>& args);
 int cmd_info(const std::vector<std::string>& args);
 int cmd_tokenize(const std::vector<std::string>& args);
 int cmd_chat_template(const std::vector<std::string>& args);
+int cmd_serve(const std::vector<std::string>& args);
 
 }  // namespace redhare::app

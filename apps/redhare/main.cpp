@@ -14,6 +14,7 @@ void usage() {
       "usage: redhare <command> [options]\n"
       "\n"
       "commands:\n"
+      "  serve           OpenAI-compatible HTTP server\n"
       "  generate        greedy generation from token ids (or a text prompt)\n"
       "  info            architecture, parameter count, dtypes and memory of a model\n"
       "  tokenize        text to token ids with a model's tokenizer\n"
@@ -33,6 +34,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   const std::string& cmd = args[0];
   try {
+    if (cmd == "serve") return redhare::app::cmd_serve(args);
     if (cmd == "generate") return redhare::app::cmd_generate(args);
     if (cmd == "info") return redhare::app::cmd_info(args);
     if (cmd == "tokenize") return redhare::app::cmd_tokenize(args);

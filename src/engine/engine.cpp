@@ -53,6 +53,16 @@ bool RequestStream::next(RequestOutput* out) {
   return true;
 }
 
+RequestStream::Wait RequestStream::next_for(RequestOutput* out, std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (done_ && queue_.empty()) return Wait::kFinished;
+  if (!cv_.wait_for(lock, timeout, [&] { return !queue_.empty(); })) return Wait::kTimeout;
+  *out = std::move(queue_.front());
+  queue_.pop_front();
+  if (out->finished) done_ = true;
+  return Wait::kOutput;
+}
+
 bool RequestStream::try_next(RequestOutput* out) {
   std::lock_guard<std::mutex> lock(mu_);
   if (queue_.empty()) return false;
@@ -139,7 +149,8 @@ std::shared_ptr<RequestStream> Engine::submit(Request r) {
   auto stream = s->stream;
   {
     std::lock_guard<std::mutex> lock(inbox_mu_);
-    if (queued_ >= config_.max_waiting) fail("too many waiting requests (", queued_, "); try again later");
+    if (queued_ >= config_.max_waiting)
+      throw EngineOverloaded("too many waiting requests (" + std::to_string(queued_) + "); try again later");
     if (s->req.id.empty()) s->req.id = "req-" + std::to_string(arrival_counter_);
     s->arrival = arrival_counter_++;
     stream->id_ = s->req.id;

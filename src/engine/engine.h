@@ -12,6 +12,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -22,11 +23,18 @@
 #include <thread>
 #include <vector>
 
+#include "core/error.h"
 #include "engine/block_manager.h"
 #include "engine/request.h"
 #include "models/model.h"
 
 namespace redhare {
+
+// submit() when the queue is full: the caller should retry later (HTTP 429).
+class EngineOverloaded : public Error {
+ public:
+  using Error::Error;
+};
 
 // Turns a growing token stream into text deltas that never split a UTF-8 character.
 class TextStream {
@@ -65,6 +73,9 @@ class RequestStream {
  public:
   bool next(RequestOutput* out);
   bool try_next(RequestOutput* out);
+  // Like next(), waiting at most `timeout`; kTimeout leaves *out untouched.
+  enum class Wait { kOutput, kTimeout, kFinished };
+  Wait next_for(RequestOutput* out, std::chrono::milliseconds timeout);
   const std::string& id() const { return id_; }
 
  private:
