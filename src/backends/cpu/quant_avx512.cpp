@@ -1,7 +1,6 @@
 // The quant kernels with AVX-512 (F, BW, VL, VNNI): the 32-value block types take two blocks per
-// 512-bit register with vpdpbusd and mask moves for the Q5 fifth bits. The K types compile the
-// same 256-bit code as the AVX2 file: their 16-bit sub-block scale multiply-adds gain nothing
-// from VNNI, and they already reach 90-97% of memory bandwidth at m = 1.
+// 512-bit register with vpdpbusd (and mask moves for the Q5 fifth bits); the K types take 64
+// values per register, with vpermw to spread the sub-block scales.
 #if defined(__x86_64__)
 
 #define RH_QNS avx512

@@ -11,17 +11,20 @@ namespace redhare::quant {
 // A quantized activation row for the 32-value weight blocks: block b is x ~= d[b] * q[32b..],
 // and sum[b] = sum(q of block b), so the weight offsets (-8 for Q4_0, -16 for Q5_0) and mins
 // (Q4_1, Q5_1) fold in without touching the values again. The values of all blocks are stored
-// first and contiguously so that one 512-bit load covers two blocks; then the k / 32 scales, then
-// the k / 32 sums.
+// first and contiguously so that one 512-bit load covers two blocks; then the k / 32 scales, the
+// k / 32 sums, and each block's -sum repeated 8 times: loaded as the starting value of a 32-bit
+// lane accumulator, it takes the Q4_0 offset off with no extra instruction.
 struct ActRow32 {
   const int8_t* q;
   const float* d;
   const int32_t* sum;
+  const int32_t* neg_sum8;
 };
 inline ActRow32 act_row32(const void* act, int64_t k) {
   const auto* q = static_cast<const int8_t*>(act);
   const auto* d = reinterpret_cast<const float*>(q + k);
-  return {q, d, reinterpret_cast<const int32_t*>(d + k / 32)};
+  const auto* sum = reinterpret_cast<const int32_t*>(d + k / 32);
+  return {q, d, sum, sum + k / 32};
 }
 
 // An activation block for the 256-value K types; `bsums` are the sums of each 16 values, which

@@ -2,13 +2,13 @@
 //
 // Deliberately without an include guard: quant_avx2.cpp and quant_avx512.cpp each include it
 // once after defining RH_QNS (the namespace), RH_QTARGET (the target attribute every function
-// here carries, so the rest of the build needs no special flags) and RH_QAVX512 (1 to use
-// AVX-512 VNNI / BW instructions where they save work).
+// here carries, so the rest of the build needs no special flags) and RH_QAVX512 (1 for the
+// 512-bit versions of the block loops and AVX-512 VNNI / BW instructions).
 //
 // The weights stay packed: each block is unpacked to unsigned 8-bit integers in registers and
 // multiplied with the 8-bit activations (vpmaddubsw, or vpdpbusd with VNNI), the per-block
 // offsets are folded in through the activation sums, and one float multiply-add per block applies
-// the two scales.
+// the two scales. At m = 1 the weights stream from DRAM once, so the loops also prefetch ahead.
 
 #include <immintrin.h>
 
@@ -149,7 +149,7 @@ RH_QFN __m512 scale_pair(const uint8_t* a, const uint8_t* b, const float* f) {
 }
 
 template <B32 T>
-RH_QTARGET inline __m512i block32_pair(const uint8_t* w, const int8_t* x, const int32_t* sums) {
+RH_QTARGET inline __m512i block32_pair(const uint8_t* w, const int8_t* x, const int32_t* neg_sum8) {
   using L = B32Layout<T>;
   const uint8_t* w1 = w + L::kBytes;
   const __m512i xv = _mm512_loadu_si512(x);
@@ -166,13 +166,11 @@ RH_QTARGET inline __m512i block32_pair(const uint8_t* w, const int8_t* x, const 
       q = _mm512_or_si512(
           q, _mm512_maskz_mov_epi8(h0 | static_cast<uint64_t>(h1) << 32, _mm512_set1_epi8(0x10)));
     }
-    __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, xv);
-    if constexpr (L::kOffset != 0) {
-      __m512i s = _mm512_permutexvar_epi32(
-          _mm512_load_si512(kPairIndex),
-          _mm512_castsi128_si512(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sums))));
-      p = _mm512_sub_epi32(p, _mm512_slli_epi32(s, L::kOffset == 16 ? 1 : 0));
-    }
+    if constexpr (L::kOffset == 0) return _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, xv);
+    // Lanes start at -sum: 8 lanes take off 8 * sum, the Q4_0 offset; Q5_0 takes it twice.
+    const __m512i neg_sums = _mm512_loadu_si512(neg_sum8);
+    __m512i p = _mm512_dpbusd_epi32(neg_sums, q, xv);
+    if constexpr (L::kOffset == 16) p = _mm512_add_epi32(p, neg_sums);
     return p;
   }
 }
@@ -194,7 +192,7 @@ RH_QTARGET float dot_blocks32(const uint8_t* w, const void* act, int64_t k) {
   for (; b + 2 <= nb; b += 2) {
     const uint8_t* wb = w + b * L::kBytes;
     _mm_prefetch(reinterpret_cast<const char*>(wb) + kPrefetchBytes, _MM_HINT_T0);
-    __m512i p = block32_pair<T>(wb, x.q + 32 * b, x.sum + b);
+    __m512i p = block32_pair<T>(wb, x.q + 32 * b, x.neg_sum8 + 8 * b);
     __m512 scale = scale_pair(wb, wb + L::kBytes, x.d + b);
     // Alternate accumulators on block pairs.
     if ((b & 2) == 0)
@@ -379,6 +377,110 @@ RH_QFN float dot_q6_k(const uint8_t* w, const void* act, int64_t k) {
   return hsum_ps(acc);
 }
 
+#if RH_QAVX512
+// The K types on 512-bit registers: one register holds 64 consecutive activation values, which
+// for Q4_K / Q5_K are the low and the high nibbles of the same 32 bytes (sub-blocks 2j, 2j + 1)
+// and for Q6_K two of its 32-value groups. The weight bytes are loaded into both 256-bit halves
+// and shifted per half, so no lane shuffles are needed.
+
+// vpermw selections of the 16-bit sub-block scales for each 128-bit lane (16 values).
+struct KScaleIndex {
+  alignas(64) int16_t q45[4][32];    // j: scale 2j for the low half, 2j + 1 for the high half
+  alignas(64) int16_t q6[4][32];     // 2h + part: scale 8h + 4 part + lane
+  alignas(64) uint8_t fifth[4][64];  // Q5_K bit of sub-block 2j (low half) and 2j + 1 (high)
+};
+constexpr KScaleIndex make_k_scale_index() {
+  KScaleIndex t{};
+  for (int j = 0; j < 4; ++j)
+    for (int i = 0; i < 32; ++i) {
+      t.q45[j][i] = static_cast<int16_t>(2 * j + (i >= 16));
+      t.q6[j][i] = static_cast<int16_t>(8 * (j / 2) + 4 * (j % 2) + i / 8);
+    }
+  for (int j = 0; j < 4; ++j)
+    for (int i = 0; i < 64; ++i) t.fifth[j][i] = static_cast<uint8_t>(1u << (2 * j + (i >= 32)));
+  return t;
+}
+constexpr KScaleIndex kKScaleIndex = make_k_scale_index();
+
+RH_QFN __m512i load512(const void* p) {
+  return _mm512_loadu_si512(p);
+}
+RH_QFN __m512i both_halves(const uint8_t* p) {
+  return _mm512_broadcast_i64x4(load256(p));
+}
+
+template <bool kFifth>
+RH_QTARGET float dot_q45_k_512(const uint8_t* w, const void* act, int64_t k) {
+  constexpr int kBytes = kFifth ? 176 : 144;
+  const auto* x = static_cast<const ActBlock256*>(act);
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const __m512i nibble_shift = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
+  __m512 acc = _mm512_setzero_ps();
+  __m256 acc_min = _mm256_setzero_ps();
+  for (int64_t b = 0; b < k / 256; ++b, w += kBytes) {
+    prefetch_block(w, kBytes);
+    const __m128i sm = unpack_k_scales(w + 4);
+    const __m512i scales = _mm512_zextsi128_si512(_mm_cvtepu8_epi16(sm));
+    __m256i pair_sums = _mm256_madd_epi16(load256(x[b].bsums), _mm256_set1_epi16(1));
+    __m256i mins = _mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8));
+    acc_min = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_mullo_epi32(pair_sums, mins)),
+                              _mm256_set1_ps(f16_at(w + 2) * x[b].d), acc_min);
+    const uint8_t* qs = w + (kFifth ? 48 : 16);
+    const __m512i qh = kFifth ? both_halves(w + 16) : _mm512_setzero_si512();
+    __m512i sum = _mm512_setzero_si512();
+    for (int j = 0; j < 4; ++j) {
+      __m512i q = _mm512_and_si512(_mm512_srlv_epi64(both_halves(qs + 32 * j), nibble_shift), low4);
+      if (kFifth) {
+        __mmask64 bit5 = _mm512_test_epi8_mask(qh, load512(kKScaleIndex.fifth[j]));
+        q = _mm512_mask_add_epi8(q, bit5, q, _mm512_set1_epi8(16));
+      }
+      __m512i sc = _mm512_permutexvar_epi16(load512(kKScaleIndex.q45[j]), scales);
+      sum = _mm512_add_epi32(
+          sum, _mm512_madd_epi16(_mm512_maddubs_epi16(q, load512(x[b].q + 64 * j)), sc));
+    }
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(f16_at(w) * x[b].d), acc);
+  }
+  return _mm512_reduce_add_ps(acc) - hsum_ps(acc_min);
+}
+
+RH_QFN float dot_q6_k_512(const uint8_t* w, const void* act, int64_t k) {
+  const auto* x = static_cast<const ActBlock256*>(act);
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const __m512i low2 = _mm512_set1_epi8(3);
+  const __m512i shift_lo = _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2);
+  const __m512i shift_hi = _mm512_setr_epi64(4, 4, 4, 4, 6, 6, 6, 6);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t b = 0; b < k / 256; ++b, w += 210) {
+    prefetch_block(w, 210);
+    const uint8_t* ql = w;
+    const uint8_t* qh = w + 128;
+    __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 192)));
+    const __m512i scales = _mm512_zextsi256_si512(sc16);
+    // The stored values are offset by 32 (see dot_q6_k).
+    __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(sc16, load256(x[b].bsums)), 5);
+    __m512i sum = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(offset));
+    for (int h = 0; h < 2; ++h) {
+      __m512i l = load512(ql + 64 * h);
+      __m512i hb = both_halves(qh + 32 * h);
+      __m512i lo = _mm512_or_si512(
+          _mm512_and_si512(l, low4),
+          _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi64(hb, shift_lo), low2), 4));
+      __m512i hi = _mm512_or_si512(
+          _mm512_and_si512(_mm512_srli_epi16(l, 4), low4),
+          _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi64(hb, shift_hi), low2), 4));
+      __m512i sc_lo = _mm512_permutexvar_epi16(load512(kKScaleIndex.q6[2 * h]), scales);
+      __m512i sc_hi = _mm512_permutexvar_epi16(load512(kKScaleIndex.q6[2 * h + 1]), scales);
+      sum = _mm512_add_epi32(
+          sum, _mm512_madd_epi16(_mm512_maddubs_epi16(lo, load512(x[b].q + 128 * h)), sc_lo));
+      sum = _mm512_add_epi32(
+          sum, _mm512_madd_epi16(_mm512_maddubs_epi16(hi, load512(x[b].q + 128 * h + 64)), sc_hi));
+    }
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(f16_at(w + 208) * x[b].d), acc);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+#endif
+
 // ---- plain float weights ----
 
 RH_QFN __m256 load_f32x8(const uint8_t* p) {
@@ -483,12 +585,14 @@ RH_QTARGET void quantize_act32(const float* x, int64_t k, void* out) {
   auto* q = const_cast<int8_t*>(row.q);
   auto* d = const_cast<float*>(row.d);
   auto* sums = const_cast<int32_t*>(row.sum);
+  auto* neg_sum8 = const_cast<int32_t*>(row.neg_sum8);
   for (int64_t b = 0; b < k / 32; ++b) {
     __m256 inv;
     d[b] = scale_and_inverse(abs_max(x + 32 * b, 32), &inv);
     int32_t s0, s1;
     quantize32(x + 32 * b, inv, q + 32 * b, &s0, &s1);
     sums[b] = s0 + s1;
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(neg_sum8 + 8 * b), _mm256_set1_epi32(-sums[b]));
   }
 }
 
@@ -520,9 +624,15 @@ KernelTable make_table() {
   set(DType::kQ4_1, dot_blocks32<B32::kQ4_1>);
   set(DType::kQ5_0, dot_blocks32<B32::kQ5_0>);
   set(DType::kQ5_1, dot_blocks32<B32::kQ5_1>);
+#if RH_QAVX512
+  set(DType::kQ4_K, dot_q45_k_512<false>);
+  set(DType::kQ5_K, dot_q45_k_512<true>);
+  set(DType::kQ6_K, dot_q6_k_512);
+#else
   set(DType::kQ4_K, dot_q45_k<false>);
   set(DType::kQ5_K, dot_q45_k<true>);
   set(DType::kQ6_K, dot_q6_k);
+#endif
   t.quantize32 = quantize_act32;
   t.quantize256 = quantize_act256;
   return t;

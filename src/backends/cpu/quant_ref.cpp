@@ -214,7 +214,7 @@ int act_block_elems(DType t) {
 int64_t act_row_bytes(DType t, int64_t k) {
   switch (act_block_elems(t)) {
     case 32:
-      return k + k / 32 * 8;  // values, then a float scale and an int32 sum per block
+      return k + k / 32 * 40;  // values; per block a scale, a sum and 8 copies of -sum
     case 256:
       return k / 256 * static_cast<int64_t>(sizeof(ActBlock256));
     default:
@@ -244,6 +244,7 @@ void quantize_act_row(DType t, const float* x, int64_t k, void* out) {
     auto* q = const_cast<int8_t*>(row.q);
     auto* d = const_cast<float*>(row.d);
     auto* sums = const_cast<int32_t*>(row.sum);
+    auto* neg_sum8 = const_cast<int32_t*>(row.neg_sum8);
     for (int64_t b = 0; b < k / 32; ++b) {
       const float* xb = x + b * 32;
       float inv;
@@ -251,6 +252,7 @@ void quantize_act_row(DType t, const float* x, int64_t k, void* out) {
       int32_t sum = 0;
       for (int j = 0; j < 32; ++j) sum += q[b * 32 + j] = round_q(xb[j] * inv);
       sums[b] = sum;
+      for (int j = 0; j < 8; ++j) neg_sum8[8 * b + j] = -sum;
     }
   } else if (block == 256) {
     auto* blocks = static_cast<ActBlock256*>(out);
