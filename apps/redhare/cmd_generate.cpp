@@ -1,6 +1,11 @@
-// redhare generate: greedy generation for one or more prompts given as token ids.
+// redhare generate: run prompts through the engine, all at once (continuous batching), and print
+// each continuation. Prompts are token ids (--prompt-ids), text (--prompt, needs the model's
+// tokenizer), or a file of them (--prompts-file: one text prompt per line, or JSON lines with
+// "prompt" as text or ids). --chat wraps each text prompt as a user message in the chat template.
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <set>
 #include <sstream>
 
@@ -11,7 +16,10 @@
 #include "core/error.h"
 #include "core/logging.h"
 #include "core/thread_pool.h"
-#include "engine/generate.h"
+#include "engine/engine.h"
+#include "text/detokenizer.h"
+#include "text/jinja/chat_template.h"
+#include "text/tokenizer.h"
 
 namespace redhare::app {
 namespace {
@@ -36,57 +44,179 @@ std::vector<int32_t> parse_ids(const std::string& s) {
   return ids;
 }
 
+struct PromptIn {
+  std::string text;
+  std::vector<int32_t> ids;
+  bool is_ids = false;
+};
+
+std::vector<PromptIn> read_prompts_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) fail(path, ": cannot open");
+  std::vector<PromptIn> out;
+  std::string line;
+  int64_t n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (line.empty()) continue;
+    if (line[0] == '{') {
+      auto j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_discarded() || !j.contains("prompt")) fail(path, ":", n, ": expected {\"prompt\": text or ids}");
+      PromptIn p;
+      if (j["prompt"].is_string()) {
+        p.text = j["prompt"].get<std::string>();
+      } else if (j["prompt"].is_array()) {
+        p.is_ids = true;
+        for (const auto& e : j["prompt"]) {
+          if (!e.is_number_integer()) fail(path, ":", n, ": prompt ids must be integers");
+          p.ids.push_back(e.get<int32_t>());
+        }
+      } else {
+        fail(path, ":", n, ": prompt must be text or a list of ids");
+      }
+      out.push_back(std::move(p));
+    } else {
+      out.push_back({line, {}, false});
+    }
+  }
+  return out;
+}
+
+class DetokStream : public TextStream {
+ public:
+  explicit DetokStream(const Tokenizer& t) : d_(t, true) {}
+  std::string push(int32_t id) override { return d_.push(id); }
+
+ private:
+  IncrementalDetokenizer d_;
+};
+
 }  // namespace
 
 int cmd_generate(const std::vector<std::string>& args) {
-  CLI::App app{"Greedy generation from token ids.", "redhare generate"};
-  std::string model_dir, load_format = "auto", log_level = "warn";
-  std::vector<std::string> prompts;
+  CLI::App app{"Generate continuations for prompts, all run concurrently.", "redhare generate"};
+  std::string model_dir, load_format = "auto", log_level = "warn", prompts_file;
+  std::vector<std::string> prompt_ids, prompt_texts;
   int64_t max_tokens = 16;
   int threads = 0;
-  bool json = false, ignore_eos = false;
-  app.add_option("--model", model_dir, "model directory (config.json + safetensors)")->required();
-  app.add_option("--prompt-ids", prompts, "prompt as comma-separated token ids; repeat for more prompts")
-      ->required();
+  bool json = false, ignore_eos = false, chat = false;
+  float temperature = 0, top_p = 1;
+  int top_k = 0;
+  int64_t seed = -1;
+  app.add_option("--model", model_dir, "model directory (config.json, safetensors, tokenizer.json)")->required();
+  app.add_option("--prompt-ids", prompt_ids, "a prompt as comma-separated token ids (repeatable)");
+  app.add_option("--prompt", prompt_texts, "a text prompt (repeatable; needs tokenizer.json)");
+  app.add_option("--prompts-file", prompts_file, "one text prompt per line, or JSON lines {\"prompt\": ...}");
+  app.add_flag("--chat", chat, "render each text prompt as a user message with the chat template");
   app.add_option("--max-tokens", max_tokens, "tokens to generate per prompt")->capture_default_str();
-  app.add_flag("--json", json, "print one JSON object {prompt_ids, output_ids} per prompt");
+  app.add_option("--temperature", temperature, "0 = greedy")->capture_default_str();
+  app.add_option("--top-p", top_p, "nucleus sampling mass")->capture_default_str();
+  app.add_option("--top-k", top_k, "0 = off")->capture_default_str();
+  app.add_option("--seed", seed, "sampling seed (-1 = random)")->capture_default_str();
+  app.add_flag("--json", json, "print one JSON object per prompt: prompt_ids, output_ids (and text)");
   app.add_flag("--ignore-eos", ignore_eos, "keep generating past end-of-sequence tokens");
   app.add_option("--load-format", load_format, "auto (read the checkpoint) or dummy (random weights)")
       ->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0 = all)")->capture_default_str();
   app.add_option("--log-level", log_level, "debug, info, warn, error")->capture_default_str();
   if (int rc = parse_args(app, args); rc >= 0) return rc;
-  if (max_tokens < 0) fail("--max-tokens must not be negative");
+  if (max_tokens < 1) fail("--max-tokens must be at least 1");
   set_log_level(parse_log_level(log_level));
   ThreadPool::set_global_threads(threads);
+
+  std::vector<PromptIn> prompts;
+  for (const std::string& p : prompt_ids) prompts.push_back({"", parse_ids(p), true});
+  for (const std::string& p : prompt_texts) prompts.push_back({p, {}, false});
+  if (!prompts_file.empty())
+    for (PromptIn& p : read_prompts_file(prompts_file)) prompts.push_back(std::move(p));
+  if (prompts.empty()) fail("give at least one of --prompt-ids, --prompt, --prompts-file");
+
+  std::unique_ptr<Tokenizer> tok;
+  if (std::filesystem::exists(std::filesystem::path(model_dir) / "tokenizer.json"))
+    tok = std::make_unique<Tokenizer>(Tokenizer::from_dir(model_dir));
+  std::string tmpl;
+  if (chat) {
+    if (!tok) fail(model_dir, ": --chat needs tokenizer.json");
+    tmpl = jinja::load_chat_template_from_dir(model_dir);
+  }
+  for (PromptIn& p : prompts) {
+    if (p.is_ids) continue;
+    if (!tok) fail(model_dir, ": text prompts need tokenizer.json (or use --prompt-ids)");
+    if (chat) {
+      nlohmann::ordered_json msgs = nlohmann::ordered_json::array({{{"role", "user"}, {"content", p.text}}});
+      std::string text = jinja::apply_chat_template(tmpl, msgs, nullptr, true, nullptr,
+                                                    jinja::special_token_text(tok->config(), "bos_token"),
+                                                    jinja::special_token_text(tok->config(), "eos_token"));
+      p.ids = tok->encode(text, false);
+    } else {
+      p.ids = tok->encode(p.text, true);
+    }
+  }
 
   auto backend = make_cpu_backend();
   LoadOptions lo;
   lo.load_format = load_format;
   auto model = load_model(model_dir, *backend, lo);
-  GreedyOptions g;
-  g.max_new_tokens = max_tokens;
-  g.ignore_eos = ignore_eos;
-  std::set<int64_t> eos(model->config().eos_token_ids.begin(), model->config().eos_token_ids.end());
+  EngineConfig ec;
+  ec.max_running = 256;
+  std::set<int32_t> eos;
+  for (int64_t id : model->config().eos_token_ids) eos.insert(static_cast<int32_t>(id));
   if (load_format != "dummy")
-    for (int64_t id : GenerationConfig::load(model_dir).eos_token_ids) eos.insert(id);
-  g.eos_ids.assign(eos.begin(), eos.end());
-
-  for (const std::string& p : prompts) {
-    std::vector<int32_t> ids = parse_ids(p);
-    auto t0 = std::chrono::steady_clock::now();
-    std::vector<int32_t> out = greedy_generate(*model, *backend, ids, g);
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (json) {
-      nlohmann::json j = {{"prompt_ids", ids}, {"output_ids", out}};
-      std::printf("%s\n", j.dump().c_str());
-    } else {
-      for (size_t i = 0; i < out.size(); ++i) std::printf("%s%d", i ? " " : "", out[i]);
-      std::printf("\n");
-      std::fprintf(stderr, "%zu prompt + %zu generated tokens in %.3f s\n", ids.size(), out.size(), secs);
-    }
-    std::fflush(stdout);
+    for (int64_t id : GenerationConfig::load(model_dir).eos_token_ids) eos.insert(static_cast<int32_t>(id));
+  if (tok && tok->eos_id()) eos.insert(*tok->eos_id());
+  ec.eos_token_ids.assign(eos.begin(), eos.end());
+  // Enough KV for every prompt at once, so none waits on another.
+  int64_t tokens = 0;
+  for (const PromptIn& p : prompts) tokens += static_cast<int64_t>(p.ids.size()) + max_tokens + ec.block_size;
+  ec.num_blocks = tokens / ec.block_size + 1;
+  TextStreamFactory tf;
+  if (tok) {
+    const Tokenizer* t = tok.get();
+    tf = [t](const std::vector<int32_t>&) { return std::make_unique<DetokStream>(*t); };
   }
+  Engine engine(*model, *backend, ec, tf);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const PromptIn& p : prompts) {
+    Request r;
+    r.prompt = p.ids;
+    r.sampling.max_tokens = max_tokens;
+    r.sampling.temperature = temperature;
+    r.sampling.top_p = top_p;
+    r.sampling.top_k = top_k;
+    r.sampling.ignore_eos = ignore_eos;
+    if (seed >= 0) r.sampling.seed = static_cast<uint64_t>(seed);
+    streams.push_back(engine.submit(std::move(r)));
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  engine.run_until_idle();
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  int64_t generated = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    std::vector<int32_t> out;
+    std::string text;
+    RequestOutput o;
+    std::string finish;
+    while (streams[i]->try_next(&o)) {
+      out.insert(out.end(), o.token_ids.begin(), o.token_ids.end());
+      text += o.text;
+      if (o.finished) finish = finish_reason_name(o.finish_reason);
+    }
+    generated += static_cast<int64_t>(out.size());
+    if (json) {
+      nlohmann::json j = {{"prompt_ids", prompts[i].ids}, {"output_ids", out}};
+      if (tok) j["text"] = text;
+      j["finish_reason"] = finish;
+      std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    } else if (tok) {
+      std::printf("%s\n", text.c_str());
+    } else {
+      for (size_t k = 0; k < out.size(); ++k) std::printf("%s%d", k ? " " : "", out[k]);
+      std::printf("\n");
+    }
+  }
+  std::fflush(stdout);
+  std::fprintf(stderr, "%zu prompts, %lld tokens generated in %.2f s (%.1f tok/s)\n", prompts.size(),
+               static_cast<long long>(generated), secs, static_cast<double>(generated) / secs);
   return 0;
 }
 
