@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
+if [ -x .venv/bin/python3 ]; then export PATH="$PWD/.venv/bin:$PATH"; fi
 for f in tools/*/fetch_*.sh; do [ -x "$f" ] && "$f"; done
+scripts/fetch_default_model.sh
 BUILD_DIR=build-test scripts/build.sh -DREDHARE_WERROR=ON
 ctest --test-dir build-test --output-on-failure -j "$(nproc)" --timeout 600
 if compgen -G "tests/e2e/test_*.py" > /dev/null; then

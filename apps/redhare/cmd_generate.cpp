@@ -17,6 +17,8 @@
 #include "core/logging.h"
 #include "core/thread_pool.h"
 #include "engine/engine.h"
+#include "models/assets.h"
+#include "models/gguf_model.h"
 #include "text/detokenizer.h"
 #include "text/jinja/chat_template.h"
 #include "text/tokenizer.h"
@@ -86,6 +88,7 @@ class DetokStream : public TextStream {
  public:
   explicit DetokStream(const Tokenizer& t) : d_(t, true) {}
   std::string push(int32_t id) override { return d_.push(id); }
+  std::string finish() override { return d_.finish(); }
 
  private:
   IncrementalDetokenizer d_;
@@ -103,7 +106,7 @@ int cmd_generate(const std::vector<std::string>& args) {
   float temperature = 0, top_p = 1;
   int top_k = 0;
   int64_t seed = -1;
-  app.add_option("--model", model_dir, "model directory (config.json, safetensors, tokenizer.json)")->required();
+  app.add_option("--model", model_dir, "model directory or .gguf file (default: SmolLM2-135M-Instruct)");
   app.add_option("--prompt-ids", prompt_ids, "a prompt as comma-separated token ids (repeatable)");
   app.add_option("--prompt", prompt_texts, "a text prompt (repeatable; needs tokenizer.json)");
   app.add_option("--prompts-file", prompts_file, "one text prompt per line, or JSON lines {\"prompt\": ...}");
@@ -121,6 +124,7 @@ int cmd_generate(const std::vector<std::string>& args) {
   app.add_option("--log-level", log_level, "debug, info, warn, error")->capture_default_str();
   if (int rc = parse_args(app, args); rc >= 0) return rc;
   if (max_tokens < 1) fail("--max-tokens must be at least 1");
+  if (model_dir.empty()) model_dir = require_default_model();
   set_log_level(parse_log_level(log_level));
   ThreadPool::set_global_threads(threads);
 
@@ -131,40 +135,30 @@ int cmd_generate(const std::vector<std::string>& args) {
     for (PromptIn& p : read_prompts_file(prompts_file)) prompts.push_back(std::move(p));
   if (prompts.empty()) fail("give at least one of --prompt-ids, --prompt, --prompts-file");
 
-  std::unique_ptr<Tokenizer> tok;
-  if (std::filesystem::exists(std::filesystem::path(model_dir) / "tokenizer.json"))
-    tok = std::make_unique<Tokenizer>(Tokenizer::from_dir(model_dir));
-  std::string tmpl;
-  if (chat) {
-    if (!tok) fail(model_dir, ": --chat needs tokenizer.json");
-    tmpl = jinja::load_chat_template_from_dir(model_dir);
-  }
+  auto backend = make_cpu_backend();
+  LoadOptions lo;
+  lo.load_format = load_format;
+  auto model = load_model(model_dir, *backend, lo);
+  TextAssets assets = load_text_assets(model_dir, model->config());
+  std::unique_ptr<Tokenizer> tok = std::move(assets.tokenizer);
+  std::string tmpl = assets.chat_template;
+  if (chat && tmpl.empty()) fail(model_dir, ": --chat needs a chat template, and this model has none");
   for (PromptIn& p : prompts) {
     if (p.is_ids) continue;
     if (!tok) fail(model_dir, ": text prompts need tokenizer.json (or use --prompt-ids)");
     if (chat) {
       nlohmann::ordered_json msgs = nlohmann::ordered_json::array({{{"role", "user"}, {"content", p.text}}});
-      std::string text = jinja::apply_chat_template(tmpl, msgs, nullptr, true, nullptr,
-                                                    jinja::special_token_text(tok->config(), "bos_token"),
-                                                    jinja::special_token_text(tok->config(), "eos_token"));
+      std::string text = jinja::apply_chat_template(tmpl, msgs, nullptr, true, nullptr, assets.bos_token,
+                                                    assets.eos_token);
       p.ids = tok->encode(text, false);
     } else {
       p.ids = tok->encode(p.text, true);
     }
   }
 
-  auto backend = make_cpu_backend();
-  LoadOptions lo;
-  lo.load_format = load_format;
-  auto model = load_model(model_dir, *backend, lo);
   EngineConfig ec;
   ec.max_running = 256;
-  std::set<int32_t> eos;
-  for (int64_t id : model->config().eos_token_ids) eos.insert(static_cast<int32_t>(id));
-  if (load_format != "dummy")
-    for (int64_t id : GenerationConfig::load(model_dir).eos_token_ids) eos.insert(static_cast<int32_t>(id));
-  if (tok && tok->eos_id()) eos.insert(*tok->eos_id());
-  ec.eos_token_ids.assign(eos.begin(), eos.end());
+  ec.eos_token_ids = assets.eos_token_ids;
   // Enough KV for every prompt at once, so none waits on another.
   int64_t tokens = 0;
   for (const PromptIn& p : prompts) tokens += static_cast<int64_t>(p.ids.size()) + max_tokens + ec.block_size;

@@ -107,5 +107,9 @@ class Backend {
 
 // The CPU backend: `reference` selects the plain scalar ops instead of the fast ones.
 std::unique_ptr<Backend> make_cpu_backend(bool reference = false);
+// Block-quantized (GGUF) weights on the CPU: by default activations stay f32 and weights are
+// dequantized in registers, matching the float model; `on` switches to 8-bit activations with
+// integer dot products (llama.cpp's approach: faster prefill, logits off by a few tenths).
+void set_cpu_int8_activations(bool on);
 
 }  // namespace redhare

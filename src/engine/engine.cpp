@@ -376,6 +376,10 @@ void Engine::emit_token(Sequence& s, int32_t token, const TokenLogprob* lp) {
   }
   const bool is_eos = std::find(config_.eos_token_ids.begin(), config_.eos_token_ids.end(), token) !=
                       config_.eos_token_ids.end();
+  const bool ends = (may_stop && is_eos && !p.ignore_eos) ||
+                    (may_stop && std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), token) != p.stop_token_ids.end()) ||
+                    s.num_output >= p.max_tokens || static_cast<int64_t>(s.tokens.size()) >= config_.max_seq_len;
+  if (ends && s.text) s.full_text += s.text->finish();
   if (may_stop && is_eos && !p.ignore_eos) {
     finish(s, FinishReason::kStop, "", out);
   } else if (may_stop && std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), token) != p.stop_token_ids.end()) {

@@ -41,6 +41,8 @@ class TextStream {
  public:
   virtual ~TextStream() = default;
   virtual std::string push(int32_t token) = 0;
+  // Text still held back when the sequence ends (e.g. an unfinished byte-fallback run).
+  virtual std::string finish() { return {}; }
 };
 using TextStreamFactory = std::function<std::unique_ptr<TextStream>(const std::vector<int32_t>& prompt)>;
 

@@ -7,6 +7,7 @@
 #include "core/logging.h"
 #include "core/thread_pool.h"
 #include "formats/safetensors.h"
+#include "models/gguf_model.h"
 
 namespace redhare {
 
@@ -113,7 +114,15 @@ std::vector<std::string> supported_architectures() {
 std::unique_ptr<Model> load_model(const std::string& model_dir, Backend& backend,
                                   const LoadOptions& options) {
   ensure_builtin_registered();
-  ModelConfig config = ModelConfig::load(model_dir);
+  const std::string gguf_path = find_gguf_file(model_dir);
+  std::shared_ptr<GgufFile> gguf;
+  ModelConfig config;
+  if (!gguf_path.empty()) {
+    gguf = std::make_shared<GgufFile>(GgufFile::open(gguf_path));
+    config = config_from_gguf(*gguf);
+  } else {
+    config = ModelConfig::load(model_dir);
+  }
   auto it = registry().find(config.architecture);
   if (it == registry().end()) {
     std::string names;
@@ -124,10 +133,12 @@ std::unique_ptr<Model> load_model(const std::string& model_dir, Backend& backend
   std::unique_ptr<WeightSource> weights;
   if (options.load_format == "dummy") {
     weights = std::make_unique<DummyWeights>(config.dtype, options.seed);
+  } else if (gguf && (options.load_format == "auto" || options.load_format == "gguf")) {
+    weights = gguf_weight_source(gguf, config);
   } else if (options.load_format == "auto" || options.load_format == "safetensors") {
     weights = std::make_unique<CheckpointWeights>(model_dir);
   } else {
-    fail("load_format '", options.load_format, "' is not one of auto, safetensors, dummy");
+    fail("load_format '", options.load_format, "' is not one of auto, safetensors, gguf, dummy");
   }
   log_info("loading ", config.architecture, " from ", weights->describe(), " on ", backend.name());
   return it->second(config, *weights, backend);

@@ -10,6 +10,8 @@
 #include "core/thread_pool.h"
 #include "server/server_state.h"
 #include "text/detokenizer.h"
+#include "models/assets.h"
+#include "models/gguf_model.h"
 #include "text/jinja/chat_template.h"
 
 #ifndef REDHARE_VERSION
@@ -50,14 +52,15 @@ class DetokenizerStream : public TextStream {
  public:
   explicit DetokenizerStream(const Tokenizer& t) : d_(t, /*skip_special_tokens=*/true) {}
   std::string push(int32_t token) override { return d_.push(token); }
+  std::string finish() override { return d_.finish(); }
 
  private:
   IncrementalDetokenizer d_;
 };
 
 void load(ServerState& st, const Settings& s) {
-  const std::string dir = s.str("models.ckpt_dir");
-  if (dir.empty()) fail("no model: set models.ckpt_dir=DIR");
+  std::string dir = s.str("models.ckpt_dir");
+  if (dir.empty()) dir = require_default_model();
   std::string tok_dir = s.str("models.tokenizer_dir");
   if (tok_dir.empty()) tok_dir = dir;
   ThreadPool::set_global_threads(static_cast<int>(s.integer("infer.threads")));
@@ -65,17 +68,13 @@ void load(ServerState& st, const Settings& s) {
   LoadOptions lo;
   lo.load_format = s.str("models.load_format");
   st.model = load_model(dir, *st.backend, lo);
-  st.tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_dir(tok_dir));
-  try {
-    st.chat_template = jinja::load_chat_template_from_dir(tok_dir);
-    // Parse once now so a broken template is reported at start-up, not per request.
-    jinja::Template::parse(st.chat_template);
-  } catch (const Error& e) {
-    log_warn("no usable chat template (", e.what(), "); /v1/chat/completions is disabled");
-    st.chat_template.clear();
-  }
-  st.bos_token = jinja::special_token_text(st.tokenizer->config(), "bos_token");
-  st.eos_token = jinja::special_token_text(st.tokenizer->config(), "eos_token");
+  TextAssets assets = load_text_assets(dir, st.model->config(), s.str("models.tokenizer_dir"));
+  if (!assets.tokenizer) fail(tok_dir, ": no tokenizer (tokenizer.json or GGUF tokenizer metadata)");
+  st.tokenizer = std::move(assets.tokenizer);
+  st.chat_template = assets.chat_template;
+  if (st.chat_template.empty()) log_warn("the model has no chat template; /v1/chat/completions is disabled");
+  st.bos_token = assets.bos_token;
+  st.eos_token = assets.eos_token;
 
   EngineConfig ec;
   ec.max_running = s.integer("infer.max_reqs");
@@ -91,12 +90,7 @@ void load(ServerState& st, const Settings& s) {
   else if (ct == "bf16") ec.kv_dtype = DType::kBF16;
   else if (ct == "f16") ec.kv_dtype = DType::kF16;
   else fail("infer.cache_type '", ct, "' is not one of f32, bf16, f16");
-  std::set<int32_t> eos;
-  for (int64_t id : st.model->config().eos_token_ids) eos.insert(static_cast<int32_t>(id));
-  if (lo.load_format != "dummy")
-    for (int64_t id : GenerationConfig::load(dir).eos_token_ids) eos.insert(static_cast<int32_t>(id));
-  if (st.tokenizer->eos_id()) eos.insert(*st.tokenizer->eos_id());
-  ec.eos_token_ids.assign(eos.begin(), eos.end());
+  ec.eos_token_ids = assets.eos_token_ids;
   const Tokenizer* tok = st.tokenizer.get();
   st.engine = std::make_unique<Engine>(*st.model, *st.backend, ec,
                                        [tok](const std::vector<int32_t>&) { return std::make_unique<DetokenizerStream>(*tok); });
@@ -153,8 +147,12 @@ int run_server(const Settings& s) {
     }
   }
   st.model_name = s.str("serve.model_name");
-  if (st.model_name.empty())
-    st.model_name = std::filesystem::path(s.str("models.ckpt_dir")).lexically_normal().filename().string();
+  if (st.model_name.empty()) {
+    std::filesystem::path p = s.str("models.ckpt_dir").empty() ? default_model_path() : s.str("models.ckpt_dir");
+    p = p.lexically_normal();
+    if (p.filename().empty()) p = p.parent_path();
+    st.model_name = p.extension() == ".gguf" ? p.stem().string() : p.filename().string();
+  }
   if (st.model_name.empty()) st.model_name = "redhare";
 
   httplib::Server svr;

@@ -60,7 +60,7 @@ const std::vector<SettingDef>& Settings::schema() {
       {"serve.read_timeout_s", "int", 30, "seconds a client may take to send its request"},
       {"serve.drain_timeout_s", "int", 60, "on SIGTERM, seconds to let running requests finish"},
       {"serve.model_name", "string", "", "model id reported by /v1/models (default: the directory name)"},
-      {"models.ckpt_dir", "string", "", "model directory (config.json, safetensors, tokenizer.json)"},
+      {"models.ckpt_dir", "string", "", "model: a directory (config.json + safetensors + tokenizer.json) or a .gguf file; empty = the default SmolLM2-135M-Instruct"},
       {"models.load_format", "string", "auto", "auto (read the checkpoint) or dummy (random weights)"},
       {"models.tokenizer_dir", "string", "", "directory of tokenizer.json (default: models.ckpt_dir)"},
       {"infer.max_reqs", "int", 64, "most requests running at once"},

@@ -4,6 +4,7 @@
 #include <pcre2.h>
 
 #include "core/error.h"
+#include "text/regex_syntax.h"
 #include "text/unicode.h"
 
 namespace redhare::text {
@@ -34,67 +35,6 @@ struct ThreadMatchState {
 ThreadMatchState& thread_state() {
   thread_local ThreadMatchState state;
   return state;
-}
-
-// Rewrites the escapes whose meaning differs between Oniguruma (which wrote the patterns) and
-// PCRE2 10.42 in UCP mode: Oniguruma's \w is Alphabetic, marks, decimal digits, connector
-// punctuation and the joiners (PCRE2's lacks the marks); its \s is exactly White_Space (PCRE2's
-// adds U+180E); its \h is a hex digit, not horizontal space. Negated forms inside a bracket
-// class are left to PCRE2: no tokenizer file seen uses them.
-std::string translate_oniguruma(const std::string& pattern) {
-  constexpr std::string_view kWord = "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}";
-  constexpr std::string_view kSpace =
-      "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}"
-      "\\x{202F}\\x{205F}\\x{3000}";
-  constexpr std::string_view kHex = "0-9a-fA-F";
-  std::string out;
-  out.reserve(pattern.size() + 16);
-  int class_depth = 0;
-  auto put_class = [&](std::string_view members, bool negated) {
-    if (class_depth > 0) {
-      out += members;
-    } else {
-      out += negated ? "[^" : "[";
-      out += members;
-      out += ']';
-    }
-  };
-  for (std::size_t i = 0; i < pattern.size(); ++i) {
-    const char ch = pattern[i];
-    if (ch == '\\' && i + 1 < pattern.size()) {
-      const char e = pattern[++i];
-      const bool in_class = class_depth > 0;
-      if (e == 'w' || e == 's' || e == 'h') {
-        put_class(e == 'w' ? kWord : e == 's' ? kSpace : kHex, false);
-      } else if ((e == 'W' || e == 'S' || e == 'H') && !in_class) {
-        put_class(e == 'W' ? kWord : e == 'S' ? kSpace : kHex, true);
-      } else {
-        out += ch;
-        out += e;
-      }
-      continue;
-    }
-    if (ch == '[') {
-      // "[:alpha:]" inside a class is a POSIX name, not a nested class.
-      if (class_depth > 0 && i + 1 < pattern.size() && pattern[i + 1] == ':') {
-        const std::size_t close = pattern.find(":]", i + 2);
-        if (close != std::string::npos) {
-          out.append(pattern, i, close + 2 - i);
-          i = close + 1;
-          continue;
-        }
-      }
-      ++class_depth;
-      out += ch;
-      // A ']' right after '[' or '[^' is a literal member.
-      if (i + 1 < pattern.size() && pattern[i + 1] == '^') out += pattern[++i];
-      if (i + 1 < pattern.size() && pattern[i + 1] == ']') out += pattern[++i];
-      continue;
-    }
-    if (ch == ']' && class_depth > 0) --class_depth;
-    out += ch;
-  }
-  return out;
 }
 
 }  // namespace

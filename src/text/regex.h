@@ -1,8 +1,8 @@
 // Regular expressions for pre-tokenizers, on PCRE2 in UTF + UCP mode with the JIT.
 //
 // tokenizer.json patterns are written for Oniguruma, the engine inside the reference library.
-// For the constructs these patterns use (\p{..} classes, \s, lookahead, (?i:..)), PCRE2 with
-// Unicode properties behaves the same; the fixture tests check that on real tokenizer files.
+// Patterns are first rewritten where the two engines disagree (regex_syntax.h); the fixture tests
+// check the result on real tokenizer files.
 #pragma once
 
 #include <cstddef>

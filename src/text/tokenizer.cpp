@@ -3,6 +3,7 @@
 #include "text/tokenizer.h"
 
 #include <algorithm>
+#include <unordered_set>
 
 #include "core/error.h"
 #include "text/tokenizer_impl.h"
@@ -27,20 +28,40 @@ char32_t last_char(std::string_view s) {
 
 AddedTokenMatcher::AddedTokenMatcher(const std::vector<AddedToken>& tokens, bool normalized,
                                      const Normalizer* normalizer) {
+  std::unordered_set<std::string> seen;
   for (AddedToken t : tokens) {
     if (t.normalized != normalized || t.content.empty()) continue;
     if (normalized && normalizer) t.content = normalizer->apply(t.content);
     if (t.content.empty()) continue;
-    const bool dup = std::any_of(candidates_.begin(), candidates_.end(),
-                                 [&](const AddedToken& c) { return c.content == t.content; });
-    if (!dup) candidates_.push_back(t);
+    // Of two tokens with one text, the first wins, as in the reference's matcher.
+    if (seen.insert(t.content).second) candidates_.push_back(std::move(t));
   }
-  std::stable_sort(
-      candidates_.begin(), candidates_.end(),
-      [](const AddedToken& a, const AddedToken& b) { return a.content.size() > b.content.size(); });
-  for (uint32_t k = 0; k < candidates_.size(); ++k) {
-    by_first_byte_[static_cast<unsigned char>(candidates_[k].content[0])].push_back(k);
+  token_at_node_.push_back(-1);
+  for (std::size_t k = 0; k < candidates_.size(); ++k) {
+    const std::string& c = candidates_[k].content;
+    starts_[static_cast<unsigned char>(c[0])] = true;
+    uint32_t node = 0;
+    for (char ch : c) {
+      const uint64_t key = (uint64_t{node} << 8) | static_cast<unsigned char>(ch);
+      auto [it, inserted] = edges_.emplace(key, static_cast<uint32_t>(token_at_node_.size()));
+      if (inserted) token_at_node_.push_back(-1);
+      node = it->second;
+    }
+    token_at_node_[node] = static_cast<int32_t>(k);
   }
+}
+
+const AddedToken* AddedTokenMatcher::longest_at(std::string_view text, std::size_t at) const {
+  if (!starts_[static_cast<unsigned char>(text[at])]) return nullptr;
+  const AddedToken* best = nullptr;
+  uint32_t node = 0;
+  for (std::size_t i = at; i < text.size(); ++i) {
+    const auto it = edges_.find((uint64_t{node} << 8) | static_cast<unsigned char>(text[i]));
+    if (it == edges_.end()) break;
+    node = it->second;
+    if (token_at_node_[node] >= 0) best = &candidates_[token_at_node_[node]];
+  }
+  return best;
 }
 
 void AddedTokenMatcher::split(std::string_view text, std::vector<Segment>& out) const {
@@ -48,15 +69,7 @@ void AddedTokenMatcher::split(std::string_view text, std::vector<Segment>& out) 
   std::size_t emitted = 0;  // end of the last segment pushed
   std::size_t i = 0;
   while (i < text.size()) {
-    const auto& cands = by_first_byte_[static_cast<unsigned char>(text[i])];
-    const AddedToken* hit = nullptr;
-    for (uint32_t k : cands) {
-      const std::string& c = candidates_[k].content;
-      if (text.compare(i, c.size(), c) == 0) {
-        hit = &candidates_[k];
-        break;
-      }
-    }
+    const AddedToken* hit = longest_at(text, i);
     if (!hit) {
       ++i;
       continue;

@@ -11,6 +11,10 @@
 // decodes bytes with errors="replace", so encode(bytes) equals the reference's
 // encode(bytes.decode("utf-8", "replace")).
 //
+// Unicode tables follow the reference's: character classes as of Unicode 16.0 (Debian 12's ICU,
+// which stops at 15.0, plus a generated table of what 15.1 and 16.0 added), and normalization
+// that leaves alone the characters the reference's older normalization tables do not know.
+//
 // A Tokenizer is immutable after loading; encode and decode may be called from many threads.
 #pragma once
 

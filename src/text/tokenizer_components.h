@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "text/regex.h"
+#include "text/unicode.h"
 
 namespace redhare::text {
 
@@ -24,7 +25,6 @@ struct Piece {
   bool at_origin = false;
 };
 
-// What a pattern (a literal or a regex) matches inside a piece: byte ranges, in order.
 // The reference's Pattern trait: a literal string, a regex, or a single character. find_matches
 // covers the whole text with ranges flagged as match or not; a character pattern flags every
 // occurrence as its own match, which matters for the merge behaviours of split_pieces.
@@ -57,7 +57,7 @@ class Normalizer {
 class PreTokenizer {
  public:
   virtual ~PreTokenizer() = default;
-  // Splits (and may rewrite) every piece; empty pieces are dropped by the caller.
+  // Splits (and may rewrite) every piece. Pieces come in non-empty and go out non-empty.
   virtual void apply(std::vector<Piece>& pieces) const = 0;
 };
 
@@ -82,7 +82,7 @@ void split_pieces(std::vector<Piece>& pieces, const Pattern& pattern, SplitBehav
                   bool invert);
 
 // Factories used by the loader. Arguments are already validated.
-std::unique_ptr<Normalizer> make_unicode_normalizer(int form);  // NormalForm as int
+std::unique_ptr<Normalizer> make_unicode_normalizer(NormalForm form);
 std::unique_ptr<Normalizer> make_lowercase_normalizer();
 std::unique_ptr<Normalizer> make_replace_normalizer(Pattern pattern, std::string content);
 std::unique_ptr<Normalizer> make_prepend_normalizer(std::string prepend);

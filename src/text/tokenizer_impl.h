@@ -36,8 +36,15 @@ class AddedTokenMatcher {
   void split(std::string_view text, std::vector<Segment>& out) const;
 
  private:
-  std::vector<AddedToken> candidates_;  // longest first within each first byte
-  std::array<std::vector<uint32_t>, 256> by_first_byte_;
+  // The longest token starting at text[at], or nullptr.
+  const AddedToken* longest_at(std::string_view text, std::size_t at) const;
+
+  std::vector<AddedToken> candidates_;
+  // A byte trie over the token texts: edge (node << 8 | byte) -> child node; node 0 is the root.
+  // A walk costs at most the longest token's length, however many tokens there are.
+  std::unordered_map<uint64_t, uint32_t> edges_;
+  std::vector<int32_t> token_at_node_;  // index into candidates_ of the token ending there, or -1
+  std::array<bool, 256> starts_{};      // bytes that begin some token: the common fast "no"
 };
 
 }  // namespace redhare::text

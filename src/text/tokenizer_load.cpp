@@ -122,10 +122,10 @@ t::PrependScheme scheme_of(const json& obj, const Ctx& ctx) {
 
 std::unique_ptr<t::Normalizer> load_normalizer(const json& j, const Ctx& ctx) {
   const std::string& type = type_of(j, ctx);
-  if (type == "NFC") return t::make_unicode_normalizer(static_cast<int>(t::NormalForm::kNFC));
-  if (type == "NFD") return t::make_unicode_normalizer(static_cast<int>(t::NormalForm::kNFD));
-  if (type == "NFKC") return t::make_unicode_normalizer(static_cast<int>(t::NormalForm::kNFKC));
-  if (type == "NFKD") return t::make_unicode_normalizer(static_cast<int>(t::NormalForm::kNFKD));
+  if (type == "NFC") return t::make_unicode_normalizer(t::NormalForm::kNFC);
+  if (type == "NFD") return t::make_unicode_normalizer(t::NormalForm::kNFD);
+  if (type == "NFKC") return t::make_unicode_normalizer(t::NormalForm::kNFKC);
+  if (type == "NFKD") return t::make_unicode_normalizer(t::NormalForm::kNFKD);
   if (type == "Lowercase") return t::make_lowercase_normalizer();
   if (type == "Replace") {
     return t::make_replace_normalizer(pattern_of(j, ctx), get_string(j, "content", ctx));

@@ -4,7 +4,9 @@
 #include <unicode/uchar.h>
 #include <unicode/unistr.h>
 #include <unicode/ustring.h>
+#include <algorithm>
 #include <array>
+#include <iterator>
 
 #include "core/error.h"
 
@@ -124,6 +126,62 @@ std::size_t utf8_incomplete_tail(std::string_view s) {
   return 0;
 }
 
+namespace {
+
+struct DeltaEntry {
+  char32_t first, last;
+  const char* category;
+};
+constexpr DeltaEntry kDelta[] = {
+#include "text/unicode_delta.inc"
+};
+
+}  // namespace
+
+const std::vector<CategoryRange>& unicode_delta() {
+  static const std::vector<CategoryRange> ranges = [] {
+    std::vector<CategoryRange> out;
+    for (const DeltaEntry& e : kDelta) {
+      const int32_t value = u_getPropertyValueEnum(UCHAR_GENERAL_CATEGORY_MASK, e.category);
+      RH_CHECK(value != UCHAR_INVALID_CODE, "unknown category in unicode_delta.inc: ", e.category);
+      for (char32_t c = e.first; c <= e.last; ++c) {
+        // ICU knows some of these already (Unicode 15.0); its answer stands.
+        if (u_charType(static_cast<UChar32>(c)) != U_UNASSIGNED) continue;
+        if (!out.empty() && out.back().last + 1 == c &&
+            out.back().gc_mask == static_cast<uint32_t>(value)) {
+          out.back().last = c;
+        } else {
+          out.push_back({c, c, static_cast<uint32_t>(value)});
+        }
+      }
+    }
+    return out;
+  }();
+  return ranges;
+}
+
+uint32_t general_category_mask(char32_t c) {
+  const auto ch = static_cast<UChar32>(c);
+  if (u_charType(ch) != U_UNASSIGNED || c < 0x800) return U_GET_GC_MASK(ch);
+  const auto& delta = unicode_delta();
+  const auto it = std::upper_bound(delta.begin(), delta.end(), c,
+                                   [](char32_t x, const CategoryRange& r) { return x < r.first; });
+  if (it != delta.begin() && c <= std::prev(it)->last) return std::prev(it)->gc_mask;
+  return U_GC_CN_MASK;
+}
+
+namespace {
+
+// Alphabetic for characters ICU does not know: letters and letter numbers (the derived property
+// also takes some marks and symbols, which the delta table cannot tell apart).
+bool is_alphabetic(char32_t c) {
+  const auto ch = static_cast<UChar32>(c);
+  if (u_charType(ch) != U_UNASSIGNED) return u_isUAlphabetic(ch);
+  return (general_category_mask(c) & (U_GC_L_MASK | U_GC_NL_MASK)) != 0;
+}
+
+}  // namespace
+
 bool is_whitespace(char32_t c) {
   if (c < 0x80) return c == ' ' || (c >= 0x09 && c <= 0x0D);
   return u_isUWhiteSpace(static_cast<UChar32>(c));
@@ -131,34 +189,36 @@ bool is_whitespace(char32_t c) {
 
 bool is_numeric(char32_t c) {
   if (c < 0x80) return c >= '0' && c <= '9';
-  const auto mask = U_GET_GC_MASK(static_cast<UChar32>(c));
-  return (mask & (U_GC_ND_MASK | U_GC_NL_MASK | U_GC_NO_MASK)) != 0;
+  return (general_category_mask(c) & (U_GC_ND_MASK | U_GC_NL_MASK | U_GC_NO_MASK)) != 0;
 }
 
 bool is_alphanumeric(char32_t c) {
   if (c < 0x80) return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
-  return u_isUAlphabetic(static_cast<UChar32>(c)) || is_numeric(c);
+  return is_alphabetic(c) || is_numeric(c);
 }
 
 bool is_punctuation(char32_t c) {
   if (c < 0x80)
     return c > 0x20 && c < 0x7F &&
            !((c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z'));
-  return (U_GET_GC_MASK(static_cast<UChar32>(c)) & U_GC_P_MASK) != 0;
+  return (general_category_mask(c) & U_GC_P_MASK) != 0;
 }
 
 bool is_regex_word(char32_t c) {
   if (c < 0x80) return c == '_' || is_alphanumeric(c);
   if (c == 0x200C || c == 0x200D) return true;
-  const auto mask = U_GET_GC_MASK(static_cast<UChar32>(c));
-  return u_isUAlphabetic(static_cast<UChar32>(c)) ||
-         (mask & (U_GC_M_MASK | U_GC_ND_MASK | U_GC_PC_MASK)) != 0;
+  return is_alphabetic(c) ||
+         (general_category_mask(c) & (U_GC_M_MASK | U_GC_ND_MASK | U_GC_PC_MASK)) != 0;
 }
 
-std::string normalize_unicode(std::string_view s, NormalForm form) {
-  bool ascii = true;
-  for (char ch : s) ascii = ascii && static_cast<unsigned char>(ch) < 0x80;
-  if (ascii) return std::string(s);  // every normal form of ASCII is itself
+namespace {
+
+// Sorted; see tools/tokenizer/make_unicode_delta.py.
+constexpr char32_t kNormUnknown[] = {
+#include "text/unicode_norm_unknown.inc"
+};
+
+std::string icu_normalize(std::string_view s, NormalForm form) {
   UErrorCode status = U_ZERO_ERROR;
   const icu::Normalizer2* norm = nullptr;
   switch (form) {
@@ -183,6 +243,59 @@ std::string normalize_unicode(std::string_view s, NormalForm form) {
   std::string out;
   res.toUTF8String(out);
   return out;
+}
+
+}  // namespace
+
+namespace {
+
+bool norm_unknown(char32_t c) {
+  return c >= kNormUnknown[0] &&
+         std::binary_search(std::begin(kNormUnknown), std::end(kNormUnknown), c);
+}
+
+// Normalizes a stretch of text that holds no character unknown to the reference's tables.
+std::string normalize_known(std::string_view s, NormalForm form) {
+  std::string out = icu_normalize(s, form);
+  if (form != NormalForm::kNFC && form != NormalForm::kNFKC) return out;
+  // Composition can still make one: the reference, not knowing the composite, leaves the
+  // pieces apart.
+  std::string fixed;
+  bool changed = false;
+  for (std::size_t i = 0; i < out.size();) {
+    const std::size_t at = i;
+    const char32_t c = utf8_next(out, i);
+    if (norm_unknown(c)) {
+      std::string one;
+      utf8_append(one, c);
+      fixed += icu_normalize(one, NormalForm::kNFD);
+      changed = true;
+    } else {
+      fixed.append(out, at, i - at);
+    }
+  }
+  return changed ? fixed : out;
+}
+
+}  // namespace
+
+std::string normalize_unicode(std::string_view s, NormalForm form) {
+  bool ascii = true;
+  for (char ch : s) ascii = ascii && static_cast<unsigned char>(ch) < 0x80;
+  if (ascii) return std::string(s);  // every normal form of ASCII is itself
+  // Characters the reference's (older) tables do not know stay as they are; they have no
+  // decomposition there and block composition like any starter, so the text between them is
+  // normalized on its own.
+  std::string out;
+  std::size_t seg = 0;
+  for (std::size_t i = 0; i < s.size();) {
+    const std::size_t at = i;
+    if (!norm_unknown(utf8_next(s, i))) continue;
+    out += normalize_known(s.substr(seg, at - seg), form);
+    out.append(s.substr(at, i - at));
+    seg = i;
+  }
+  return out + normalize_known(s.substr(seg), form);
 }
 
 std::string to_lower(std::string_view s) {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace redhare::text {
 
@@ -42,6 +43,19 @@ bool is_numeric(char32_t c);       // char::is_numeric: general category N*
 bool is_punctuation(char32_t c);   // general category P*, or ASCII punctuation
 // \w of the regex engines: Alphabetic, marks, Nd, Pc and the two joiners.
 bool is_regex_word(char32_t c);
+
+// General category of c as an ICU mask (U_GC_*_MASK). Characters that ICU leaves unassigned but
+// the reference's newer Unicode version assigns (unicode_delta.inc) get their category from
+// there.
+uint32_t general_category_mask(char32_t c);
+
+// The ranges of characters that ICU leaves unassigned and the reference's Unicode assigns, with
+// their category masks.
+struct CategoryRange {
+  char32_t first, last;
+  uint32_t gc_mask;
+};
+const std::vector<CategoryRange>& unicode_delta();
 
 // Whole-string transforms used by the normalizers.
 enum class NormalForm { kNFC, kNFD, kNFKC, kNFKD };

@@ -28,7 +28,8 @@ class Server:
             raise RuntimeError(f"{BIN} is missing: build redhare first (scripts/test.sh does)")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = os.path.join(model_dir, f"serve-{self.port}.log")
+        self.log_path = os.path.join(model_dir if os.path.isdir(model_dir) else os.path.dirname(model_dir),
+                                     f"serve-{self.port}.log")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [BIN, "serve", f"models.ckpt_dir={model_dir}", f"serve.port={self.port}",

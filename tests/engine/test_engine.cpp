@@ -7,6 +7,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include <gtest/gtest.h>
 
@@ -400,6 +401,44 @@ TEST(BlockManager, RefCountsAndLruEviction) {
   EXPECT_EQ(got[2], a);  // released before b
   EXPECT_EQ(got[3], b);
   EXPECT_EQ(bm.num_cached(), 0);
+}
+
+}  // namespace
+}  // namespace redhare
+
+namespace redhare {
+namespace {
+
+// Text a stream holds back until the end (here: everything) must reach the final output.
+class HoldAll : public TextStream {
+ public:
+  std::string push(int32_t t) override {
+    held_ += '<';
+    held_ += std::to_string(t);
+    held_ += '>';
+    return "";
+  }
+  std::string finish() override { return std::exchange(held_, ""); }
+  std::string held_;
+};
+
+TEST(Engine, HeldBackTextIsFlushedAtTheEnd) {
+  std::mt19937 rng(10);
+  std::vector<int32_t> prompt = random_prompt(rng, 4);
+  std::vector<int32_t> greedy = alone_greedy(prompt, 5);
+  Engine engine(*fx().model, *fx().backend, EngineConfig{},
+                [](const std::vector<int32_t>&) { return std::make_unique<HoldAll>(); });
+  auto s = engine.submit(greedy_request(prompt, 5));
+  engine.run_until_idle();
+  std::string text;
+  collect(*s, nullptr, &text);
+  std::string expect;
+  for (int32_t t : greedy) {
+    expect += '<';
+    expect += std::to_string(t);
+    expect += '>';
+  }
+  EXPECT_EQ(text, expect);
 }
 
 }  // namespace

@@ -1,6 +1,9 @@
 // libFuzzer target: arbitrary bytes as a chat template, parsed and rendered against a small
 // conversation with tight limits. Any outcome other than output or a redhare::Error (a crash, a
-// sanitizer report, a hang past the limits) is a bug.
+// sanitizer report, a hang past the limits) is a bug. Seed it with real templates, from a copy
+// (libFuzzer adds to its first corpus folder):
+//   cp -r fixtures/chat_templates/templates /tmp/jinja-corpus
+//   build-fuzz-jinja/tests/fuzz/fuzz_jinja -max_total_time=30 -max_len=4096 /tmp/jinja-corpus
 #include <cstddef>
 #include <cstdint>
 #include <string_view>

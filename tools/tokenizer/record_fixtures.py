@@ -97,6 +97,16 @@ def corpus() -> list:
     # Oniguruma's does not.
     add("single_word_neighbours", "¼word\u240a word\u0332 word\u0309 \u2460word _word word_ \u24b6word \u2167word a\u200dword")
     add("mongolian_vowel_separator", "a\u180eb \u180e\u180e x\u180e")
+    # Assigned in Unicode 15.0, after PCRE2 10.42's tables: U+1F6DC (So), Kawi letters and
+    # digits, CJK Extension H.
+    add("unicode_15_chars", "\U0001f6dc\u05e0 x\U00011f04\U00011f05 \U00011f50\U00011f51 \U00031350\U00031351 a\U0001f6dcb")
+    # After Unicode 15.0 (ICU's tables): U+2428 (16.0, So), U+2EBF0 (15.1, CJK), U+10940 (17.0,
+    # unknown to the reference too); and characters the reference's older normalization tables
+    # leave alone (U+32FF, U+A7F2, U+1E05C).
+    add("unicode_16_chars", "\u2428<s \U0002ebf0x \U00010940y a\u2428\u2428b")
+    add("normalization_table_age", "\u32ff \ua7f2 \U0001e05c x\u0301 \u00c5\u32ff\u0301")
+    # A composition whose result the reference's tables do not know: it keeps the pieces.
+    add("composition_into_new_char", "\U00011935\U00011930 a\U00011935\U00011930b")
     add("word_class_chars", "\u2188x \u2167x \u24b6x \u2460x \u00bcx a\u200db a\u200cb \u0332x")
     # Ill-formed UTF-8 (hex): stray continuation, truncated sequences, overlong, surrogate, >U+10FFFF.
     hexes = {
@@ -109,7 +119,43 @@ def corpus() -> list:
     }
     for name, raw in hexes.items():
         c.append({"name": name, "hex": raw.hex()})
+    c.extend(random_cases(120))
     return c
+
+
+def random_cases(count: int) -> list:
+    # Short strings drawn from many scripts, spaces, marks, digits, symbols and special-token
+    # texts: the mix that found the \w / \s / single_word differences between regex engines.
+    rng = random.Random(20240601)
+    pools = [
+        [chr(c) for c in range(0x20, 0x7F)],
+        list(" \t\n\r\x0b\x0c\u00a0\u1680\u2000\u2009\u200a\u200b\u2028\u2029\u202f\u205f"
+             "\u3000\u0085\u180e\ufeff"),
+        [chr(c) for c in range(0xA0, 0x250)],
+        [chr(c) for c in range(0x300, 0x370)],
+        [chr(c) for c in range(0x370, 0x530)],
+        [chr(c) for c in range(0x590, 0x700)],
+        [chr(c) for c in range(0x900, 0x980)],
+        [chr(c) for c in range(0xE00, 0xE80)],
+        [chr(c) for c in range(0x2000, 0x2BFF)],
+        [chr(c) for c in range(0x3000, 0x30FF)],
+        [chr(c) for c in range(0x4E00, 0x4F00)],
+        [chr(c) for c in range(0xAC00, 0xAD00)],
+        [chr(c) for c in range(0xFF00, 0xFFF0)],
+        [chr(c) for c in range(0x1F300, 0x1F700)],
+        [chr(c) for c in range(0x1D400, 0x1D800)],
+        list("0123456789'sStTdDmM"),
+        ["<s>", "</s>", "<|endoftext|>", "<|im_start|>", "<|begin_of_text|>", "[INST]", "<mask>",
+         "[SEP]", "word", "Hello", "<0x41>", "\u2581", "'s", "'LL", "\u0130", "\u03a3"],
+    ]
+    out = []
+    for k in range(count):
+        parts = []
+        for _ in range(rng.randint(1, 30)):
+            ch = rng.choice(rng.choice(pools))
+            parts.append(ch * (rng.randint(2, 5) if rng.random() < 0.1 else 1))
+        out.append({"name": f"random_{k:03d}", "text": "".join(parts)})
+    return out
 
 
 def text_of(case: dict) -> str:

@@ -1,11 +1,14 @@
 // Fast CPU ops: threaded over rows / heads with the global thread pool; the matrix kernel is
 // vectorized per instruction set (linear_kernel.inl). Each has a reference twin in ref_ops.cpp.
 #include <algorithm>
+#include <atomic>
+#include <string>
 #include <cmath>
 #include <vector>
 
 #include "backends/cpu/linear_kernels.h"
 #include "backends/cpu/ops.h"
+#include "backends/cpu/quant.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
 
@@ -44,6 +47,59 @@ LinearRangeFn select_linear_kernel(const char** name) {
   if (name) *name = chosen;
   return fn;
 }
+
+void linear_range_block_scalar(int, int64_t row_bytes, DequantRowFn fallback, const void* w, const float* x,
+                               int64_t M, int64_t K, float* y, int64_t N, const float* bias, int64_t n0,
+                               int64_t n1, float* scratch) {
+  for (int64_t n = n0; n < n1; ++n) {
+    fallback(static_cast<const uint8_t*>(w) + n * row_bytes, scratch, K);
+    for (int64_t m = 0; m < M; ++m) {
+      float acc = 0;
+      for (int64_t k = 0; k < K; ++k) acc += x[m * K + k] * scratch[k];
+      y[m * N + n] = acc + (bias ? bias[n] : 0.0f);
+    }
+  }
+}
+
+LinearBlockFn select_linear_block_kernel() {
+  const char* isa = nullptr;
+  select_linear_kernel(&isa);
+  if (std::string(isa) == "avx512") return &linear_range_block_avx512;
+  if (std::string(isa) == "avx2") return &linear_range_block_avx2;
+  return &linear_range_block_scalar;
+}
+
+namespace {
+std::atomic<bool> g_int8_activations{false};
+
+template <DType T>
+void dequant_fallback(const void* src, float* dst, int64_t n) {
+  dequantize_row_ref(T, src, dst, n);
+}
+
+DequantRowFn dequant_fallback_for(DType t) {
+  switch (t) {
+    case DType::kQ8_0: return &dequant_fallback<DType::kQ8_0>;
+    case DType::kQ4_0: return &dequant_fallback<DType::kQ4_0>;
+    case DType::kQ4_1: return &dequant_fallback<DType::kQ4_1>;
+    case DType::kQ5_0: return &dequant_fallback<DType::kQ5_0>;
+    case DType::kQ5_1: return &dequant_fallback<DType::kQ5_1>;
+    case DType::kQ4_K: return &dequant_fallback<DType::kQ4_K>;
+    case DType::kQ5_K: return &dequant_fallback<DType::kQ5_K>;
+    case DType::kQ6_K: return &dequant_fallback<DType::kQ6_K>;
+    default: fail("the CPU matrix kernel does not take ", dtype_name(t), " weights");
+  }
+}
+
+int quant_code(DType t) {
+  switch (t) {
+    case DType::kQ8_0: return kQuantQ8_0;
+    case DType::kQ4_0: return kQuantQ4_0;
+    case DType::kQ4_1: return kQuantQ4_1;
+    default: return kQuantOther;
+  }
+}
+}  // namespace
 
 namespace fast {
 
@@ -116,6 +172,28 @@ void head_rms_norm(Tensor& x, int64_t head_offset, int64_t num_heads, const Tens
 void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) {
   check_linear(x, w, bias, out);
   const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  if (is_block_quantized(w.dtype())) {
+    if (g_int8_activations.load(std::memory_order_relaxed)) {
+      // Opt-in: activations quantized to 8 bits and integer dot products on the packed blocks
+      // (faster prefill; logits drift from the f32 result by a few tenths on deep models).
+      quant_matmul(w.dtype(), w.data(), N, K, x.data_as<float>(), M, out.data_as<float>());
+      if (bias)
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t n = 0; n < N; ++n) out.data_as<float>()[m * N + n] += bias->data_as<float>()[n];
+      return;
+    }
+    const LinearBlockFn bfn = select_linear_block_kernel();
+    const DequantRowFn fb = dequant_fallback_for(w.dtype());
+    const int qc = quant_code(w.dtype());
+    const int64_t row_bytes = dtype_bytes(w.dtype(), K);
+    const float* bb = bias ? bias->data_as<float>() : nullptr;
+    pool().parallel_for(N, 16, [&](int, int64_t n0, int64_t n1) {
+      thread_local std::vector<float> scratch;
+      if (scratch.size() < static_cast<size_t>(4 * K)) scratch.resize(static_cast<size_t>(4 * K));
+      bfn(qc, row_bytes, fb, w.data(), x.data_as<float>(), M, K, out.data_as<float>(), N, bb, n0, n1, scratch.data());
+    });
+    return;
+  }
   const int wt = weight_type_code(w.dtype());
   LinearRangeFn fn = select_linear_kernel();
   const float* b = bias ? bias->data_as<float>() : nullptr;
@@ -261,4 +339,11 @@ void attention(const Tensor& qkv, KvCacheLayer& cache, const AttentionBatch& bat
 }
 
 }  // namespace fast
+
+void set_int8_activations(bool on) { g_int8_activations.store(on); }
+
 }  // namespace redhare::cpu
+
+namespace redhare {
+void set_cpu_int8_activations(bool on) { cpu::set_int8_activations(on); }
+}  // namespace redhare

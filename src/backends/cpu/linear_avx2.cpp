@@ -20,6 +20,45 @@ struct Avx2 {
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     return _mm_cvtss_f32(s);
   }
+
+  static float f16(const uint8_t* p) {
+    uint16_t h;
+    __builtin_memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+  }
+  static void dq_q8_0(const uint8_t* b, float* y) {
+    const __m256 d = _mm256_set1_ps(f16(b));
+    for (int h = 0; h < 4; ++h) {
+      __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + 8 * h));
+      _mm256_storeu_ps(y + 8 * h, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q))));
+    }
+  }
+  // Values j and j + 16 of a 4-bit block live in the low and high nibble of byte j.
+  static void nibble_halves(const uint8_t* qs, int half, __m128i* lo, __m128i* hi) {
+    __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + 8 * half));
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    *lo = _mm_and_si128(bytes, mask);
+    *hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+  }
+  static void dq_q4_0(const uint8_t* b, float* y) {
+    const __m256 d = _mm256_set1_ps(f16(b));
+    const __m256i eight = _mm256_set1_epi32(8);
+    for (int h = 0; h < 2; ++h) {
+      __m128i lo, hi;
+      nibble_halves(b + 2, h, &lo, &hi);
+      _mm256_storeu_ps(y + 8 * h, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(lo), eight))));
+      _mm256_storeu_ps(y + 16 + 8 * h, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(hi), eight))));
+    }
+  }
+  static void dq_q4_1(const uint8_t* b, float* y) {
+    const __m256 d = _mm256_set1_ps(f16(b)), m = _mm256_set1_ps(f16(b + 2));
+    for (int h = 0; h < 2; ++h) {
+      __m128i lo, hi;
+      nibble_halves(b + 4, h, &lo, &hi);
+      _mm256_storeu_ps(y + 8 * h, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo))), m));
+      _mm256_storeu_ps(y + 16 + 8 * h, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi))), m));
+    }
+  }
   struct BF16Load {
     using elem = uint16_t;
     static vec load(const uint16_t* p) {
@@ -59,6 +98,12 @@ struct Avx2 {
 void linear_range_avx2(int wtype, const void* w, const float* x, int64_t M, int64_t K, float* y,
                        int64_t N, const float* bias, int64_t n0, int64_t n1, float* scratch) {
   linear_range_any<Avx2>(wtype, w, x, M, K, y, N, bias, n0, n1, scratch);
+}
+
+void linear_range_block_avx2(int qtype, int64_t row_bytes, DequantRowFn fallback, const void* w,
+                               const float* x, int64_t M, int64_t K, float* y, int64_t N,
+                               const float* bias, int64_t n0, int64_t n1, float* scratch) {
+  linear_range_block_impl<Avx2>(qtype, row_bytes, fallback, w, x, M, K, y, N, bias, n0, n1, scratch);
 }
 
 }  // namespace redhare::cpu

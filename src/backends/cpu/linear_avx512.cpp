@@ -15,6 +15,40 @@ struct Avx512 {
   static vec add(vec a, vec b) { return _mm512_add_ps(a, b); }
   static vec fma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
   static float reduce(vec v) { return _mm512_reduce_add_ps(v); }
+
+  static float f16(const uint8_t* p) {
+    uint16_t h;
+    __builtin_memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+  }
+  static void dq_q8_0(const uint8_t* b, float* y) {
+    const __m512 d = _mm512_set1_ps(f16(b));
+    for (int h = 0; h < 2; ++h) {
+      __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2 + 16 * h));
+      _mm512_storeu_ps(y + 16 * h, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q))));
+    }
+  }
+  static void nibbles(const uint8_t* qs, __m512i* lo, __m512i* hi) {
+    __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    *lo = _mm512_cvtepu8_epi32(_mm_and_si128(bytes, mask));
+    *hi = _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask));
+  }
+  static void dq_q4_0(const uint8_t* b, float* y) {
+    const __m512 d = _mm512_set1_ps(f16(b));
+    const __m512i eight = _mm512_set1_epi32(8);
+    __m512i lo, hi;
+    nibbles(b + 2, &lo, &hi);
+    _mm512_storeu_ps(y, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(lo, eight))));
+    _mm512_storeu_ps(y + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(hi, eight))));
+  }
+  static void dq_q4_1(const uint8_t* b, float* y) {
+    const __m512 d = _mm512_set1_ps(f16(b)), m = _mm512_set1_ps(f16(b + 2));
+    __m512i lo, hi;
+    nibbles(b + 4, &lo, &hi);
+    _mm512_storeu_ps(y, _mm512_add_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(lo)), m));
+    _mm512_storeu_ps(y + 16, _mm512_add_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(hi)), m));
+  }
   struct BF16Load {
     using elem = uint16_t;
     static vec load(const uint16_t* p) {
@@ -54,6 +88,12 @@ struct Avx512 {
 void linear_range_avx512(int wtype, const void* w, const float* x, int64_t M, int64_t K, float* y,
                          int64_t N, const float* bias, int64_t n0, int64_t n1, float* scratch) {
   linear_range_any<Avx512>(wtype, w, x, M, K, y, N, bias, n0, n1, scratch);
+}
+
+void linear_range_block_avx512(int qtype, int64_t row_bytes, DequantRowFn fallback, const void* w,
+                               const float* x, int64_t M, int64_t K, float* y, int64_t N,
+                               const float* bias, int64_t n0, int64_t n1, float* scratch) {
+  linear_range_block_impl<Avx512>(qtype, row_bytes, fallback, w, x, M, K, y, N, bias, n0, n1, scratch);
 }
 
 }  // namespace redhare::cpu

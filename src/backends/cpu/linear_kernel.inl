@@ -136,3 +136,57 @@ void linear_range_any(int wtype, const void* w, const float* x, int64_t M, int64
     default: linear_range<S, typename S::F16Load>(static_cast<const uint16_t*>(w), x, M, K, y, N, bias, n0, n1, scratch); break;
   }
 }
+
+// ---- Block-quantized weights with f32 activations ----
+//
+// Each weight row is dequantized into an f32 scratch row that stays in L1 (SIMD for Q8_0, Q4_0
+// and Q4_1, the reference dequantization for the other types) and then multiplied exactly as f32
+// weights are, so results equal the dequantized model computed in f32 (what transformers runs
+// for a GGUF checkpoint) and keep the kernel's one summation order.
+template <class S>
+inline void dequant_row(int qtype, const uint8_t* src, float* dst, int64_t K, DequantRowFn fallback) {
+  const int64_t blocks = K / 32;
+  switch (qtype) {
+    case kQuantQ8_0:
+      for (int64_t b = 0; b < blocks; ++b) S::dq_q8_0(src + b * 34, dst + b * 32);
+      return;
+    case kQuantQ4_0:
+      for (int64_t b = 0; b < blocks; ++b) S::dq_q4_0(src + b * 18, dst + b * 32);
+      return;
+    case kQuantQ4_1:
+      for (int64_t b = 0; b < blocks; ++b) S::dq_q4_1(src + b * 20, dst + b * 32);
+      return;
+    default:
+      fallback(src, dst, K);
+  }
+}
+
+template <class S>
+void linear_range_block_impl(int qtype, int64_t row_bytes, DequantRowFn fallback, const void* w,
+                             const float* x, int64_t M, int64_t K, float* y, int64_t N,
+                             const float* bias, int64_t n0, int64_t n1, float* scratch) {
+  const uint8_t* wb = static_cast<const uint8_t*>(w);
+  float out[4][4];
+  if (M <= 4) {
+    for (int64_t n = n0; n < n1; n += 2) {
+      const int nr = n + 1 < n1 ? 2 : 1;
+      for (int r = 0; r < nr; ++r) dequant_row<S>(qtype, wb + (n + r) * row_bytes, scratch + r * K, K, fallback);
+      rows2_dispatch<S, F32Load<S>>(static_cast<int>(M), scratch, scratch + (nr - 1) * K, x, K, K, out);
+      for (int64_t m = 0; m < M; ++m)
+        for (int r = 0; r < nr; ++r) y[m * N + n + r] = out[m][r] + (bias ? bias[n + r] : 0.0f);
+    }
+    return;
+  }
+  for (int64_t n = n0; n < n1; n += 4) {
+    const int nr = static_cast<int>(n1 - n < 4 ? n1 - n : 4);
+    for (int r = 0; r < 4; ++r)
+      dequant_row<S>(qtype, wb + (n + (r < nr ? r : nr - 1)) * row_bytes, scratch + r * K, K, fallback);
+    const float* srows[4] = {scratch, scratch + K, scratch + 2 * K, scratch + 3 * K};
+    for (int64_t m = 0; m < M; m += 4) {
+      const int mr = static_cast<int>(M - m < 4 ? M - m : 4);
+      tile_dispatch<S, F32Load<S>>(mr, srows, x + m * K, K, K, out);
+      for (int i = 0; i < mr; ++i)
+        for (int r = 0; r < nr; ++r) y[(m + i) * N + n + r] = out[i][r] + (bias ? bias[n + r] : 0.0f);
+    }
+  }
+}

@@ -36,7 +36,8 @@ REDHARE_CPU_OPS
 void check_linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& out);
 void check_attention(const Tensor& qkv, const KvCacheLayer& cache, const AttentionBatch& batch,
                      const AttentionParams& params, const Tensor& out);
-// Copies row `row` of a plain-float 2-D tensor into dst as f32.
+void set_int8_activations(bool on);
+// Copies row `row` of a 2-D tensor (plain float or block-quantized) into dst as f32.
 void row_to_f32(const Tensor& t, int64_t row, float* dst);
 
 }  // namespace redhare::cpu

@@ -4,14 +4,16 @@
 #include <vector>
 
 #include "backends/cpu/ops.h"
+#include "backends/cpu/quant.h"
 #include "core/error.h"
 
 namespace redhare::cpu {
 
 void row_to_f32(const Tensor& t, int64_t row, float* dst) {
   int64_t cols = t.shape().back();
-  const uint8_t* base = static_cast<const uint8_t*>(t.data());
-  convert_to_f32(t.dtype(), base + dtype_bytes(t.dtype(), row * cols), dst, cols);
+  const uint8_t* base = static_cast<const uint8_t*>(t.data()) + dtype_bytes(t.dtype(), row * cols);
+  if (is_block_quantized(t.dtype())) dequantize_row_ref(t.dtype(), base, dst, cols);
+  else convert_to_f32(t.dtype(), base, dst, cols);
 }
 
 void check_linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& out) {

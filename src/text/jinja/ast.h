@@ -84,6 +84,11 @@ struct Stmt {
   std::vector<std::string> params;
   std::vector<ExprPtr> defaults;  // aligned to the tail of params
   bool namespace_target = false;
+  // Macro: whether its body reads varargs / kwargs / caller; jinja2 rejects extra positional or
+  // keyword arguments to macros that do not.
+  bool uses_varargs = false;
+  bool uses_kwargs = false;
+  bool uses_caller = false;
 };
 
 struct Program {

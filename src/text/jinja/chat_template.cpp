@@ -2,6 +2,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <list>
+#include <mutex>
 #include <sstream>
 
 namespace redhare::jinja {
@@ -26,6 +28,29 @@ nlohmann::ordered_json alias_reasoning(const nlohmann::ordered_json& message) {
   for (auto it = message.begin(); it != message.end(); ++it) out[it.key()] = it.value();
   out["reasoning_content"] = *reasoning;
   return out;
+}
+
+// A server renders the same template for every request; parsing it once saves the lexing and
+// parsing per request. Templates are immutable once parsed, so sharing them across threads is
+// safe; the cache holds the few most recent ones.
+Template cached_parse(const std::string& source) {
+  static std::mutex mutex;
+  static std::list<std::pair<std::string, Template>> recent;
+  constexpr std::size_t kCapacity = 8;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    for (auto it = recent.begin(); it != recent.end(); ++it) {
+      if (it->first == source) {
+        recent.splice(recent.begin(), recent, it);
+        return it->second;
+      }
+    }
+  }
+  Template parsed = Template::parse(source);
+  std::lock_guard<std::mutex> lock(mutex);
+  recent.emplace_front(source, parsed);
+  if (recent.size() > kCapacity) recent.pop_back();
+  return parsed;
 }
 
 std::string read_file(const std::filesystem::path& path) {
@@ -73,7 +98,7 @@ std::string apply_chat_template(const std::string& tmpl, const nlohmann::ordered
     for (auto it = extra_kwargs.begin(); it != extra_kwargs.end(); ++it)
       context[it.key()] = it.value();
   }
-  return Template::parse(tmpl).render(context, options);
+  return cached_parse(tmpl).render(context, options);
 }
 
 std::string load_chat_template_from_dir(const std::string& dir) {

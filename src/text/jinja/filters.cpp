@@ -50,7 +50,8 @@ Value attr_path(Runtime& rt, Value v, const Value& attribute) {
         path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     const bool digits = !part.empty() && std::all_of(part.begin(), part.end(),
                                                      [](char c) { return c >= '0' && c <= '9'; });
-    if (v.is_undefined()) fail(v.str().empty() ? "undefined value has no attributes" : v.str());
+    // Walking on from an undefined part stays undefined, as jinja2's attribute getter does.
+    if (v.is_undefined()) return v;
     v = digits ? get_item(rt, v, Value::from_int(std::stoll(part.substr(0, 18))))
                : get_item(rt, v, Value::from_string(part));
     if (dot == std::string::npos) return v;
@@ -259,7 +260,8 @@ const std::map<std::string_view, FilterFn>& filters() {
       bool start = true;
       for (char& c : s) {
         const bool sep = c == '-' || c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' ||
-                         c == '\f' || c == '(' || c == '{' || c == '[' || c == '<';
+                         c == '\f' || (c >= 0x1c && c <= 0x1f) || c == '(' || c == '{' ||
+                         c == '[' || c == '<';
         if (sep) {
           start = true;
           continue;
@@ -296,6 +298,7 @@ const std::map<std::string_view, FilterFn>& filters() {
       a.check("int", 2, {"default", "base"});
       const Value* d = arg(a, 0, "default");
       const Value fallback = d ? *d : Value::from_int(0);
+      if (v.is_undefined()) fail(v.str().empty() ? "undefined value" : v.str());
       if (v.kind == Kind::Int || v.kind == Kind::Bool)
         return Value::from_int(v.kind == Kind::Bool ? v.boolean : v.integer);
       if (v.kind == Kind::Float) {
@@ -330,6 +333,7 @@ const std::map<std::string_view, FilterFn>& filters() {
       a.check("float", 1, {"default"});
       const Value* d = arg(a, 0, "default");
       const Value fallback = d ? *d : Value::from_float(0.0);
+      if (v.is_undefined()) fail(v.str().empty() ? "undefined value" : v.str());
       if (v.is_number()) return Value::from_float(v.as_double());
       if (!v.is_string()) return fallback;
       const std::string s = py_strip(v.str(), nullptr, true, true);
@@ -357,8 +361,23 @@ const std::map<std::string_view, FilterFn>& filters() {
         fail("method must be common, ceil or floor");
       if (!v.is_number()) fail("type ", python_type_name(v), " doesn't define __round__ method");
       if (method == "common") {
-        if (v.kind != Kind::Float)
-          return Value::from_int(v.kind == Kind::Bool ? v.boolean : v.integer);
+        if (v.kind != Kind::Float) {
+          const std::int64_t i = v.kind == Kind::Bool ? v.boolean : v.integer;
+          if (precision >= 0) return Value::from_int(i);
+          if (precision < -18) return Value::from_int(0);
+          // Python rounds an int to a negative number of digits exactly, ties to even.
+          std::int64_t scale = 1;
+          for (std::int64_t k = 0; k < -precision; ++k) scale *= 10;
+          std::int64_t q = i / scale, r = i % scale;
+          if (r < 0) {
+            r += scale;
+            --q;
+          }
+          if (r > scale - r || (r == scale - r && (q & 1))) ++q;
+          std::int64_t out;
+          if (__builtin_mul_overflow(q, scale, &out)) fail("integer overflow");
+          return Value::from_int(out);
+        }
         return round_float(v.number, precision);
       }
       const double scale = std::pow(10.0, static_cast<double>(precision));
@@ -372,8 +391,13 @@ const std::map<std::string_view, FilterFn>& filters() {
       const Value* attribute = nullptr;
       const Value* dflt = nullptr;
       for (const auto& [k, val] : a.keywords) {
-        if (k == "attribute") attribute = &val;
-        if (k == "default") dflt = &val;
+        if (k == "attribute") {
+          attribute = &val;
+        } else if (k == "default") {
+          dflt = &val;
+        } else if (a.positional.empty()) {
+          fail("Unexpected keyword argument '", k, "'");
+        }
       }
       if (attribute) {
         for (const Value& item : iterate(v)) {
@@ -695,7 +719,7 @@ const std::map<std::string_view, TestFn>& tests() {
       return v.is_string() && py_upper(v.str()) == v.str();
     };
     t["escaped"] = [](Runtime&, const Value&, CallArgs&) { return false; };
-    t["filter"] = [one](Runtime&, const Value& v, CallArgs&) {
+    t["filter"] = [](Runtime&, const Value& v, CallArgs&) {
       return v.is_string() && has_filter(v.str());
     };
     t["test"] = [](Runtime&, const Value& v, CallArgs&) {
@@ -753,6 +777,15 @@ Value apply_filter(Runtime& rt, std::string_view name, const Value& input, CallA
 bool apply_test(Runtime& rt, std::string_view name, const Value& input, CallArgs& args) {
   auto it = tests().find(name);
   if (it == tests().end()) fail("No test named '", name, "'.");
+  static const std::string_view kNoArguments[] = {
+      "defined", "undefined", "none",   "boolean", "true",     "false",    "integer",
+      "float",   "number",    "string", "mapping", "iterable", "sequence", "callable",
+      "odd",     "even",      "lower",  "upper",   "escaped"};
+  if (!args.positional.empty() || !args.keywords.empty()) {
+    for (auto n : kNoArguments) {
+      if (n == name) fail("test_", name, "() takes 1 positional argument but more were given");
+    }
+  }
   return it->second(rt, input, args);
 }
 

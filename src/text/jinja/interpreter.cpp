@@ -97,52 +97,6 @@ bool contains(const Value& container, const Value& item) {
 
 }  // namespace
 
-// Python's `str % args` for the conversions templates use: %s, %r, %d, %i, %f, %%.
-std::string percent_format(Runtime& rt, const std::string& fmt, const Value& args) {
-  std::vector<Value> list;
-  if (args.is_list() && args.list->tuple) {
-    list = args.list->items;
-  } else {
-    list.push_back(args);
-  }
-  std::size_t next = 0;
-  std::string out;
-  for (std::size_t i = 0; i < fmt.size(); ++i) {
-    if (fmt[i] != '%') {
-      out.push_back(fmt[i]);
-      continue;
-    }
-    if (++i >= fmt.size()) fail("incomplete format");
-    const char c = fmt[i];
-    if (c == '%') {
-      out.push_back('%');
-      continue;
-    }
-    if (next >= list.size()) fail("not enough arguments for format string");
-    const Value& v = list[next++];
-    if (c == 's') {
-      out += to_str(v);
-    } else if (c == 'r') {
-      out += to_repr(v);
-    } else if (c == 'd' || c == 'i') {
-      if (!v.is_number())
-        fail("%", c, " format: a real number is required, not ", python_type_name(v));
-      out +=
-          std::to_string(v.kind == Kind::Float ? static_cast<std::int64_t>(v.number) : as_int(v));
-    } else if (c == 'f') {
-      if (!v.is_number()) fail("must be real number, not ", python_type_name(v));
-      char buf[64];
-      std::snprintf(buf, sizeof buf, "%f", v.as_double());
-      out += buf;
-    } else {
-      fail("unsupported format character '", std::string(1, c), "'");
-    }
-    rt.check_size(out.size());
-  }
-  if (next < list.size()) fail("not all arguments converted during string formatting");
-  return out;
-}
-
 Runtime::Runtime(const Program& program, const RenderOptions& options)
     : program_(program), options_(options) {}
 
@@ -159,11 +113,18 @@ std::string Runtime::render(const nlohmann::ordered_json& context) {
   scope_ = root_;
   std::string out;
   out_ = &out;
+  struct Cleanup {
+    Runtime& rt;
+    ~Cleanup() {
+      for (auto& weak : rt.namespaces_) {
+        if (auto ns = weak.lock()) ns->entries.clear();
+      }
+      rt.namespaces_.clear();
+      rt.scope_.reset();
+      rt.root_.reset();
+    }
+  } cleanup{*this};
   exec_body(program_.body);
-  // Macros hold weak references to scopes and scopes hold macros; break the cycle for the
-  // leak checker's sake.
-  scope_.reset();
-  root_.reset();
   return out;
 }
 
@@ -265,7 +226,8 @@ Flow Runtime::exec_inner(const Stmt& s) {
       // Values are computed in the enclosing scope, then bound in a scope of their own.
       auto scope = std::make_shared<Scope>();
       scope->parent = scope_;
-      for (std::size_t i = 0; i < s.params.size(); ++i) scope->set(s.params[i], eval(*s.defaults[i]));
+      for (std::size_t i = 0; i < s.params.size(); ++i)
+        scope->set(s.params[i], eval(*s.defaults[i]));
       auto saved = scope_;
       scope_ = scope;
       Flow f;
@@ -384,6 +346,10 @@ Value Runtime::make_macro(const Stmt& s, const Stmt* caller_block) {
         if (!scope->parent) scope->parent = root_;
         const auto& params = def->params;
         std::vector<Value> extra;
+        const bool is_caller = def->kind == StmtKind::CallBlock;
+        if (!is_caller && !def->uses_varargs && args.positional.size() > params.size()) {
+          fail("macro '", def->name, "' takes not more than ", params.size(), " argument(s)");
+        }
         for (std::size_t i = 0; i < args.positional.size(); ++i) {
           if (i < params.size()) {
             scope->set(params[i], args.positional[i]);
@@ -400,8 +366,10 @@ Value Runtime::make_macro(const Stmt& s, const Stmt* caller_block) {
               fail("macro '", def->name, "' got multiple values for argument '", k, "'");
             is_param = true;
           }
-          if (is_param || k == "caller") {
+          if (is_param || (k == "caller" && (def->uses_caller || is_caller))) {
             scope->set(k, v);
+          } else if (!is_caller && !def->uses_kwargs) {
+            fail("macro '", def->name, "' takes no keyword argument '", k, "'");
           } else {
             kwargs.dict->set(Value::from_string(k), v);
           }
@@ -497,7 +465,8 @@ Value Runtime::eval(const Expr& e) {
     case ExprKind::Item:
       return eval_item(e);
     case ExprKind::Slice:
-      fail("slice outside of a subscript");
+      // Only reachable inside a tuple index (`x[1:2, 3]`), which no str, list or dict accepts.
+      return Value::undefined("slice objects are not valid keys");
     case ExprKind::Call:
       return eval_call(e);
     case ExprKind::Filter: {

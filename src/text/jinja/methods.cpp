@@ -1,6 +1,8 @@
 // Attribute and item access, the Python methods templates call on str, dict and list, and the
 // globals transformers provides.
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <ctime>
 
 #include "text/jinja/runtime.h"
@@ -576,6 +578,88 @@ std::string py_replace(Runtime& rt, const std::string& s, const std::string& fro
   return out;
 }
 
+// Python's `str % args` for the conversions templates use: %s, %r, %d, %i, %f, %%.
+std::string percent_format(Runtime& rt, const std::string& fmt, const Value& args) {
+  std::vector<Value> list;
+  if (args.is_list() && args.list->tuple) {
+    list = args.list->items;
+  } else {
+    list.push_back(args);
+  }
+  std::size_t next = 0;
+  std::string out;
+  for (std::size_t i = 0; i < fmt.size(); ++i) {
+    if (fmt[i] != '%') {
+      out.push_back(fmt[i]);
+      continue;
+    }
+    // %[flags][width][.precision]type, the printf subset Python shares with C.
+    std::string spec = "%";
+    ++i;
+    while (i < fmt.size() && std::string_view("-+ 0#").find(fmt[i]) != std::string_view::npos)
+      spec += fmt[i++];
+    int width = 0, precision = -1;
+    while (i < fmt.size() && fmt[i] >= '0' && fmt[i] <= '9' && width < 1000)
+      width = width * 10 + (fmt[i++] - '0');
+    if (i < fmt.size() && fmt[i] == '.') {
+      precision = 0;
+      ++i;
+      while (i < fmt.size() && fmt[i] >= '0' && fmt[i] <= '9' && precision < 1000) {
+        precision = precision * 10 + (fmt[i++] - '0');
+      }
+    }
+    if (i >= fmt.size()) fail("incomplete format");
+    const char c = fmt[i];
+    if (c == '%') {
+      out.push_back('%');
+      continue;
+    }
+    if (next >= list.size()) fail("not enough arguments for format string");
+    const Value& v = list[next++];
+    std::string piece;
+    if (c == 's' || c == 'r') {
+      piece = c == 's' ? to_str(v) : to_repr(v);
+      if (precision >= 0) {
+        std::u32string cps = utf8_decode(piece);
+        if (cps.size() > static_cast<std::size_t>(precision))
+          piece = utf8_encode(cps.substr(0, static_cast<std::size_t>(precision)));
+      }
+      const auto len = static_cast<int>(utf8_length(piece));
+      if (len < width) {
+        const std::string pad(static_cast<std::size_t>(width - len), ' ');
+        piece = spec.find('-') != std::string::npos ? piece + pad : pad + piece;
+      }
+    } else if (std::string_view("diouxXeEfFgG").find(c) != std::string_view::npos) {
+      if (!v.is_number())
+        fail("%", std::string(1, c), " format: a real number is required, not ",
+             python_type_name(v));
+      if (width) spec += std::to_string(width);
+      if (precision >= 0) spec += "." + std::to_string(precision);
+      char buf[1200];
+      if (std::string_view("diouxX").find(c) != std::string_view::npos) {
+        const double d = v.as_double();
+        const long long n =
+            v.kind == Kind::Float
+                ? (std::isfinite(d) && std::fabs(d) < 9.2e18 ? static_cast<long long>(d) : 0)
+                : static_cast<long long>(to_index(v, "format argument"));
+        spec += "ll";
+        spec += c == 'i' || c == 'u' ? 'd' : c;
+        std::snprintf(buf, sizeof buf, spec.c_str(), n);
+      } else {
+        spec += c;
+        std::snprintf(buf, sizeof buf, spec.c_str(), v.as_double());
+      }
+      piece = buf;
+    } else {
+      fail("unsupported format character '", std::string(1, c), "'");
+    }
+    out += piece;
+    rt.check_size(out.size());
+  }
+  if (next < list.size()) fail("not all arguments converted during string formatting");
+  return out;
+}
+
 Value get_attribute(Runtime& rt, const Value& obj, const std::string& name) {
   (void)rt;
   switch (obj.kind) {
@@ -666,8 +750,10 @@ Value global_value(std::string_view name) {
   static const Value range = Value::from_callable("range", make_range);
   static const Value dict = Value::from_callable(
       "dict", [](Runtime&, CallArgs& a) { return fill_mapping(Value::new_dict(), a, "dict"); });
-  static const Value ns = Value::from_callable("namespace", [](Runtime&, CallArgs& a) {
-    Value n = fill_mapping(Value::new_namespace(), a, "namespace");
+  static const Value ns = Value::from_callable("namespace", [](Runtime& rt, CallArgs& a) {
+    Value n = Value::new_namespace();
+    rt.track_namespace(n);
+    fill_mapping(n, a, "namespace");
     for (const auto& [k, v] : n.dict->entries) {
       if (k.is_string() && !k.str().empty() && k.str()[0] == '_') {
         fail("Chat templates cannot store underscore-prefixed attributes on a namespace, but got '",

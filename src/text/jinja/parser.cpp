@@ -317,6 +317,30 @@ class Parser {
     next();
   }
 
+  static void find_names(const Expr* e, Stmt& macro) {
+    if (!e) return;
+    if (e->kind == ExprKind::Name) {
+      macro.uses_varargs = macro.uses_varargs || e->name == "varargs";
+      macro.uses_kwargs = macro.uses_kwargs || e->name == "kwargs";
+      macro.uses_caller = macro.uses_caller || e->name == "caller";
+    }
+    for (const auto& c : e->children) find_names(c.get(), macro);
+    for (const auto& [k, v] : e->kwargs) find_names(v.get(), macro);
+  }
+  static void find_names(const Body& body, Stmt& macro) {
+    for (const auto& s : body) {
+      find_names(s->expr.get(), macro);
+      find_names(s->cond.get(), macro);
+      for (const auto& [c, b] : s->branches) {
+        find_names(c.get(), macro);
+        find_names(b, macro);
+      }
+      for (const auto& d : s->defaults) find_names(d.get(), macro);
+      find_names(s->body, macro);
+      find_names(s->else_body, macro);
+    }
+  }
+
   StmtPtr parse_macro() {
     auto s = make_stmt(StmtKind::Macro, next());
     s->name = expect_name();
@@ -325,6 +349,8 @@ class Parser {
     const int saved = loop_depth_;
     loop_depth_ = 0;
     s->body = parse_body({"endmacro"});
+    find_names(s->body, *s);
+    for (const auto& d : s->defaults) find_names(d.get(), *s);
     loop_depth_ = saved;
     next();
     expect_block_end();

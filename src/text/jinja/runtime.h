@@ -48,6 +48,9 @@ class Runtime {
   }
   Value call(const Value& callee, CallArgs& args);
   const RenderOptions& options() const { return options_; }
+  // Namespaces are the one mutable container, so the only way to build a reference cycle
+  // (`{% set ns.self = ns %}`); the render empties every namespace it made when it ends.
+  void track_namespace(const Value& ns) { namespaces_.push_back(ns.dict); }
 
  private:
   [[noreturn]] void fail_limit(const char* what) const;
@@ -87,7 +90,9 @@ class Runtime {
   std::string* out_ = nullptr;
   std::shared_ptr<Scope> root_;
   std::shared_ptr<Scope> scope_;
-  Value pending_filter_input_;  // the rendered body a filter block or set block filters
+  Value pending_filter_input_;
+  std::vector<std::weak_ptr<DictData>>
+      namespaces_;  // the rendered body a filter block or set block filters
 };
 
 // Filters and tests, by jinja2 name. Unknown names are rejected when the template is parsed, as

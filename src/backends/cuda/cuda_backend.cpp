@@ -1,0 +1,372 @@
+// The CUDA backend: memory on one device and stream, argument checks, and the host-side index
+// arrays each op needs on the device; the kernels are in kernels_*.cu.
+#include "backends/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels.h"
+
+namespace redhare {
+namespace {
+
+using cuda::Elem;
+
+// Owned by the backend and by every allocation it hands out: a tensor may outlive the backend
+// object, and its stream-ordered free still needs the stream.
+struct StreamContext {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  ~StreamContext() {
+    if (!stream) return;
+    cudaSetDevice(device);
+    cudaStreamSynchronize(stream);
+    cudaStreamDestroy(stream);
+  }
+};
+
+// A host index array mirrored on the device. Models pass the same positions and attention
+// metadata to every layer of a step, so an array equal to the last one is not copied again.
+// Copies go through pinned staging: a copy from pageable memory may wait for the stream to
+// drain, which would stall the queue of kernels behind it.
+struct IntMirror {
+  std::vector<int32_t> host;
+  int32_t* dev = nullptr;
+  int32_t* pinned = nullptr;
+  size_t capacity = 0;
+  cudaEvent_t copied = nullptr;  // recorded after the last copy out of `pinned`
+};
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device) {
+    const int count = cuda_device_count();
+    if (device < 0 || device >= count)
+      fail("CUDA device ", device, " does not exist (", count, " device(s) found)");
+    ctx_ = std::make_shared<StreamContext>();
+    ctx_->device = device;
+    RH_CUDA(cudaSetDevice(device));
+    RH_CUDA(cudaStreamCreateWithFlags(&ctx_->stream, cudaStreamNonBlocking));
+    // Activations are allocated and freed every step: let the stream-ordered pool keep freed
+    // memory instead of returning it to the driver at each synchronization.
+    cudaMemPool_t pool;
+    RH_CUDA(cudaDeviceGetDefaultMemPool(&pool, device));
+    uint64_t keep = std::numeric_limits<uint64_t>::max();
+    RH_CUDA(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+    cudaDeviceProp prop;
+    RH_CUDA(cudaGetDeviceProperties(&prop, device));
+    name_ = std::string("cuda:") + std::to_string(device) + " (" + prop.name + ")";
+  }
+
+  ~CudaBackend() override {
+    cudaStreamSynchronize(ctx_->stream);
+    for (IntMirror* m : {&ids_, &positions_, &rows_, &attn_meta_}) {
+      if (m->dev) cudaFreeAsync(m->dev, ctx_->stream);
+      if (m->pinned) cudaFreeHost(m->pinned);
+      if (m->copied) cudaEventDestroy(m->copied);
+    }
+    if (pinned_out_) cudaFreeHost(pinned_out_);
+  }
+
+  std::string name() const override { return name_; }
+  Device device() const override { return Device{DeviceType::kCUDA, ctx_->device}; }
+
+  Tensor alloc(DType dtype, Shape shape) override {
+    const int64_t bytes = dtype_bytes(dtype, shape_numel(shape));
+    if (bytes == 0) return Tensor(dtype, std::move(shape), nullptr, nullptr, device());
+    void* p = nullptr;
+    RH_CUDA(cudaMallocAsync(&p, static_cast<size_t>(bytes), ctx_->stream));
+    auto owner = std::shared_ptr<void>(p, [ctx = ctx_](void* q) { cudaFreeAsync(q, ctx->stream); });
+    RH_CUDA(cudaMemsetAsync(p, 0, static_cast<size_t>(bytes), ctx_->stream));
+    return Tensor(dtype, std::move(shape), p, std::move(owner), device());
+  }
+
+  Tensor upload(const Tensor& host) override {
+    if (host.device().type == DeviceType::kCUDA) return host;
+    RH_CHECK(host.is_contiguous(), "upload of a non-contiguous tensor ", host.str());
+    const int64_t bytes = host.nbytes();
+    if (bytes == 0) return Tensor(host.dtype(), host.shape(), nullptr, nullptr, device());
+    void* p = nullptr;
+    // Weights live as long as the model: plain cudaMalloc, outside the activation pool.
+    RH_CUDA(cudaMalloc(&p, static_cast<size_t>(bytes)));
+    auto owner = std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+    // Waited for: the caller may free the host tensor as soon as this returns (from pinned
+    // memory the copy would still be running).
+    RH_CUDA(cudaMemcpyAsync(p, host.data(), static_cast<size_t>(bytes), cudaMemcpyHostToDevice, ctx_->stream));
+    RH_CUDA(cudaStreamSynchronize(ctx_->stream));
+    return Tensor(host.dtype(), host.shape(), p, std::move(owner), device());
+  }
+
+  Tensor to_host(const Tensor& t) override {
+    if (t.device().type != DeviceType::kCUDA) return t;
+    RH_CHECK(t.is_contiguous(), "to_host of a non-contiguous tensor ", t.str());
+    Tensor h = Tensor::empty(t.dtype(), t.shape());
+    const size_t bytes = static_cast<size_t>(t.nbytes());
+    // Small results (a decode step's logits) go through pinned staging: a pageable copy is
+    // chunked through the driver's own buffer and took several times longer (0.15 ms for 0.5 MB
+    // on an H100). Large ones go direct rather than pinning that much host memory.
+    if (bytes > 0 && bytes <= kPinnedOutMax) {
+      if (bytes > pinned_out_capacity_) {
+        if (pinned_out_) RH_CUDA(cudaFreeHost(pinned_out_));
+        pinned_out_ = nullptr;
+        pinned_out_capacity_ = 0;
+        RH_CUDA(cudaMallocHost(&pinned_out_, bytes));
+        pinned_out_capacity_ = bytes;
+      }
+      RH_CUDA(cudaMemcpyAsync(pinned_out_, t.data(), bytes, cudaMemcpyDeviceToHost, ctx_->stream));
+      RH_CUDA(cudaStreamSynchronize(ctx_->stream));
+      std::memcpy(h.data(), pinned_out_, bytes);
+      return h;
+    }
+    if (bytes > 0) RH_CUDA(cudaMemcpyAsync(h.data(), t.data(), bytes, cudaMemcpyDeviceToHost, ctx_->stream));
+    RH_CUDA(cudaStreamSynchronize(ctx_->stream));
+    return h;
+  }
+
+  int64_t free_memory_bytes() const override {
+    size_t free_b = 0, total_b = 0;
+    RH_CUDA(cudaSetDevice(ctx_->device));
+    RH_CUDA(cudaMemGetInfo(&free_b, &total_b));
+    return static_cast<int64_t>(free_b);
+  }
+
+  void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) override {
+    check_on_device(table, "embedding table");
+    check_f32(out, "embedding out");
+    const int64_t V = table.size(0), H = table.size(1), T = static_cast<int64_t>(ids.size());
+    RH_CHECK(table.dim() == 2 && out.dim() == 2 && out.size(0) == T && out.size(1) == H,
+             "embedding: ", table.str(), " -> ", out.str());
+    for (int32_t id : ids) RH_CHECK(id >= 0 && id < V, "token id ", id, " out of range");
+    cuda::launch_embedding(table.data(), elem_of(table, "embedding"), mirror(ids_, ids), T, H,
+                           out.data_as<float>(), stream());
+  }
+
+  void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
+    check_norm(x, weight, out);
+    cuda::launch_rms_norm(nullptr, x.data_as<float>(), weight.data_as<float>(), eps, x.size(0),
+                          x.size(1), out.data_as<float>(), stream());
+  }
+
+  void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
+                    Tensor& out) override {
+    check_norm(residual, weight, out);
+    check_f32(x, "add_rms_norm x");
+    RH_CHECK(x.numel() == residual.numel(), "add_rms_norm: ", residual.str(), " + ", x.str());
+    cuda::launch_rms_norm(residual.data_as<float>(), x.data_as<float>(), weight.data_as<float>(),
+                          eps, residual.size(0), residual.size(1), out.data_as<float>(), stream());
+  }
+
+  void head_rms_norm(Tensor& x, int64_t head_offset, int64_t num_heads, const Tensor& weight,
+                     float eps) override {
+    check_f32(x, "head_rms_norm x");
+    check_f32(weight, "head_rms_norm weight");
+    const int64_t d = weight.numel();
+    RH_CHECK(x.dim() == 2 && head_offset >= 0 && num_heads >= 0 && (head_offset + num_heads) * d <= x.size(1),
+             "head_rms_norm: heads [", head_offset, ", ", head_offset + num_heads, ") of width ", d,
+             " in ", x.str());
+    cuda::launch_head_rms_norm(x.data_as<float>(), x.size(0), x.size(1), head_offset * d, num_heads,
+                               d, weight.data_as<float>(), eps, stream());
+  }
+
+  void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override {
+    check_f32(x, "linear x");
+    check_f32(out, "linear out");
+    check_on_device(w, "linear weight");
+    RH_CHECK(x.dim() == 2 && w.dim() == 2 && out.dim() == 2, "linear: ", x.str(), " x ", w.str());
+    RH_CHECK(x.size(1) == w.size(1) && out.size(0) == x.size(0) && out.size(1) == w.size(0),
+             "linear: ", x.str(), " @ ", w.str(), "^T -> ", out.str());
+    if (bias) {
+      check_f32(*bias, "linear bias");
+      RH_CHECK(bias->numel() == w.size(0), "linear bias ", bias->str(), " for ", w.str());
+    }
+    cuda::launch_linear(x.data_as<float>(), w.data(), elem_of(w, "linear"),
+                        bias ? bias->data_as<float>() : nullptr, x.size(0), w.size(0), x.size(1),
+                        out.data_as<float>(), stream());
+  }
+
+  void silu_mul(const Tensor& gate_up, Tensor& out) override {
+    check_f32(gate_up, "silu_mul in");
+    check_f32(out, "silu_mul out");
+    RH_CHECK(gate_up.dim() == 2 && out.dim() == 2 && gate_up.size(0) == out.size(0) &&
+                 gate_up.size(1) == 2 * out.size(1),
+             "silu_mul: ", gate_up.str(), " -> ", out.str());
+    cuda::launch_silu_mul(gate_up.data_as<float>(), out.size(0), out.size(1), out.data_as<float>(), stream());
+  }
+
+  void rope(Tensor& x, int64_t num_heads, int64_t head_dim, const std::vector<int32_t>& positions,
+            const Tensor& inv_freq) override {
+    check_f32(x, "rope x");
+    check_f32(inv_freq, "rope inv_freq");
+    RH_CHECK(x.dim() == 2 && static_cast<int64_t>(positions.size()) == x.size(0) &&
+                 num_heads * head_dim <= x.size(1) && inv_freq.numel() >= head_dim / 2,
+             "rope: ", num_heads, " heads of ", head_dim, " over ", x.str());
+    cuda::launch_rope(x.data_as<float>(), x.size(0), x.size(1), num_heads, head_dim,
+                      mirror(positions_, positions), inv_freq.data_as<float>(), stream());
+  }
+
+  void add(Tensor& out, const Tensor& x) override {
+    check_f32(out, "add out");
+    check_f32(x, "add x");
+    RH_CHECK(out.numel() == x.numel(), "add: ", out.str(), " + ", x.str());
+    cuda::launch_add(out.data_as<float>(), x.data_as<float>(), out.numel(), stream());
+  }
+
+  void gather_rows(const Tensor& x, const std::vector<int32_t>& rows, Tensor& out) override {
+    check_f32(x, "gather_rows x");
+    check_f32(out, "gather_rows out");
+    RH_CHECK(x.dim() == 2 && out.dim() == 2 && out.size(0) == static_cast<int64_t>(rows.size()) &&
+                 out.size(1) == x.size(1),
+             "gather_rows: ", x.str(), " -> ", out.str());
+    for (int32_t r : rows) RH_CHECK(r >= 0 && r < x.size(0), "gather_rows: row ", r, " out of range");
+    cuda::launch_gather_rows(x.data_as<float>(), mirror(rows_, rows), out.size(0), x.size(1),
+                             out.data_as<float>(), stream());
+  }
+
+  void attention(const Tensor& qkv, KvCacheLayer& cache, const AttentionBatch& batch,
+                 const AttentionParams& p, Tensor& out) override;
+
+ private:
+  cudaStream_t stream() const { return ctx_->stream; }
+
+  static int64_t shape_numel(const Shape& s) {
+    int64_t n = 1;
+    for (int64_t d : s) n *= d;
+    return n;
+  }
+
+  void check_on_device(const Tensor& t, const char* what) const {
+    RH_CHECK(t.device() == device(), what, " is on ", t.device().str(), ", not ", device().str());
+    RH_CHECK(t.is_contiguous(), what, " is not contiguous: ", t.str());
+  }
+  void check_f32(const Tensor& t, const char* what) const {
+    check_on_device(t, what);
+    RH_CHECK(t.dtype() == DType::kF32, what, " must be f32, is ", t.str());
+  }
+  void check_norm(const Tensor& x, const Tensor& weight, const Tensor& out) const {
+    check_f32(x, "rms_norm x");
+    check_f32(weight, "rms_norm weight");
+    check_f32(out, "rms_norm out");
+    RH_CHECK(x.dim() == 2 && weight.numel() == x.size(1) && out.shape() == x.shape(),
+             "rms_norm: ", x.str(), " with ", weight.str(), " -> ", out.str());
+  }
+
+  static Elem elem_of(const Tensor& t, const char* op) {
+    switch (t.dtype()) {
+      case DType::kF32: return Elem::kF32;
+      case DType::kF16: return Elem::kF16;
+      case DType::kBF16: return Elem::kBF16;
+      default: fail("CUDA backend: ", op, " does not support ", dtype_name(t.dtype()), " tensors (", t.str(), ")");
+    }
+  }
+
+  // The device copy of `values`, copied only when it differs from the previous call's.
+  const int32_t* mirror(IntMirror& m, const std::vector<int32_t>& values) {
+    if (values.empty()) return nullptr;
+    if (m.dev && m.host == values) return m.dev;
+    if (!m.copied) RH_CUDA(cudaEventCreateWithFlags(&m.copied, cudaEventDisableTiming));
+    // The staging buffer is rewritten below: its previous copy must have left (it normally has:
+    // it was queued a whole step ago, before a synchronizing to_host).
+    RH_CUDA(cudaEventSynchronize(m.copied));
+    if (values.size() > m.capacity) {
+      if (m.dev) RH_CUDA(cudaFreeAsync(m.dev, stream()));
+      if (m.pinned) RH_CUDA(cudaFreeHost(m.pinned));
+      m.dev = m.pinned = nullptr;
+      m.capacity = 0;
+      const size_t cap = std::max<size_t>(values.size() * 2, 256);
+      RH_CUDA(cudaMallocAsync(reinterpret_cast<void**>(&m.dev), cap * sizeof(int32_t), stream()));
+      RH_CUDA(cudaMallocHost(reinterpret_cast<void**>(&m.pinned), cap * sizeof(int32_t)));
+      m.capacity = cap;
+    }
+    m.host = values;
+    std::memcpy(m.pinned, values.data(), values.size() * sizeof(int32_t));
+    // Stream-ordered: kernels queued before still read the old contents.
+    RH_CUDA(cudaMemcpyAsync(m.dev, m.pinned, values.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream()));
+    RH_CUDA(cudaEventRecord(m.copied, stream()));
+    return m.dev;
+  }
+
+  std::shared_ptr<StreamContext> ctx_;
+  std::string name_;
+  IntMirror ids_, positions_, rows_, attn_meta_;
+  std::vector<int32_t> meta_scratch_;
+  static constexpr size_t kPinnedOutMax = size_t{16} << 20;
+  void* pinned_out_ = nullptr;
+  size_t pinned_out_capacity_ = 0;
+};
+
+void CudaBackend::attention(const Tensor& qkv, KvCacheLayer& cache, const AttentionBatch& batch,
+                            const AttentionParams& p, Tensor& out) {
+  check_f32(qkv, "attention qkv");
+  check_f32(out, "attention out");
+  check_on_device(cache.k, "kv cache k");
+  check_on_device(cache.v, "kv cache v");
+  const int64_t T = batch.num_tokens(), S = batch.num_seqs;
+  RH_CHECK(p.num_kv_heads > 0 && p.num_heads % p.num_kv_heads == 0, "attention heads ", p.num_heads, "/", p.num_kv_heads);
+  RH_CHECK(qkv.size(0) == T && qkv.size(1) == (p.num_heads + 2 * p.num_kv_heads) * p.head_dim,
+           "attention qkv ", qkv.str());
+  RH_CHECK(out.size(0) == T && out.size(1) == p.num_heads * p.head_dim, "attention out ", out.str());
+  RH_CHECK(cache.k.dim() == 4 && cache.k.size(2) == p.num_kv_heads && cache.k.size(3) == p.head_dim &&
+               cache.v.shape() == cache.k.shape() && cache.v.dtype() == cache.k.dtype(),
+           "kv cache ", cache.k.str(), " / ", cache.v.str());
+  RH_CHECK(static_cast<int64_t>(batch.query_start.size()) == S + 1 &&
+               static_cast<int64_t>(batch.context_lens.size()) == S &&
+               static_cast<int64_t>(batch.slot_mapping.size()) == T &&
+               static_cast<int64_t>(batch.block_tables.size()) >= S * batch.max_blocks,
+           "attention batch arrays");
+  RH_CHECK(batch.query_start[0] == 0, "attention batch: query_start[0] = ", batch.query_start[0]);
+  const int64_t block_size = cache.k.size(1), slots = cache.k.size(0) * block_size;
+  for (int32_t s : batch.slot_mapping) RH_CHECK(s >= 0 && s < slots, "slot ", s, " out of range");
+  for (int64_t i = 0; i < S; ++i) {
+    const int32_t nq = batch.query_start[i + 1] - batch.query_start[i];
+    RH_CHECK(nq >= 0 && batch.context_lens[i] >= nq, "sequence ", i, " context shorter than query");
+    RH_CHECK(batch.context_lens[i] <= batch.max_blocks * block_size, "block table too short");
+    // Only the blocks holding the context are read; the rest of a row may be padding.
+    for (int64_t j = 0; j < (batch.context_lens[i] + block_size - 1) / block_size; ++j) {
+      const int32_t b = batch.block_tables[static_cast<size_t>(i * batch.max_blocks + j)];
+      RH_CHECK(b >= 0 && b < cache.k.size(0), "sequence ", i, ": block ", b, " out of range");
+    }
+  }
+  if (T == 0) return;
+
+  // One upload per distinct batch: [query_start | context_lens | block_tables | slots | token seq].
+  std::vector<int32_t>& m = meta_scratch_;
+  m.clear();
+  m.insert(m.end(), batch.query_start.begin(), batch.query_start.end());
+  m.insert(m.end(), batch.context_lens.begin(), batch.context_lens.end());
+  m.insert(m.end(), batch.block_tables.begin(), batch.block_tables.begin() + S * batch.max_blocks);
+  m.insert(m.end(), batch.slot_mapping.begin(), batch.slot_mapping.end());
+  for (int64_t s = 0; s < S; ++s)
+    for (int32_t t = batch.query_start[s]; t < batch.query_start[s + 1]; ++t) m.push_back(static_cast<int32_t>(s));
+  const int32_t* d = mirror(attn_meta_, m);
+  cuda::AttentionMeta meta;
+  meta.query_start = d;
+  meta.context_lens = d + (S + 1);
+  meta.block_tables = meta.context_lens + S;
+  meta.slot_mapping = meta.block_tables + S * batch.max_blocks;
+  meta.token_seq = meta.slot_mapping + T;
+  meta.max_blocks = batch.max_blocks;
+  meta.tokens = static_cast<int32_t>(T);
+  cuda::AttentionShape shape{static_cast<int32_t>(p.num_heads), static_cast<int32_t>(p.num_kv_heads),
+                             static_cast<int32_t>(p.head_dim), static_cast<int32_t>(block_size),
+                             p.scale, static_cast<int32_t>(p.sliding_window)};
+  cuda::launch_attention(qkv.data_as<float>(), cache.k.data(), cache.v.data(), elem_of(cache.k, "attention kv cache"),
+                         meta, shape, out.data_as<float>(), stream());
+}
+
+}  // namespace
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver" error so later calls report their own
+    return 0;
+  }
+  return n;
+}
+
+std::unique_ptr<Backend> make_cuda_backend(int device) { return std::make_unique<CudaBackend>(device); }
+
+}  // namespace redhare

@@ -1,0 +1,278 @@
+// out[M, N] = x[M, K] @ w[N, K]^T (+ bias): f32 activations, weights bf16/f16/f32 as loaded, f32
+// accumulation.
+//
+// Two kernels:
+// - M <= 4 (decode): memory bound on the weights, so a warp owns one weight row and streams it
+//   once with 16-byte loads (8 bf16/f16 or 4 f32 per lane), against all M activation rows
+//   (they stay in L1/L2). Several loads are issued before any is used, so enough bytes are in
+//   flight to approach the memory bandwidth.
+// - M > 4: tiles of x and w staged in shared memory (w widened to f32 there), f32 FMAs. The
+//   matrix units would need the activations narrowed, which the golden tolerance does not allow.
+//   Up to 64 rows: a 64x64 tile per block, 4x4 outputs per thread. Beyond (prefill): a 128x128
+//   tile, 8x8 outputs per thread (each operand loaded from shared memory feeds 8 FMAs), the next
+//   K slice fetched into registers while the current one is multiplied, two shared buffers.
+#include <algorithm>
+
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/device_util.cuh"
+#include "backends/cuda/kernels.h"
+
+namespace redhare::cuda {
+namespace {
+
+// 16 bytes of weights widened to f32.
+template <typename W>
+struct Vec16 {
+  static constexpr int kElems = 16 / sizeof(W);
+  __device__ __forceinline__ static void widen(const uint4& raw, float* out) {
+    const W* e = reinterpret_cast<const W*>(&raw);
+#pragma unroll
+    for (int i = 0; i < kElems; ++i) out[i] = to_f32(e[i]);
+  }
+};
+
+// Weights are read once per step: bypass L1 and keep them from evicting the activations.
+__device__ __forceinline__ uint4 load_stream(const uint4* p) { return __ldcs(p); }
+
+constexpr int kGemvWarps = 8;  // rows per block
+constexpr int kGemvUnroll = 8;  // 16-byte loads in flight per lane: a 2048-wide bf16 row in one go
+
+template <typename W, int M>
+__global__ void __launch_bounds__(kGemvWarps * 32)
+gemv_kernel(const float* __restrict__ x, const W* __restrict__ w, const float* __restrict__ bias,
+            int64_t N, int64_t K, bool vectorized, float* __restrict__ out) {
+  const int lane = threadIdx.x & 31;
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
+  if (n >= N) return;  // whole warps leave together, so the shuffles below stay full
+  const W* row = w + n * K;
+  float acc[M];
+#pragma unroll
+  for (int m = 0; m < M; ++m) acc[m] = 0.0f;
+
+  int64_t k_done = 0;
+  if (vectorized) {
+    constexpr int V = Vec16<W>::kElems;
+    const int64_t chunks = K / V;
+    const uint4* wv = reinterpret_cast<const uint4*>(row);
+    int64_t c = lane;
+    for (; c + 32 * (kGemvUnroll - 1) < chunks; c += 32 * kGemvUnroll) {
+      uint4 raw[kGemvUnroll];
+#pragma unroll
+      for (int u = 0; u < kGemvUnroll; ++u) raw[u] = load_stream(wv + c + 32 * u);
+#pragma unroll
+      for (int u = 0; u < kGemvUnroll; ++u) {
+        float wf[V];
+        Vec16<W>::widen(raw[u], wf);
+        const int64_t k0 = (c + 32 * u) * V;
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+          const float4* xv = reinterpret_cast<const float4*>(x + m * K + k0);
+#pragma unroll
+          for (int q = 0; q < V / 4; ++q) {
+            const float4 a = xv[q];
+            acc[m] += a.x * wf[4 * q] + a.y * wf[4 * q + 1] + a.z * wf[4 * q + 2] + a.w * wf[4 * q + 3];
+          }
+        }
+      }
+    }
+    for (; c < chunks; c += 32) {
+      float wf[V];
+      Vec16<W>::widen(load_stream(wv + c), wf);
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const float4* xv = reinterpret_cast<const float4*>(x + m * K + c * V);
+#pragma unroll
+        for (int q = 0; q < V / 4; ++q) {
+          const float4 a = xv[q];
+          acc[m] += a.x * wf[4 * q] + a.y * wf[4 * q + 1] + a.z * wf[4 * q + 2] + a.w * wf[4 * q + 3];
+        }
+      }
+    }
+    k_done = chunks * V;
+  }
+  for (int64_t k = k_done + lane; k < K; k += 32) {
+    const float wk = to_f32(row[k]);
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[m] += x[m * K + k] * wk;
+  }
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    const float s = warp_sum(acc[m]);
+    if (lane == 0) out[m * N + n] = bias ? s + bias[n] : s;
+  }
+}
+
+constexpr int kTile = 64, kSlice = 16, kTileThreads = 256;
+
+template <typename W>
+__global__ void __launch_bounds__(kTileThreads)
+tiled_kernel(const float* __restrict__ x, const W* __restrict__ w, const float* __restrict__ bias,
+             int64_t M, int64_t N, int64_t K, float* __restrict__ out) {
+  // [k][row] layout: the inner loop reads 4 consecutive rows of one k as a float4. The +4 pad
+  // keeps rows 16-byte aligned while spreading the transposing stores over more banks.
+  __shared__ __align__(16) float xs[kSlice][kTile + 4];
+  __shared__ __align__(16) float ws[kSlice][kTile + 4];
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kTile, n0 = static_cast<int64_t>(blockIdx.x) * kTile;
+  float acc[4][4] = {};
+  for (int64_t k0 = 0; k0 < K; k0 += kSlice) {
+#pragma unroll
+    for (int i = 0; i < kTile * kSlice / kTileThreads; ++i) {
+      const int e = tid + i * kTileThreads, r = e / kSlice, kk = e % kSlice;
+      const int64_t k = k0 + kk;
+      xs[kk][r] = (m0 + r < M && k < K) ? x[(m0 + r) * K + k] : 0.0f;
+      ws[kk][r] = (n0 + r < N && k < K) ? to_f32(w[(n0 + r) * K + k]) : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kSlice; ++kk) {
+      const float4 a = *reinterpret_cast<const float4*>(&xs[kk][ty * 4]);
+      const float4 b = *reinterpret_cast<const float4*>(&ws[kk][tx * 4]);
+      const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int64_t m = m0 + ty * 4 + i;
+    if (m >= M) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t n = n0 + tx * 4 + j;
+      if (n < N) out[m * N + n] = bias ? acc[i][j] + bias[n] : acc[i][j];
+    }
+  }
+}
+
+
+constexpr int kBig = 128, kBigSlice = 8, kBigThreads = 256;
+
+// Four consecutive elements of a row as f32; `vec` means they are 16-byte (f32) or 8-byte
+// (16-bit) aligned and all in range.
+template <typename T>
+__device__ __forceinline__ float4 load_four(const T* p, bool vec, int64_t valid) {
+  if (vec) {
+    if constexpr (sizeof(T) == 4) {
+      return *reinterpret_cast<const float4*>(p);
+    } else {
+      const uint2 raw = *reinterpret_cast<const uint2*>(p);
+      const T* e = reinterpret_cast<const T*>(&raw);
+      return make_float4(to_f32(e[0]), to_f32(e[1]), to_f32(e[2]), to_f32(e[3]));
+    }
+  }
+  return make_float4(valid > 0 ? to_f32(p[0]) : 0.0f, valid > 1 ? to_f32(p[1]) : 0.0f,
+                     valid > 2 ? to_f32(p[2]) : 0.0f, valid > 3 ? to_f32(p[3]) : 0.0f);
+}
+
+template <typename W>
+__global__ void __launch_bounds__(kBigThreads)
+big_tiled_kernel(const float* __restrict__ x, const W* __restrict__ w, const float* __restrict__ bias,
+                 int64_t M, int64_t N, int64_t K, bool aligned, float* __restrict__ out) {
+  __shared__ __align__(16) float xs[2][kBigSlice][kBig];
+  __shared__ __align__(16) float ws[2][kBigSlice][kBig];
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kBig, n0 = static_cast<int64_t>(blockIdx.x) * kBig;
+  // Each thread fetches 4 consecutive k of one row of x and of w per slice.
+  const int lr = tid / 2, lk = (tid % 2) * 4;
+  const bool x_row = m0 + lr < M, w_row = n0 + lr < N;
+  const float* xp = x + (m0 + lr) * K + lk;
+  const W* wp = w + (n0 + lr) * K + lk;
+  auto fetch = [&](int64_t k0, float4& xa, float4& wa) {
+    const int64_t valid = K - (k0 + lk);
+    const bool full = aligned && valid >= 4;
+    xa = x_row ? load_four(xp + k0, full, valid) : make_float4(0, 0, 0, 0);
+    wa = w_row ? load_four(wp + k0, full, valid) : make_float4(0, 0, 0, 0);
+  };
+  auto stash = [&](int buf, const float4& xa, const float4& wa) {
+    xs[buf][lk][lr] = xa.x; xs[buf][lk + 1][lr] = xa.y; xs[buf][lk + 2][lr] = xa.z; xs[buf][lk + 3][lr] = xa.w;
+    ws[buf][lk][lr] = wa.x; ws[buf][lk + 1][lr] = wa.y; ws[buf][lk + 2][lr] = wa.z; ws[buf][lk + 3][lr] = wa.w;
+  };
+  float acc[8][8] = {};
+  float4 xa, wa;
+  fetch(0, xa, wa);
+  stash(0, xa, wa);
+  __syncthreads();
+  int buf = 0;
+  for (int64_t k0 = 0; k0 < K; k0 += kBigSlice) {
+    const bool more = k0 + kBigSlice < K;
+    if (more) fetch(k0 + kBigSlice, xa, wa);  // in flight during the FMAs below
+#pragma unroll
+    for (int kk = 0; kk < kBigSlice; ++kk) {
+      // Rows ty*4.. and 64+ty*4.., columns tx*4.. and 64+tx*4..: float4 reads without conflicts.
+      const float4 a0 = *reinterpret_cast<const float4*>(&xs[buf][kk][ty * 4]);
+      const float4 a1 = *reinterpret_cast<const float4*>(&xs[buf][kk][64 + ty * 4]);
+      const float4 b0 = *reinterpret_cast<const float4*>(&ws[buf][kk][tx * 4]);
+      const float4 b1 = *reinterpret_cast<const float4*>(&ws[buf][kk][64 + tx * 4]);
+      const float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+      const float bv[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[i][j] += av[i] * bv[j];
+    }
+    if (more) stash(buf ^ 1, xa, wa);  // the other buffer: nobody reads it during this slice
+    __syncthreads();
+    buf ^= 1;
+  }
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int64_t m = m0 + (i < 4 ? ty * 4 + i : 64 + ty * 4 + i - 4);
+    if (m >= M) continue;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const int64_t n = n0 + (j < 4 ? tx * 4 + j : 64 + tx * 4 + j - 4);
+      if (n < N) out[m * N + n] = bias ? acc[i][j] + bias[n] : acc[i][j];
+    }
+  }
+}
+
+template <typename W>
+void launch_typed(const float* x, const W* w, const float* bias, int64_t M, int64_t N, int64_t K,
+                  float* out, cudaStream_t stream) {
+  if (M <= 4) {
+    // 16-byte loads need every weight row, and every activation row, to start 16-byte aligned.
+    const bool vectorized = (K * static_cast<int64_t>(sizeof(W))) % 16 == 0 &&
+                            reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
+                            reinterpret_cast<uintptr_t>(x) % 16 == 0;
+    const unsigned grid = static_cast<unsigned>((N + kGemvWarps - 1) / kGemvWarps);
+    const int threads = kGemvWarps * 32;
+    switch (M) {
+      case 1: gemv_kernel<W, 1><<<grid, threads, 0, stream>>>(x, w, bias, N, K, vectorized, out); break;
+      case 2: gemv_kernel<W, 2><<<grid, threads, 0, stream>>>(x, w, bias, N, K, vectorized, out); break;
+      case 3: gemv_kernel<W, 3><<<grid, threads, 0, stream>>>(x, w, bias, N, K, vectorized, out); break;
+      default: gemv_kernel<W, 4><<<grid, threads, 0, stream>>>(x, w, bias, N, K, vectorized, out); break;
+    }
+    RH_CUDA_LAUNCHED("gemv_kernel");
+    return;
+  }
+  if (M > kTile) {
+    RH_CHECK((M + kBig - 1) / kBig < 65536, "linear: M = ", M, " exceeds the grid");
+    const bool aligned = K % 4 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
+                         reinterpret_cast<uintptr_t>(x) % 16 == 0;
+    dim3 grid(static_cast<unsigned>((N + kBig - 1) / kBig), static_cast<unsigned>((M + kBig - 1) / kBig));
+    big_tiled_kernel<W><<<grid, kBigThreads, 0, stream>>>(x, w, bias, M, N, K, aligned, out);
+    RH_CUDA_LAUNCHED("big_tiled_kernel");
+    return;
+  }
+  dim3 grid(static_cast<unsigned>((N + kTile - 1) / kTile), static_cast<unsigned>((M + kTile - 1) / kTile));
+  tiled_kernel<W><<<grid, kTileThreads, 0, stream>>>(x, w, bias, M, N, K, out);
+  RH_CUDA_LAUNCHED("tiled_kernel");
+}
+
+}  // namespace
+
+void launch_linear(const float* x, const void* w, Elem w_type, const float* bias, int64_t M,
+                   int64_t N, int64_t K, float* out, cudaStream_t stream) {
+  if (M == 0 || N == 0) return;
+  switch (w_type) {
+    case Elem::kF32: launch_typed(x, static_cast<const float*>(w), bias, M, N, K, out, stream); break;
+    case Elem::kF16: launch_typed(x, static_cast<const __half*>(w), bias, M, N, K, out, stream); break;
+    case Elem::kBF16: launch_typed(x, static_cast<const __nv_bfloat16*>(w), bias, M, N, K, out, stream); break;
+  }
+}
+
+}  // namespace redhare::cuda

@@ -1,0 +1,180 @@
+// Row-wise and element-wise kernels: embedding, RMSNorm variants, SiLU-and-multiply, RoPE, add,
+// row gather. Each is memory bound and simple; they are written to round like the CPU reference
+// (cpu::ref in backends/cpu/ref_ops.cpp): norms sum squares in double, and products that the CPU
+// computes unfused are spelled with __fmul_rn/__fadd_rn so nvcc cannot contract them into FMAs.
+#include <algorithm>
+
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/device_util.cuh"
+#include "backends/cuda/kernels.h"
+
+namespace redhare::cuda {
+namespace {
+
+// A decode step normalizes a single row: more threads per row means fewer dependent loads each.
+constexpr int kRowThreads = 512;
+
+unsigned grid_for(int64_t n, int threads) {
+  return static_cast<unsigned>(std::min<int64_t>((n + threads - 1) / threads, int64_t{1} << 20));
+}
+
+template <typename T>
+__global__ void embedding_kernel(const T* __restrict__ table, const int32_t* __restrict__ ids,
+                                 int64_t hidden, float* __restrict__ out) {
+  const T* row = table + static_cast<int64_t>(ids[blockIdx.x]) * hidden;
+  float* o = out + static_cast<int64_t>(blockIdx.x) * hidden;
+  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) o[i] = to_f32(row[i]);
+}
+
+// One block per row. With `residual`, the row is residual + x, written back before the norm.
+__global__ void rms_norm_kernel(float* __restrict__ residual, const float* __restrict__ x,
+                                const float* __restrict__ weight, float eps, int64_t n,
+                                float* __restrict__ out) {
+  const int64_t base = static_cast<int64_t>(blockIdx.x) * n;
+  const float* src = x + base;
+  double ss = 0;
+  if (residual) {
+    float* r = residual + base;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+      float v = __fadd_rn(r[i], src[i]);
+      r[i] = v;
+      ss += static_cast<double>(v) * v;
+    }
+    src = r;  // each thread reads back only the elements it wrote itself
+  } else {
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss += static_cast<double>(src[i]) * src[i];
+  }
+  ss = block_sum(ss);
+  const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(n) + eps));
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+    out[base + i] = __fmul_rn(weight[i], __fmul_rn(src[i], inv));
+}
+
+// One block per (row, head), in place: the sum is complete (block_sum syncs) before any write.
+__global__ void head_rms_norm_kernel(float* __restrict__ x, int64_t cols, int64_t first_col,
+                                     int64_t num_heads, int64_t d, const float* __restrict__ weight,
+                                     float eps) {
+  const int64_t row = blockIdx.x / num_heads, head = blockIdx.x % num_heads;
+  float* p = x + row * cols + first_col + head * d;
+  double ss = 0;
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) ss += static_cast<double>(p[i]) * p[i];
+  ss = block_sum(ss);
+  const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(d) + eps));
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) p[i] = __fmul_rn(weight[i], __fmul_rn(p[i], inv));
+}
+
+__global__ void silu_mul_kernel(const float* __restrict__ gu, int64_t tokens, int64_t inter,
+                                float* __restrict__ out) {
+  const int64_t n = tokens * inter;
+  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < n;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t t = e / inter, i = e % inter;
+    const float g = gu[t * 2 * inter + i], u = gu[t * 2 * inter + inter + i];
+    // expf, not __expf: the fast intrinsic is off by several ulp for large |g|.
+    out[e] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), u);
+  }
+}
+
+// One block per (token, head); a thread per rotated pair.
+__global__ void rope_kernel(float* __restrict__ x, int64_t cols, int64_t num_heads,
+                            int64_t head_dim, const int32_t* __restrict__ positions,
+                            const float* __restrict__ inv_freq) {
+  const int64_t t = blockIdx.x / num_heads, h = blockIdx.x % num_heads, half = head_dim / 2;
+  float* p = x + t * cols + h * head_dim;
+  const float pos = static_cast<float>(positions[t]);
+  for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
+    // The angle in f32 like the reference; precise sincosf because positions reach 1e5 radians.
+    const float angle = __fmul_rn(pos, inv_freq[i]);
+    float s, c;
+    sincosf(angle, &s, &c);
+    const float a = p[i], b = p[i + half];
+    p[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+    p[i + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+  }
+}
+
+__global__ void add_kernel(float* __restrict__ out, const float* __restrict__ x, int64_t n) {
+  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < n;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    out[e] = __fadd_rn(out[e], x[e]);
+}
+
+__global__ void gather_rows_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows,
+                                   int64_t cols, float* __restrict__ out) {
+  const float* src = x + static_cast<int64_t>(rows[blockIdx.x]) * cols;
+  float* dst = out + static_cast<int64_t>(blockIdx.x) * cols;
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = src[i];
+}
+
+// Fewest whole warps covering n elements, up to kRowThreads.
+int row_threads(int64_t n) {
+  return static_cast<int>(std::min<int64_t>(kRowThreads, std::max<int64_t>(32, (n + 31) / 32 * 32)));
+}
+
+}  // namespace
+
+void launch_embedding(const void* table, Elem type, const int32_t* ids, int64_t tokens,
+                      int64_t hidden, float* out, cudaStream_t stream) {
+  if (tokens == 0) return;
+  const unsigned grid = static_cast<unsigned>(tokens);
+  const int threads = row_threads(hidden);
+  switch (type) {
+    case Elem::kF32:
+      embedding_kernel<<<grid, threads, 0, stream>>>(static_cast<const float*>(table), ids, hidden, out);
+      break;
+    case Elem::kF16:
+      embedding_kernel<<<grid, threads, 0, stream>>>(static_cast<const __half*>(table), ids, hidden, out);
+      break;
+    case Elem::kBF16:
+      embedding_kernel<<<grid, threads, 0, stream>>>(static_cast<const __nv_bfloat16*>(table), ids, hidden, out);
+      break;
+  }
+  RH_CUDA_LAUNCHED("embedding_kernel");
+}
+
+void launch_rms_norm(float* residual, const float* x, const float* weight, float eps, int64_t rows,
+                     int64_t n, float* out, cudaStream_t stream) {
+  if (rows == 0) return;
+  rms_norm_kernel<<<static_cast<unsigned>(rows), row_threads(n), 0, stream>>>(residual, x, weight, eps, n, out);
+  RH_CUDA_LAUNCHED("rms_norm_kernel");
+}
+
+void launch_head_rms_norm(float* x, int64_t rows, int64_t cols, int64_t first_col,
+                          int64_t num_heads, int64_t head_dim, const float* weight, float eps,
+                          cudaStream_t stream) {
+  if (rows == 0 || num_heads == 0) return;
+  head_rms_norm_kernel<<<static_cast<unsigned>(rows * num_heads), row_threads(head_dim), 0, stream>>>(
+      x, cols, first_col, num_heads, head_dim, weight, eps);
+  RH_CUDA_LAUNCHED("head_rms_norm_kernel");
+}
+
+void launch_silu_mul(const float* gate_up, int64_t tokens, int64_t inter, float* out,
+                     cudaStream_t stream) {
+  if (tokens * inter == 0) return;
+  silu_mul_kernel<<<grid_for(tokens * inter, 256), 256, 0, stream>>>(gate_up, tokens, inter, out);
+  RH_CUDA_LAUNCHED("silu_mul_kernel");
+}
+
+void launch_rope(float* x, int64_t tokens, int64_t cols, int64_t num_heads, int64_t head_dim,
+                 const int32_t* positions, const float* inv_freq, cudaStream_t stream) {
+  if (tokens == 0 || num_heads == 0 || head_dim < 2) return;
+  const int threads = static_cast<int>(std::min<int64_t>(128, std::max<int64_t>(32, (head_dim / 2 + 31) / 32 * 32)));
+  rope_kernel<<<static_cast<unsigned>(tokens * num_heads), threads, 0, stream>>>(
+      x, cols, num_heads, head_dim, positions, inv_freq);
+  RH_CUDA_LAUNCHED("rope_kernel");
+}
+
+void launch_add(float* out, const float* x, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  add_kernel<<<grid_for(n, 256), 256, 0, stream>>>(out, x, n);
+  RH_CUDA_LAUNCHED("add_kernel");
+}
+
+void launch_gather_rows(const float* x, const int32_t* rows, int64_t num_rows, int64_t cols,
+                        float* out, cudaStream_t stream) {
+  if (num_rows == 0) return;
+  gather_rows_kernel<<<static_cast<unsigned>(num_rows), row_threads(cols), 0, stream>>>(x, rows, cols, out);
+  RH_CUDA_LAUNCHED("gather_rows_kernel");
+}
+
+}  // namespace redhare::cuda
