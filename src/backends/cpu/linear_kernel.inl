@@ -3,9 +3,8 @@
 // here sits in their anonymous namespaces so no ISA-specific code is shared with generic code.
 //
 // y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]) for rows n in [n0, n1).
-// Small M (decode): two adjacent weight rows at a time, converted to f32 in registers and
-// multiplied with up to 4 activation rows, so each thread streams its rows from memory once, in
-// address order (one sequential stream is what the hardware prefetcher follows best). Larger M (prefill):
+// Small M (decode): two weight rows at a time, converted to f32 in registers and multiplied with
+// up to 4 activation rows, so each thread streams its rows from memory exactly once. Larger M (prefill):
 // the 4 rows are converted once into an f32 scratch tile that stays in L1/L2 and is reused for
 // every group of 4 activation rows.
 
@@ -103,11 +102,17 @@ void linear_range(const typename WLoad::elem* w, const float* x, int64_t M, int6
   using WE = typename WLoad::elem;
   float out[4][4];
   if (M <= 4) {
-    for (int64_t n = n0; n < n1; n += 2) {
-      const int nr = n + 1 < n1 ? 2 : 1;  // an odd last row is paired with itself
-      rows2_dispatch<S, WLoad>(static_cast<int>(M), w + n * K, w + (n + nr - 1) * K, x, K, K, out);
-      for (int64_t m = 0; m < M; ++m)
-        for (int r = 0; r < nr; ++r) y[m * N + n + r] = out[m][r] + (bias ? bias[n + r] : 0.0f);
+    // Row i is paired with row i + half, so each of the two weight streams runs through memory
+    // strictly in order (pairing neighbours would make each stream skip every other row).
+    const int64_t half = (n1 - n0 + 1) / 2;
+    for (int64_t i = 0; i < half; ++i) {
+      const int64_t a = n0 + i, b = n0 + half + i;
+      const bool two = b < n1;  // with an odd count the last row is paired with itself
+      rows2_dispatch<S, WLoad>(static_cast<int>(M), w + a * K, w + (two ? b : a) * K, x, K, K, out);
+      for (int64_t m = 0; m < M; ++m) {
+        y[m * N + a] = out[m][0] + (bias ? bias[a] : 0.0f);
+        if (two) y[m * N + b] = out[m][1] + (bias ? bias[b] : 0.0f);
+      }
     }
     return;
   }
