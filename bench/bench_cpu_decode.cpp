@@ -3,6 +3,7 @@
 // threads) over the bytes each decode step must read (every weight once, plus the KV cache).
 //
 //   bench_cpu_decode [--model configs/llama-3.2-1b] [--tokens 32] [--prompt 16] [--threads 0]
+//                    [--load-format dummy|auto]   (auto reads the checkpoint, e.g. a .gguf)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -62,12 +63,14 @@ int main(int argc, char** argv) {
   std::string model_dir = std::string(REDHARE_SOURCE_DIR) + "/configs/llama-3.2-1b";
   int64_t tokens = 32, prompt_len = 16;
   int threads = 0;
+  std::string load_format = "dummy";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--model") model_dir = argv[i + 1];
     else if (a == "--tokens") tokens = std::stoll(argv[i + 1]);
     else if (a == "--prompt") prompt_len = std::stoll(argv[i + 1]);
     else if (a == "--threads") threads = std::stoi(argv[i + 1]);
+    else if (a == "--load-format") load_format = argv[i + 1];
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
@@ -79,7 +82,7 @@ int main(int argc, char** argv) {
     cpu::select_linear_kernel(&isa);
     auto backend = make_cpu_backend();
     LoadOptions lo;
-    lo.load_format = "dummy";
+    lo.load_format = load_format;
     auto t0 = Clock::now();
     auto model = load_model(model_dir, *backend, lo);
     double load_s = seconds_since(t0);
@@ -103,7 +106,8 @@ int main(int argc, char** argv) {
     double tok_s = static_cast<double>(tokens) / decode_s;
 
     double bw = measure_read_bandwidth(int64_t{1} << 30, 5);
-    const int64_t embed_bytes = dtype_bytes(c.dtype, c.vocab_size * c.hidden_size);
+    // The embedding table's bytes as stored (a GGUF may keep it in another type than the rest).
+    const int64_t embed_bytes = model->embedding_bytes();
     // Per step every weight is read once; an untied embedding table is only looked up (one row).
     const int64_t weight_read = model->weight_bytes() - (c.tie_word_embeddings ? 0 : embed_bytes);
     const int64_t avg_ctx = prompt_len + tokens / 2;
@@ -111,11 +115,13 @@ int main(int argc, char** argv) {
     const double bytes_per_token = static_cast<double>(weight_read + kv_read);
     const double bound = bw / bytes_per_token;
 
-    std::printf("model              %s (%s, dummy %s weights, %.2f B params)\n", model_dir.c_str(),
-                c.architecture.c_str(), std::string(dtype_name(c.dtype)).c_str(),
+    std::string dtypes;
+    for (const auto& [name, n] : model->parameters_by_dtype()) dtypes += (dtypes.empty() ? "" : " ") + name;
+    std::printf("model              %s (%s, %s weights: %s, %.3f B params)\n", model_dir.c_str(),
+                c.architecture.c_str(), load_format.c_str(), dtypes.c_str(),
                 static_cast<double>(model->num_parameters()) / 1e9);
     std::printf("threads            %d, matrix kernel %s\n", ThreadPool::global().num_threads(), isa);
-    std::printf("load (dummy)       %.2f s\n", load_s);
+    std::printf("load               %.2f s\n", load_s);
     std::printf("read bandwidth     %.2f GB/s (best of 5 passes over 1 GiB)\n", bw / 1e9);
     std::printf("bytes per token    %.3f GB (weights %.3f GB + KV %.1f MB at context %lld)\n",
                 bytes_per_token / 1e9, static_cast<double>(weight_read) / 1e9,

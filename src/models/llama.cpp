@@ -61,6 +61,7 @@ class LlamaModel final : public Model {
       return backend_.upload(to_f32_tensor(get(name, {n}, 0.0f)));
     };
     embed_ = backend_.upload(get("model.embed_tokens.weight", {V, H}, 1.0f));
+    embedding_bytes_ = embed_.nbytes();
     for (int64_t l = 0; l < c.num_layers; ++l) {
       const std::string p = "model.layers." + std::to_string(l) + ".";
       LayerWeights w;

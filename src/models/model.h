@@ -39,6 +39,7 @@ class Model {
   KvCacheSpec kv_spec(int64_t num_blocks, int64_t block_size, DType dtype) const;
   int64_t num_parameters() const { return num_parameters_; }
   int64_t weight_bytes() const { return weight_bytes_; }
+  int64_t embedding_bytes() const { return embedding_bytes_; }
   // dtype name -> parameter count, as loaded.
   const std::map<std::string, int64_t>& parameters_by_dtype() const { return params_by_dtype_; }
 
@@ -49,6 +50,7 @@ class Model {
   ModelConfig config_;
   int64_t num_parameters_ = 0;
   int64_t weight_bytes_ = 0;
+  int64_t embedding_bytes_ = 0;
   std::map<std::string, int64_t> params_by_dtype_;
 };
 
