@@ -25,6 +25,7 @@ struct Engine::Sequence {
   uint64_t chain_hash = BlockManager::kRootHash;
   int64_t cached_tokens = 0;
   std::unique_ptr<TextStream> text;
+  std::vector<TokenLogprob> prompt_lps;  // with prompt_logprobs: prompt tokens 1.. so far
   std::string full_text;        // decoded output so far (cut at a stop string)
   size_t text_sent = 0;         // bytes of full_text already streamed
   bool finished = false;
@@ -127,6 +128,7 @@ std::shared_ptr<RequestStream> Engine::submit(Request r) {
   if (!(p.min_p >= 0 && p.min_p <= 1)) fail("min_p must be in [0, 1]");
   if (!(p.repetition_penalty > 0)) fail("repetition_penalty must be > 0");
   if (p.logprobs > 20) fail("logprobs must be at most 20");
+  if (p.prompt_logprobs > 20) fail("prompt logprobs must be at most 20");
   if (p.min_tokens < 0 || p.min_tokens > p.max_tokens) fail("min_tokens must be in [0, max_tokens]");
   for (const std::string& s : p.stop)
     if (s.empty()) fail("stop strings must not be empty");
@@ -224,6 +226,8 @@ bool Engine::ensure_blocks(Sequence& s, int64_t tokens_after) {
 
 void Engine::admit_prefix(Sequence& s) {
   if (s.computed > 0 || !s.block_table.empty()) return;
+  // Prompt logprobs need every prompt position's logits: nothing may be skipped.
+  if (s.req.sampling.prompt_logprobs >= 0 && s.num_output == 0) return;
   // The last token is always computed: its logits give the next token.
   std::vector<int32_t> head(s.tokens.begin(), s.tokens.end() - 1);
   s.block_table = blocks_->match_prefix(head);
@@ -345,6 +349,7 @@ void Engine::emit_token(Sequence& s, int32_t token, const TokenLogprob* lp) {
   out.request_id = s.req.id;
   out.token_ids.push_back(token);
   if (lp) out.logprobs.push_back(*lp);
+  if (s.num_output == 1 && p.prompt_logprobs >= 0) out.prompt_logprobs = std::move(s.prompt_lps);
   out.prompt_tokens = s.prompt_len;
   out.completion_tokens = s.num_output;
   out.cached_tokens = s.cached_tokens;
@@ -437,8 +442,18 @@ bool Engine::step() {
   fb.attn.max_blocks = max_blocks;
   const int64_t bs = config_.block_size;
   std::vector<bool> wants_logits;
+  // Logits rows of prompt positions whose next token's logprob is wanted: (sequence, position).
+  std::vector<std::pair<size_t, int64_t>> prompt_rows;
+  std::vector<int32_t> prompt_row_index;
   for (size_t i = 0; i < batch.size(); ++i) {
     Sequence& s = *batch[i];
+    if (s.req.sampling.prompt_logprobs >= 0 && s.num_output == 0) {
+      const int64_t next = static_cast<int64_t>(s.prompt_lps.size());  // position whose successor is due
+      for (int64_t pos = std::max(s.computed, next); pos < std::min(s.computed + chunks[i], s.prompt_len - 1); ++pos) {
+        prompt_rows.emplace_back(i, pos);
+        prompt_row_index.push_back(fb.attn.query_start.back() + static_cast<int32_t>(pos - s.computed));
+      }
+    }
     for (int64_t j = 0; j < chunks[i]; ++j) {
       int64_t pos = s.computed + j;
       fb.token_ids.push_back(s.tokens[static_cast<size_t>(pos)]);
@@ -454,6 +469,8 @@ bool Engine::step() {
     if (done_prompt) fb.logit_rows.push_back(fb.attn.query_start.back() - 1);
     if (s.num_output == 0) counters_.prompt_tokens += chunks[i];
   }
+  const int64_t sample_rows = static_cast<int64_t>(fb.logit_rows.size());
+  fb.logit_rows.insert(fb.logit_rows.end(), prompt_row_index.begin(), prompt_row_index.end());
   auto t1 = std::chrono::steady_clock::now();
   Tensor logits;
   try {
@@ -473,6 +490,13 @@ bool Engine::step() {
   }
   auto t2 = std::chrono::steady_clock::now();
   const int64_t V = model_.config().vocab_size;
+  for (size_t k = 0; k < prompt_rows.size(); ++k) {
+    Sequence& s = *batch[prompt_rows[k].first];
+    const int64_t pos = prompt_rows[k].second;
+    if (pos != static_cast<int64_t>(s.prompt_lps.size())) continue;  // already have it
+    const float* lrow = logits.data_as<float>() + (sample_rows + static_cast<int64_t>(k)) * V;
+    s.prompt_lps.push_back(token_logprob(lrow, V, s.tokens[static_cast<size_t>(pos + 1)], s.req.sampling.prompt_logprobs));
+  }
   int64_t row = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
     Sequence& s = *batch[i];

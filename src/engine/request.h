@@ -18,6 +18,7 @@ struct SamplingParams {
   float presence_penalty = 0.0f;
   std::optional<uint64_t> seed;     // same request + same seed -> same output, whatever the batch
   int32_t logprobs = -1;            // -1 = none; N >= 0: the sampled token's logprob + top N
+  int32_t prompt_logprobs = -1;     // -1 = none; N >= 0: logprob of each prompt token (+ top N)
   int64_t max_tokens = 16;
   int64_t min_tokens = 0;
   bool ignore_eos = false;
@@ -47,6 +48,9 @@ struct RequestOutput {
   std::vector<int32_t> token_ids;      // new tokens since the previous output
   std::string text;                    // new text since the previous output (complete UTF-8)
   std::vector<TokenLogprob> logprobs;  // one per new token, when asked for
+  // With prompt_logprobs, on the first output only: entry i is prompt token i + 1 given the
+  // tokens before it (the first prompt token has none).
+  std::vector<TokenLogprob> prompt_logprobs;
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;
   std::string stop_reason;             // the stop string or token id that ended it

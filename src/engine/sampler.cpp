@@ -50,6 +50,12 @@ void fill_logprobs(const float* logits, int64_t vocab, int32_t token, int32_t to
 
 }  // namespace
 
+TokenLogprob token_logprob(const float* logits, int64_t vocab, int32_t token, int32_t top_n) {
+  TokenLogprob lp;
+  fill_logprobs(logits, vocab, token, top_n, &lp);
+  return lp;
+}
+
 SampleResult sample_token(const float* raw, int64_t vocab, const SamplingParams& p,
                           const std::vector<int32_t>& history, int64_t num_output, uint64_t seed,
                           int64_t step) {

@@ -21,6 +21,9 @@ SampleResult sample_token(const float* logits, int64_t vocab, const SamplingPara
                           const std::vector<int32_t>& history, int64_t num_output, uint64_t seed,
                           int64_t step);
 
+// The logprob of `token` under the distribution of raw `logits`, with the top_n most likely.
+TokenLogprob token_logprob(const float* logits, int64_t vocab, int32_t token, int32_t top_n);
+
 // A uniform double in [0, 1) from (seed, step, stream): a pure function, no state.
 double counter_uniform(uint64_t seed, uint64_t step, uint64_t stream);
 

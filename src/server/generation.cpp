@@ -17,6 +17,7 @@ struct Choice {
   std::shared_ptr<RequestStream> stream;
   std::string text;
   std::vector<TokenLogprob> logprobs;
+  std::vector<TokenLogprob> prompt_logprobs;
   std::vector<int32_t> ids;
   FinishReason finish = FinishReason::kNone;
   std::string stop_reason;
@@ -35,6 +36,7 @@ struct Job {
   std::vector<Choice> choices;
   Clock::time_point start;
   Clock::time_point last_output;
+  Clock::time_point first_output;
   bool first_seen = false;
 };
 
@@ -64,8 +66,29 @@ json chat_logprobs(const ServerState& st, const Job& job, const std::vector<Toke
 }
 
 json completion_logprobs(const ServerState& st, const Job& job, const std::vector<TokenLogprob>& lps,
-                         size_t text_offset) {
+                         size_t text_offset, const std::vector<int32_t>* echoed_prompt = nullptr,
+                         const std::vector<TokenLogprob>* prompt_lps = nullptr) {
   json tokens = json::array(), token_lps = json::array(), tops = json::array(), offsets = json::array();
+  if (echoed_prompt) {
+    // The echoed prompt's tokens come first; the first has no logprob (nothing precedes it).
+    text_offset = 0;
+    for (size_t i = 0; i < echoed_prompt->size(); ++i) {
+      std::string t = token_text(st, job, (*echoed_prompt)[i]);
+      tokens.push_back(t);
+      offsets.push_back(text_offset);
+      text_offset += t.size();
+      if (i == 0 || !prompt_lps || i - 1 >= prompt_lps->size()) {
+        token_lps.push_back(nullptr);
+        tops.push_back(nullptr);
+        continue;
+      }
+      const TokenLogprob& lp = (*prompt_lps)[i - 1];
+      token_lps.push_back(lp.logprob);
+      json top = json::object();
+      for (const auto& [id, v] : lp.top) top[token_text(st, job, id)] = v;
+      tops.push_back(top);
+    }
+  }
   for (const TokenLogprob& lp : lps) {
     std::string t = token_text(st, job, lp.token);
     tokens.push_back(t);
@@ -99,6 +122,7 @@ void record_output(ServerState& st, Job& job, const RequestOutput& o) {
     if (!job.first_seen) {
       st.metrics.observe_ttft(std::chrono::duration<double>(now - job.start).count());
       job.first_seen = true;
+      job.first_output = now;
     } else {
       st.metrics.observe_itl(std::chrono::duration<double>(now - job.last_output).count());
     }
@@ -110,6 +134,7 @@ void absorb(Choice& c, const RequestOutput& o) {
   c.text += o.text;
   c.ids.insert(c.ids.end(), o.token_ids.begin(), o.token_ids.end());
   c.logprobs.insert(c.logprobs.end(), o.logprobs.begin(), o.logprobs.end());
+  if (!o.prompt_logprobs.empty()) c.prompt_logprobs = o.prompt_logprobs;
   c.completion_tokens = o.completion_tokens;
   if (o.finished) {
     c.done = true;
@@ -124,11 +149,10 @@ void finish_job(ServerState& st, const Job& job, int status) {
   json u = usage_json(job);
   st.metrics.observe_e2e(secs);
   st.metrics.request_done(status, u["prompt_tokens"].get<int64_t>(), u["completion_tokens"].get<int64_t>());
-  double ttft = job.first_seen ? std::chrono::duration<double>(job.last_output - job.start).count() : 0;
-  (void)ttft;
+  const double ttft = job.first_seen ? std::chrono::duration<double>(job.first_output - job.start).count() : 0;
   log_info("request ", job.id, " ", job.chat ? "chat" : "completion", " status=", status,
            " prompt_tokens=", u["prompt_tokens"].get<int64_t>(), " completion_tokens=", u["completion_tokens"].get<int64_t>(),
-           " duration=", static_cast<int64_t>(secs * 1000), "ms");
+           " ttft=", static_cast<int64_t>(ttft * 1000), "ms duration=", static_cast<int64_t>(secs * 1000), "ms");
 }
 
 // Tokenizes the prompts, applies length limits and submits n requests per prompt. On failure
@@ -214,7 +238,8 @@ json choice_json(const ServerState& st, const Job& job, size_t index, const Choi
   json lp = nullptr;
   if (job.req.sampling.logprobs >= 0)
     lp = job.chat ? chat_logprobs(st, job, c.logprobs)
-                  : completion_logprobs(st, job, c.logprobs, job.req.echo ? job.prompt_texts[c.prompt_index].size() : 0);
+                  : job.req.echo ? completion_logprobs(st, job, c.logprobs, 0, &job.prompt_ids[c.prompt_index], &c.prompt_logprobs)
+                                 : completion_logprobs(st, job, c.logprobs, 0);
   if (job.chat)
     return {{"index", index}, {"message", {{"role", "assistant"}, {"content", c.text}}}, {"logprobs", lp},
             {"finish_reason", finish_reason_name(c.finish)}, {"stop_reason", stop_reason_json(c)}};

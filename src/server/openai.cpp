@@ -183,6 +183,8 @@ GenerationRequest parse_completion_request(const json& b) {
   if (const json* lp = field(b, "logprobs")) {
     if (!lp->is_number_integer()) bad("logprobs", "'logprobs' must be an integer (the number of alternatives)");
     r.sampling.logprobs = static_cast<int32_t>(integer(b, "logprobs", 0, 0, 20));
+    // As vLLM: echo with logprobs also scores the prompt tokens.
+    if (r.echo) r.sampling.prompt_logprobs = r.sampling.logprobs;
   }
   if (field(b, "suffix")) bad("suffix", "'suffix' is not supported");
   return r;

@@ -258,3 +258,18 @@ def test_metrics_count_what_was_sent(server):
     assert after["redhare_time_to_first_token_seconds_count"] - before["redhare_time_to_first_token_seconds_count"] == 5
     assert after["redhare_e2e_request_latency_seconds_count"] - before["redhare_e2e_request_latency_seconds_count"] >= 5
     assert 0 <= after["redhare_prefix_cache_hit_rate"] <= 1
+
+
+def test_echo_with_logprobs_scores_the_prompt(server):
+    c = client(server)
+    prompt = json.loads(http(server, "POST", "/tokenize", {"prompt": "The quick brown fox"})[1])["tokens"]
+    r = c.completions.create(model="", prompt=prompt, max_tokens=2, temperature=0, echo=True, logprobs=2)
+    lp = r.choices[0].logprobs
+    assert len(lp.tokens) == len(prompt) + 2
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert all(v is not None and v <= 0 for v in lp.token_logprobs[1:])
+    assert lp.text_offset == sorted(lp.text_offset) and lp.text_offset[0] == 0
+    assert r.choices[0].text.startswith("The quick brown fox")
+    # The generated tokens' logprobs equal those of the same request without echo.
+    plain = c.completions.create(model="", prompt=prompt, max_tokens=2, temperature=0, logprobs=2)
+    assert lp.token_logprobs[len(prompt):] == pytest.approx(plain.choices[0].logprobs.token_logprobs)

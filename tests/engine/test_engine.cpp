@@ -443,3 +443,42 @@ TEST(Engine, HeldBackTextIsFlushedAtTheEnd) {
 
 }  // namespace
 }  // namespace redhare
+
+namespace redhare {
+namespace {
+
+TEST(Engine, PromptLogprobsMatchTheLogitsUnderChunkingAndPrefixCache) {
+  std::mt19937 rng(11);
+  std::vector<int32_t> prompt = random_prompt(rng, 37);
+  EngineConfig cfg;
+  cfg.max_batched_tokens = 8;  // the prompt arrives in five chunks
+  cfg.block_size = 4;
+  Engine engine(*fx().model, *fx().backend, cfg);
+  // Warm the prefix cache with the same prompt: prompt logprobs must still cover every position.
+  engine.submit(greedy_request(prompt, 2));
+  engine.run_until_idle();
+  Request r = greedy_request(prompt, 2);
+  r.sampling.prompt_logprobs = 3;
+  auto s = engine.submit(r);
+  engine.run_until_idle();
+  RequestOutput first;
+  ASSERT_TRUE(s->try_next(&first));
+  ASSERT_EQ(first.prompt_logprobs.size(), prompt.size() - 1);
+  Tensor logits = prompt_logits(*fx().model, *fx().backend, prompt);
+  const int64_t V = logits.size(1);
+  for (size_t i = 0; i + 1 < prompt.size(); ++i) {
+    const float* row = logits.data_as<float>() + static_cast<int64_t>(i) * V;
+    double mx = *std::max_element(row, row + V), sum = 0;
+    for (int64_t v = 0; v < V; ++v) sum += std::exp(row[v] - mx);
+    const TokenLogprob& lp = first.prompt_logprobs[i];
+    EXPECT_EQ(lp.token, prompt[i + 1]);
+    EXPECT_NEAR(lp.logprob, row[prompt[i + 1]] - mx - std::log(sum), 1e-4) << i;
+    EXPECT_EQ(lp.top.size(), 3u);
+  }
+  RequestOutput second;
+  ASSERT_TRUE(s->try_next(&second));
+  EXPECT_TRUE(second.prompt_logprobs.empty());
+}
+
+}  // namespace
+}  // namespace redhare
