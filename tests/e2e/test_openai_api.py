@@ -139,15 +139,16 @@ def test_seed_and_n(server):
 
 def test_64_concurrent_streaming_clients(server):
     c = client(server)
-    prompts = [f"Story number {i}:" for i in range(64)]
-    expected = {p: c.completions.create(model="", prompt=p, max_tokens=8, temperature=0).choices[0].text
+    # Distinct random token-id prompts, so that a stream mixed up with another would show.
+    prompts = [tuple((i * 7919 + k * 104729 + 17) % 49000 for k in range(6)) for i in range(64)]
+    expected = {p: c.completions.create(model="", prompt=list(p), max_tokens=8, temperature=0).choices[0].text
                 for p in prompts}
     results, errors = {}, []
 
     def run(p):
         try:
             text = "".join(ch.choices[0].text for ch in client(server).completions.create(
-                model="", prompt=p, max_tokens=8, temperature=0, stream=True))
+                model="", prompt=list(p), max_tokens=8, temperature=0, stream=True))
             results[p] = text
         except Exception as e:  # noqa: BLE001 - every failure is reported below
             errors.append(f"{p}: {e!r}")
@@ -161,7 +162,7 @@ def test_64_concurrent_streaming_clients(server):
     assert len(results) == 64
     for p, text in expected.items():
         assert results[p] == text, p  # batching never changes a greedy result
-    assert len(set(results.values())) > 1  # the prompts really differ
+    assert len(set(results.values())) > 32  # the outputs really differ
 
 
 @pytest.mark.parametrize("body,param", [
