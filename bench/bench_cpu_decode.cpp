@@ -4,6 +4,8 @@
 //
 //   bench_cpu_decode [--model configs/llama-3.2-1b] [--tokens 32] [--prompt 16] [--threads 0]
 //                    [--load-format dummy|auto]   (auto reads the checkpoint, e.g. a .gguf)
+//                    [--dummy-dtype q4_k|q8_0|...] (dummy matrices in a GGUF block type)
+//                    [--int8-activations 1]        (block types: the 8-bit-activation kernels)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -63,7 +65,8 @@ int main(int argc, char** argv) {
   std::string model_dir = std::string(REDHARE_SOURCE_DIR) + "/configs/llama-3.2-1b";
   int64_t tokens = 32, prompt_len = 16;
   int threads = 0;
-  std::string load_format = "dummy";
+  std::string load_format = "dummy", dummy_dtype;
+  bool int8 = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--model") model_dir = argv[i + 1];
@@ -71,6 +74,8 @@ int main(int argc, char** argv) {
     else if (a == "--prompt") prompt_len = std::stoll(argv[i + 1]);
     else if (a == "--threads") threads = std::stoi(argv[i + 1]);
     else if (a == "--load-format") load_format = argv[i + 1];
+    else if (a == "--dummy-dtype") dummy_dtype = argv[i + 1];
+    else if (a == "--int8-activations") int8 = std::string(argv[i + 1]) == "1";
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
@@ -83,6 +88,8 @@ int main(int argc, char** argv) {
     auto backend = make_cpu_backend();
     LoadOptions lo;
     lo.load_format = load_format;
+    lo.dummy_dtype = dummy_dtype;
+    set_cpu_int8_activations(int8);
     auto t0 = Clock::now();
     auto model = load_model(model_dir, *backend, lo);
     double load_s = seconds_since(t0);
@@ -120,7 +127,8 @@ int main(int argc, char** argv) {
     std::printf("model              %s (%s, %s weights: %s, %.3f B params)\n", model_dir.c_str(),
                 c.architecture.c_str(), load_format.c_str(), dtypes.c_str(),
                 static_cast<double>(model->num_parameters()) / 1e9);
-    std::printf("threads            %d, matrix kernel %s\n", ThreadPool::global().num_threads(), isa);
+    std::printf("threads            %d, matrix kernel %s%s\n", ThreadPool::global().num_threads(), isa,
+                int8 ? ", 8-bit activations for block types" : "");
     std::printf("load               %.2f s\n", load_s);
     std::printf("read bandwidth     %.2f GB/s (best of 5 passes over 1 GiB)\n", bw / 1e9);
     std::printf("bytes per token    %.3f GB (weights %.3f GB + KV %.1f MB at context %lld)\n",

@@ -1,6 +1,8 @@
 #include "models/model.h"
 
+#include <cstring>
 #include <mutex>
+#include <optional>
 #include <random>
 
 #include "core/error.h"
@@ -49,9 +51,12 @@ class CheckpointWeights final : public WeightSource {
 // parallel with a counter-based generator so the result does not depend on the thread count.
 class DummyWeights final : public WeightSource {
  public:
-  DummyWeights(DType dtype, uint64_t seed) : dtype_(dtype), seed_(seed) {}
+  DummyWeights(DType dtype, uint64_t seed, std::optional<DType> block_dtype)
+      : dtype_(dtype), seed_(seed), block_(block_dtype) {}
   bool has(const std::string&) override { return true; }
   Tensor get(const std::string& name, const Shape& shape, float scale) override {
+    if (block_ && shape.size() == 2 && scale > 0 && shape[1] % dtype_info(*block_).block_elems == 0)
+      return random_blocks(name, shape, scale);
     Tensor t = Tensor::empty(dtype_, shape);
     const uint64_t stream = std::hash<std::string>{}(name) ^ seed_;
     const int64_t n = t.numel();
@@ -77,9 +82,45 @@ class DummyWeights final : public WeightSource {
   std::string describe() const override { return "dummy weights"; }
 
  private:
+  // Random packed blocks of a GGUF type whose f16 scale fields hold a small positive value, so the
+  // weights are finite and of about `scale` in size: enough to time the kernels on real layouts.
+  Tensor random_blocks(const std::string& name, const Shape& shape, float scale) {
+    const DType t = *block_;
+    Tensor out = Tensor::empty(t, shape);
+    const int64_t bytes = out.nbytes(), bb = dtype_info(t).block_bytes;
+    uint8_t* p = static_cast<uint8_t*>(out.data());
+    const uint64_t stream = std::hash<std::string>{}(name) ^ seed_;
+    ThreadPool::global().parallel_for(bytes / 8, 1 << 16, [&](int, int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        uint64_t z = (stream + static_cast<uint64_t>(i)) * 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 31)) * 0xBF58476D1CE4E5B9ull;
+        z ^= z >> 29;
+        std::memcpy(p + i * 8, &z, 8);
+      }
+    });
+    const bool has_min = t == DType::kQ4_1 || t == DType::kQ5_1 || t == DType::kQ4_K || t == DType::kQ5_K;
+    const int64_t d_offset = t == DType::kQ6_K ? 208 : 0;
+    const uint16_t d = f32_to_f16(scale / 16.0f), m = f32_to_f16(-scale / 2.0f);
+    for (int64_t b = 0; b < bytes / bb; ++b) {
+      std::memcpy(p + b * bb + d_offset, &d, 2);
+      if (has_min) std::memcpy(p + b * bb + 2, &m, 2);
+    }
+    return out;
+  }
+
   DType dtype_;
   uint64_t seed_;
+  std::optional<DType> block_;
 };
+
+std::optional<DType> parse_dummy_dtype(const std::string& name) {
+  if (name.empty()) return std::nullopt;
+  for (int i = 0; i < static_cast<int>(DType::kCount); ++i) {
+    DType t = static_cast<DType>(i);
+    if (dtype_name(t) == name && is_block_quantized(t)) return t;
+  }
+  fail("dummy dtype '", name, "' is not a block type (q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k)");
+}
 
 }  // namespace
 
@@ -132,7 +173,7 @@ std::unique_ptr<Model> load_model(const std::string& model_dir, Backend& backend
   }
   std::unique_ptr<WeightSource> weights;
   if (options.load_format == "dummy") {
-    weights = std::make_unique<DummyWeights>(config.dtype, options.seed);
+    weights = std::make_unique<DummyWeights>(config.dtype, options.seed, parse_dummy_dtype(options.dummy_dtype));
   } else if (gguf && (options.load_format == "auto" || options.load_format == "gguf")) {
     weights = gguf_weight_source(gguf, config);
   } else if (options.load_format == "auto" || options.load_format == "safetensors") {

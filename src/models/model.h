@@ -26,6 +26,9 @@ struct LoadOptions {
   // shape, so a real model shape runs without its weights.
   std::string load_format = "auto";
   uint64_t seed = 0;
+  // With "dummy": store the matrices in this type instead of the config's (e.g. "q4_k", "q8_0",
+  // to benchmark a quantized shape without a quantized checkpoint). Empty = the config's dtype.
+  std::string dummy_dtype;
 };
 
 class Model {
