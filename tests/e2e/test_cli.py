@@ -93,3 +93,32 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path):
         assert len(lines) == 1 and fragment in lines[0], (d, r.stderr)
     r = run("generate", "--model", FIXTURE, "--prompt-ids", "1,x")
     assert r.returncode == 1 and "'x' is not a token id" in r.stderr
+
+
+SMOL_TOKENIZER = os.path.join(ROOT, ".cache", "tokenizers", "smollm2")
+
+
+def test_tokenize_matches_the_tokenizers_library():
+    from tokenizers import Tokenizer
+    ref = Tokenizer.from_file(os.path.join(SMOL_TOKENIZER, "tokenizer.json"))
+    for text in ["Hello world", "  spaces\tand\nnewlines 12345 ünïcödé 日本語 🙂", "<|im_start|>user"]:
+        r = run("tokenize", "--model", SMOL_TOKENIZER, "--json", text)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["ids"] == ref.encode(text).ids, text
+        r = run("tokenize", "--model", SMOL_TOKENIZER, "--no-special", "--json", text)
+        assert json.loads(r.stdout)["ids"] == ref.encode(text, add_special_tokens=False).ids, text
+
+
+def test_chat_template_matches_jinja2(tmp_path):
+    import jinja2.sandbox
+    cfg = json.load(open(os.path.join(SMOL_TOKENIZER, "tokenizer_config.json")))
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there!"},
+                {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye"}]
+    f = tmp_path / "conv.json"
+    f.write_text(json.dumps(messages))
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    want = env.from_string(cfg["chat_template"]).render(messages=messages, add_generation_prompt=True,
+                                                        bos_token=cfg["bos_token"], eos_token=cfg["eos_token"])
+    r = run("chat-template", "--model", SMOL_TOKENIZER, "--messages", str(f))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == want or r.stdout == want + "\n"
