@@ -10,6 +10,7 @@
 
 #include "backends/cpu/linear_kernels.h"
 #include "backends/cpu/ops.h"
+#include "backends/cpu/quant.h"
 
 namespace redhare {
 namespace {
@@ -229,6 +230,103 @@ TEST(LinearOp, BitwiseIndependentOfBatchSize) {
             << "M=" << M << " rows from " << r0 << " weights " << dtype_name(wt);
       }
     }
+  }
+}
+
+}  // namespace
+}  // namespace redhare
+
+namespace redhare {
+namespace {
+
+// Random packed blocks of a GGUF type with sane f16 scales (and mins), so every value is finite.
+Tensor random_blocks(DType t, int64_t rows, int64_t k) {
+  Tensor w = Tensor::empty(t, {rows, k});
+  uint8_t* p = static_cast<uint8_t*>(w.data());
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (int64_t i = 0; i < w.nbytes(); ++i) p[i] = static_cast<uint8_t>(byte(rng()));
+  std::normal_distribution<float> nd(0.0f, 0.01f);
+  const int64_t bb = dtype_info(t).block_bytes, d_off = t == DType::kQ6_K ? 208 : 0;
+  const bool has_min = t == DType::kQ4_1 || t == DType::kQ5_1 || t == DType::kQ4_K || t == DType::kQ5_K;
+  for (int64_t b = 0; b < w.nbytes() / bb; ++b) {
+    uint16_t d = f32_to_f16(nd(rng())), m = f32_to_f16(nd(rng()));
+    std::memcpy(p + b * bb + d_off, &d, 2);
+    if (has_min) std::memcpy(p + b * bb + 2, &m, 2);
+  }
+  return w;
+}
+
+// The default block-quantized path keeps activations in f32: it must equal the reference
+// (dequantize, accumulate in double) to f32 rounding, and be batch invariant like f32 weights.
+TEST(LinearOp, BlockQuantizedWeightsMatchTheReference) {
+  for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ4_K,
+                  DType::kQ5_K, DType::kQ6_K}) {
+    const int64_t K = dtype_info(t).block_elems == 256 ? 512 : 96, N = 37;
+    Tensor w = random_blocks(t, N, K);
+    Tensor x = random_tensor(DType::kF32, {9, K});
+    Tensor b = random_tensor(DType::kF32, {N});
+    for (int64_t M : {1, 3, 9}) {
+      Tensor xm = x.slice_rows(0, M);
+      Tensor ref = poisoned({M, N}), fast = poisoned({M, N});
+      cpu::ref::linear(xm, w, &b, ref);
+      cpu::fast::linear(xm, w, &b, fast);
+      EXPECT_LT(rel_error(fast, ref), 1e-5) << dtype_name(t) << " M=" << M;
+    }
+    Tensor y1 = poisoned({1, N}), y9 = poisoned({9, N});
+    cpu::fast::linear(x.slice_rows(0, 1), w, nullptr, y1);
+    cpu::fast::linear(x, w, nullptr, y9);
+    EXPECT_EQ(std::memcmp(y1.data(), y9.data(), static_cast<size_t>(N * 4)), 0) << dtype_name(t);
+  }
+}
+
+}  // namespace
+}  // namespace redhare
+
+namespace redhare {
+namespace {
+
+TEST(LinearKernels, BlockKernelsOfEveryIsaThisCpuRunsAgreeBitwise) {
+  const char* best = nullptr;
+  cpu::select_linear_kernel(&best);
+  struct Case {
+    DType t;
+    int code;
+    cpu::DequantRowFn fb;
+  };
+  const Case cases[] = {
+      {DType::kQ8_0, cpu::kQuantQ8_0, +[](const void* s, float* d, int64_t n) { dequantize_row_ref(DType::kQ8_0, s, d, n); }},
+      {DType::kQ4_0, cpu::kQuantQ4_0, +[](const void* s, float* d, int64_t n) { dequantize_row_ref(DType::kQ4_0, s, d, n); }},
+      {DType::kQ4_1, cpu::kQuantQ4_1, +[](const void* s, float* d, int64_t n) { dequantize_row_ref(DType::kQ4_1, s, d, n); }},
+      {DType::kQ4_K, cpu::kQuantQ4_K, +[](const void* s, float* d, int64_t n) { dequantize_row_ref(DType::kQ4_K, s, d, n); }},
+  };
+  for (const Case& c : cases) {
+    const int64_t K = c.t == DType::kQ4_K ? 768 : 160, N = 11, M = 3;
+    Tensor w = random_blocks(c.t, N, K);
+    Tensor x = random_tensor(DType::kF32, {M, K});
+    std::vector<float> scratch(static_cast<size_t>(4 * K));
+    const int64_t row_bytes = dtype_bytes(c.t, K);
+    // The scalar path (reference dequantization) against each SIMD dequantization: the same
+    // values must come out, so the products agree bitwise with the AVX2 one...
+    Tensor ys = poisoned({M, N}), y2 = poisoned({M, N});
+    cpu::linear_range_block_scalar(cpu::kQuantOther, row_bytes, c.fb, w.data(), x.data_as<float>(), M, K,
+                                   ys.data_as<float>(), N, nullptr, 0, N, scratch.data());
+    if (std::string(best) == "scalar") continue;
+    cpu::linear_range_block_avx2(c.code, row_bytes, c.fb, w.data(), x.data_as<float>(), M, K, y2.data_as<float>(), N,
+                                 nullptr, 0, N, scratch.data());
+    EXPECT_LT(rel_error(y2, ys), 1e-5) << dtype_name(c.t);
+    // ...and SIMD dequantization equals the reference exactly: AVX2 with the fast code and with
+    // the reference fallback give identical results.
+    Tensor y2ref = poisoned({M, N});
+    cpu::linear_range_block_avx2(cpu::kQuantOther, row_bytes, c.fb, w.data(), x.data_as<float>(), M, K,
+                                 y2ref.data_as<float>(), N, nullptr, 0, N, scratch.data());
+    EXPECT_EQ(std::memcmp(y2.data(), y2ref.data(), static_cast<size_t>(M * N * 4)), 0) << dtype_name(c.t);
+    if (std::string(best) != "avx512") continue;
+    Tensor y5 = poisoned({M, N}), y5ref = poisoned({M, N});
+    cpu::linear_range_block_avx512(c.code, row_bytes, c.fb, w.data(), x.data_as<float>(), M, K, y5.data_as<float>(),
+                                   N, nullptr, 0, N, scratch.data());
+    cpu::linear_range_block_avx512(cpu::kQuantOther, row_bytes, c.fb, w.data(), x.data_as<float>(), M, K,
+                                   y5ref.data_as<float>(), N, nullptr, 0, N, scratch.data());
+    EXPECT_EQ(std::memcmp(y5.data(), y5ref.data(), static_cast<size_t>(M * N * 4)), 0) << dtype_name(c.t);
   }
 }
 

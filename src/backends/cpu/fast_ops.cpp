@@ -96,6 +96,7 @@ int quant_code(DType t) {
     case DType::kQ8_0: return kQuantQ8_0;
     case DType::kQ4_0: return kQuantQ4_0;
     case DType::kQ4_1: return kQuantQ4_1;
+    case DType::kQ4_K: return kQuantQ4_K;
     default: return kQuantOther;
   }
 }

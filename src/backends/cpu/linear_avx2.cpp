@@ -50,6 +50,17 @@ struct Avx2 {
       _mm256_storeu_ps(y + 16 + 8 * h, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(hi), eight))));
     }
   }
+  // 32 values scale * ((q >> 4 * high) & 15) - min from 32 bytes of nibbles.
+  static void dq_nibbles32(const uint8_t* q, int high, float scale, float min, float* y) {
+    const __m256 vs = _mm256_set1_ps(scale), vm = _mm256_set1_ps(min);
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    for (int h = 0; h < 4; ++h) {
+      __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8 * h));
+      if (high) bytes = _mm_srli_epi16(bytes, 4);
+      __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_and_si128(bytes, mask)));
+      _mm256_storeu_ps(y + 8 * h, _mm256_sub_ps(_mm256_mul_ps(vs, f), vm));
+    }
+  }
   static void dq_q4_1(const uint8_t* b, float* y) {
     const __m256 d = _mm256_set1_ps(f16(b)), m = _mm256_set1_ps(f16(b + 2));
     for (int h = 0; h < 2; ++h) {

@@ -42,6 +42,17 @@ struct Avx512 {
     _mm512_storeu_ps(y, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(lo, eight))));
     _mm512_storeu_ps(y + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(hi, eight))));
   }
+  // 32 values scale * ((q >> 4 * high) & 15) - min from 32 bytes of nibbles.
+  static void dq_nibbles32(const uint8_t* q, int high, float scale, float min, float* y) {
+    const __m512 vs = _mm512_set1_ps(scale), vm = _mm512_set1_ps(min);
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    for (int h = 0; h < 2; ++h) {
+      __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16 * h));
+      if (high) bytes = _mm_srli_epi16(bytes, 4);
+      __m512 f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(bytes, mask)));
+      _mm512_storeu_ps(y + 16 * h, _mm512_sub_ps(_mm512_mul_ps(vs, f), vm));
+    }
+  }
   static void dq_q4_1(const uint8_t* b, float* y) {
     const __m512 d = _mm512_set1_ps(f16(b)), m = _mm512_set1_ps(f16(b + 2));
     __m512i lo, hi;

@@ -148,6 +148,18 @@ void linear_range_any(int wtype, const void* w, const float* x, int64_t M, int64
 // and Q4_1, the reference dequantization for the other types) and then multiplied exactly as f32
 // weights are, so results equal the dequantized model computed in f32 (what transformers runs
 // for a GGUF checkpoint) and keep the kernel's one summation order.
+// The 6-bit scales and mins of a Q4_K/Q5_K block's eight sub-blocks, packed in 12 bytes.
+inline void k_scales(const uint8_t* s, uint8_t* sc, uint8_t* mn) {
+  for (int j = 0; j < 4; ++j) {
+    sc[j] = s[j] & 63;
+    mn[j] = s[j + 4] & 63;
+  }
+  for (int j = 4; j < 8; ++j) {
+    sc[j] = static_cast<uint8_t>((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
+    mn[j] = static_cast<uint8_t>((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+  }
+}
+
 template <class S>
 inline void dequant_row(int qtype, const uint8_t* src, float* dst, int64_t K, DequantRowFn fallback) {
   const int64_t blocks = K / 32;
@@ -160,6 +172,16 @@ inline void dequant_row(int qtype, const uint8_t* src, float* dst, int64_t K, De
       return;
     case kQuantQ4_1:
       for (int64_t b = 0; b < blocks; ++b) S::dq_q4_1(src + b * 20, dst + b * 32);
+      return;
+    case kQuantQ4_K:
+      for (int64_t b = 0; b < K / 256; ++b) {
+        // Sub-block s: (d * scale) * q - dmin * min, the reference's operations in its order.
+        const float d = S::f16(src + b * 144), dmin = S::f16(src + b * 144 + 2);
+        uint8_t sc[8], mn[8];
+        k_scales(src + b * 144 + 4, sc, mn);
+        for (int sb = 0; sb < 8; ++sb)
+          S::dq_nibbles32(src + b * 144 + 16 + 32 * (sb / 2), sb % 2, d * sc[sb], dmin * mn[sb], dst + b * 256 + 32 * sb);
+      }
       return;
     default:
       fallback(src, dst, K);

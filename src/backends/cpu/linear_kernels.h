@@ -24,7 +24,7 @@ LinearRangeFn select_linear_kernel(const char** name = nullptr);
 // Block-quantized weights with f32 activations (see linear_kernel.inl). qtype selects a SIMD
 // dequantization; any other type goes through `fallback`. row_bytes is one packed row; scratch
 // holds 4 * K floats.
-enum QuantCode { kQuantOther = 0, kQuantQ8_0 = 1, kQuantQ4_0 = 2, kQuantQ4_1 = 3 };
+enum QuantCode { kQuantOther = 0, kQuantQ8_0 = 1, kQuantQ4_0 = 2, kQuantQ4_1 = 3, kQuantQ4_K = 4 };
 using DequantRowFn = void (*)(const void* src, float* dst, int64_t n);
 using LinearBlockFn = void (*)(int qtype, int64_t row_bytes, DequantRowFn fallback, const void* w,
                                const float* x, int64_t M, int64_t K, float* y, int64_t N,
