@@ -44,7 +44,17 @@ fi
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$logs/gpu.txt"
 
-"$bin/test_cuda" --gtest_brief=0 --gtest_output="xml:$logs/test_cuda.xml" >"$logs/test_cuda.log" 2>&1
+# The model-level quant test needs the real SmolLM2 GGUF (default_model_path() in
+# models/gguf_model.cpp); where it is missing (it is too large to carry to a lent GPU) that test is
+# left out here, and said so, rather than failing the whole check.
+model="${REDHARE_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/redhare}/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+filter="*"
+if [[ ! -f "$model" ]]; then
+  filter="-CudaQuant.SmolLM2GgufMatchesCpuBackend"
+  echo "gpu_check: $model missing: CudaQuant.SmolLM2GgufMatchesCpuBackend not run (scripts/fetch_default_model.sh)"
+fi
+
+"$bin/test_cuda" --gtest_brief=0 --gtest_filter="$filter" --gtest_output="xml:$logs/test_cuda.xml" >"$logs/test_cuda.log" 2>&1
 tests_rc=$?
 grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|golden   \]|error" "$logs/test_cuda.log" | head -60
 
@@ -53,19 +63,27 @@ racecheck_rc="not run"
 if command -v compute-sanitizer >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/compute-sanitizer ]]; then
   cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   ops='CudaOps.*:Shapes/CudaAttention.*:OddSizes/CudaLinear.*_M1_*:OddSizes/CudaLinear.*_M5_*:OddSizes/CudaLinear.*_M130_*'
+  # The quant kernels read aligned words around unaligned block fields: memcheck proves they stay
+  # inside the padded allocations.
+  ops+=':QuantOddSizes/CudaQuantLinear.*_M1_*:QuantOddSizes/CudaQuantLinear.*_M70_*:CudaQuant.Embedding*'
   timeout "${MEMCHECK_S:-240}" "$cs" --tool memcheck --error-exitcode 7 "$bin/test_cuda" --gtest_filter="$ops" \
     >"$logs/memcheck.log" 2>&1
   sanitizer_rc=$?
   timeout "${RACECHECK_S:-120}" "$cs" --tool racecheck --error-exitcode 7 "$bin/test_cuda" \
-    --gtest_filter='Shapes/CudaAttention.*:CudaOps.Norms*:OddSizes/CudaLinear.*/bf16_M130_*:OddSizes/CudaLinear.*/f32_M9_*' \
+    --gtest_filter='Shapes/CudaAttention.*:CudaOps.Norms*:OddSizes/CudaLinear.*/bf16_M130_*:OddSizes/CudaLinear.*/f32_M9_*:QuantOddSizes/CudaQuantLinear.*/q4_k_M70_*' \
     >"$logs/racecheck.log" 2>&1
   racecheck_rc=$?
   tail -3 "$logs/memcheck.log"
   tail -3 "$logs/racecheck.log"
 fi
 
-"$bin/bench_cuda_decode" "$@" >"$logs/bench.log" 2>&1
-bench_rc=$?
+if [[ -x "$bin/bench_cuda_decode" ]]; then
+  "$bin/bench_cuda_decode" "$@" >"$logs/bench.log" 2>&1
+  bench_rc=$?
+else
+  echo "bench_cuda_decode not built in $bin" >"$logs/bench.log"
+  bench_rc=0
+fi
 
 passed=$(grep -c "^\[       OK \]" "$logs/test_cuda.log")
 failed=$(grep -c "^\[  FAILED  \].*(" "$logs/test_cuda.log")
@@ -76,6 +94,7 @@ printf "%-22s %s\n" "test_cuda" "rc=$tests_rc passed=$passed failed=$failed skip
 printf "%-22s %s\n" "memcheck (op tests)" "rc=$sanitizer_rc"
 printf "%-22s %s\n" "racecheck (smem ops)" "rc=$racecheck_rc"
 grep "golden   \]" "$logs/test_cuda.log" | sed 's/^\[ golden   \] /golden  /'
+grep -E "^\[ (smollm2|bench) +\]" "$logs/test_cuda.log"
 printf "%-22s %s\n" "bench" "rc=$bench_rc"
 cat "$logs/bench.log"
 [[ $tests_rc == 0 && $bench_rc == 0 ]]

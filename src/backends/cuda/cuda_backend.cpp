@@ -77,10 +77,11 @@ class CudaBackend final : public Backend {
   Tensor alloc(DType dtype, Shape shape) override {
     const int64_t bytes = dtype_bytes(dtype, shape_numel(shape));
     if (bytes == 0) return Tensor(dtype, std::move(shape), nullptr, nullptr, device());
+    const int64_t padded = bytes + pad_bytes(dtype);
     void* p = nullptr;
-    RH_CUDA(cudaMallocAsync(&p, static_cast<size_t>(bytes), ctx_->stream));
+    RH_CUDA(cudaMallocAsync(&p, static_cast<size_t>(padded), ctx_->stream));
     auto owner = std::shared_ptr<void>(p, [ctx = ctx_](void* q) { cudaFreeAsync(q, ctx->stream); });
-    RH_CUDA(cudaMemsetAsync(p, 0, static_cast<size_t>(bytes), ctx_->stream));
+    RH_CUDA(cudaMemsetAsync(p, 0, static_cast<size_t>(padded), ctx_->stream));
     return Tensor(dtype, std::move(shape), p, std::move(owner), device());
   }
 
@@ -91,8 +92,10 @@ class CudaBackend final : public Backend {
     if (bytes == 0) return Tensor(host.dtype(), host.shape(), nullptr, nullptr, device());
     void* p = nullptr;
     // Weights live as long as the model: plain cudaMalloc, outside the activation pool.
-    RH_CUDA(cudaMalloc(&p, static_cast<size_t>(bytes)));
+    const int64_t pad = pad_bytes(host.dtype());
+    RH_CUDA(cudaMalloc(&p, static_cast<size_t>(bytes + pad)));
     auto owner = std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+    if (pad) RH_CUDA(cudaMemsetAsync(static_cast<uint8_t*>(p) + bytes, 0, static_cast<size_t>(pad), ctx_->stream));
     // Waited for: the caller may free the host tensor as soon as this returns (from pinned
     // memory the copy would still be running).
     RH_CUDA(cudaMemcpyAsync(p, host.data(), static_cast<size_t>(bytes), cudaMemcpyHostToDevice, ctx_->stream));
@@ -140,6 +143,14 @@ class CudaBackend final : public Backend {
     RH_CHECK(table.dim() == 2 && out.dim() == 2 && out.size(0) == T && out.size(1) == H,
              "embedding: ", table.str(), " -> ", out.str());
     for (int32_t id : ids) RH_CHECK(id >= 0 && id < V, "token id ", id, " out of range");
+    if (is_block_quantized(table.dtype())) {
+      // A quantized table (SmolLM2's tied Q8_0 embeddings): only the looked-up rows are expanded.
+      RH_CHECK(cuda::quant_kernel_supported(table.dtype()), "CUDA backend: embedding does not support ",
+               dtype_name(table.dtype()), " tables (", table.str(), ")");
+      cuda::launch_quant_embedding(table.data(), table.dtype(), mirror(ids_, ids), T, H, out.data_as<float>(),
+                                   stream());
+      return;
+    }
     cuda::launch_embedding(table.data(), elem_of(table, "embedding"), mirror(ids_, ids), T, H,
                            out.data_as<float>(), stream());
   }
@@ -181,6 +192,13 @@ class CudaBackend final : public Backend {
     if (bias) {
       check_f32(*bias, "linear bias");
       RH_CHECK(bias->numel() == w.size(0), "linear bias ", bias->str(), " for ", w.str());
+    }
+    if (is_block_quantized(w.dtype())) {
+      RH_CHECK(cuda::quant_kernel_supported(w.dtype()), "CUDA backend: linear does not support ",
+               dtype_name(w.dtype()), " weights (", w.str(), ")");
+      cuda::launch_quant_linear(x.data_as<float>(), w.data(), w.dtype(), bias ? bias->data_as<float>() : nullptr,
+                                x.size(0), w.size(0), x.size(1), out.data_as<float>(), stream());
+      return;
     }
     cuda::launch_linear(x.data_as<float>(), w.data(), elem_of(w, "linear"),
                         bias ? bias->data_as<float>() : nullptr, x.size(0), w.size(0), x.size(1),
@@ -230,6 +248,10 @@ class CudaBackend final : public Backend {
 
  private:
   cudaStream_t stream() const { return ctx_->stream; }
+
+  // Block-quantized tensors get kBlockPadBytes of zeros past their end: the quant kernels read
+  // whole aligned words around the unaligned fields of the last block.
+  static int64_t pad_bytes(DType t) { return is_block_quantized(t) ? cuda::kBlockPadBytes : 0; }
 
   static int64_t shape_numel(const Shape& s) {
     int64_t n = 1;

@@ -6,6 +6,8 @@
 
 #include <cuda_runtime.h>
 
+#include "core/dtype.h"
+
 namespace redhare::cuda {
 
 // The weight and KV element types the kernels are compiled for.
@@ -21,6 +23,19 @@ void launch_head_rms_norm(float* x, int64_t rows, int64_t cols, int64_t first_co
                           cudaStream_t stream);
 void launch_linear(const float* x, const void* w, Elem w_type, const float* bias, int64_t M,
                    int64_t N, int64_t K, float* out, cudaStream_t stream);
+// Block-quantized (GGUF) weights, f32 activations and output (kernels_quant.cu). Rows hold K / block
+// values in whole blocks; the pointer must be 16-byte aligned and kBlockPadBytes past its end must be
+// readable (the kernels load whole aligned words around unaligned fields).
+constexpr int64_t kBlockPadBytes = 16;
+// From this many output rows the decode kernel gives each warp four weight rows (see
+// kernels_quant.cu); the tests cover both sides.
+constexpr int64_t kQuantGemvWideRows = 8192;
+bool quant_kernel_supported(DType t);
+void launch_quant_linear(const float* x, const void* w, DType w_type, const float* bias, int64_t M,
+                         int64_t N, int64_t K, float* out, cudaStream_t stream);
+// out[t, :] = dequantized table row ids[t] (bitwise the CPU reference's values).
+void launch_quant_embedding(const void* table, DType type, const int32_t* ids, int64_t tokens,
+                            int64_t hidden, float* out, cudaStream_t stream);
 void launch_silu_mul(const float* gate_up, int64_t tokens, int64_t inter, float* out,
                      cudaStream_t stream);
 void launch_rope(float* x, int64_t tokens, int64_t cols, int64_t num_heads, int64_t head_dim,
