@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "core/logging.h"
 #include "core/thread_pool.h"
+#include "engine/detokenizer_stream.h"
 #include "engine/engine.h"
 #include "models/assets.h"
 #include "models/gguf_model.h"
@@ -84,15 +85,6 @@ std::vector<PromptIn> read_prompts_file(const std::string& path) {
   return out;
 }
 
-class DetokStream : public TextStream {
- public:
-  explicit DetokStream(const Tokenizer& t) : d_(t, true) {}
-  std::string push(int32_t id) override { return d_.push(id); }
-  std::string finish() override { return d_.finish(); }
-
- private:
-  IncrementalDetokenizer d_;
-};
 
 }  // namespace
 
@@ -164,10 +156,7 @@ int cmd_generate(const std::vector<std::string>& args) {
   for (const PromptIn& p : prompts) tokens += static_cast<int64_t>(p.ids.size()) + max_tokens + ec.block_size;
   ec.num_blocks = tokens / ec.block_size + 1;
   TextStreamFactory tf;
-  if (tok) {
-    const Tokenizer* t = tok.get();
-    tf = [t](const std::vector<int32_t>&) { return std::make_unique<DetokStream>(*t); };
-  }
+  if (tok) tf = detokenizer_streams(*tok);
   Engine engine(*model, *backend, ec, tf);
   std::vector<std::shared_ptr<RequestStream>> streams;
   for (const PromptIn& p : prompts) {

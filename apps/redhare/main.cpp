@@ -19,6 +19,7 @@ void usage() {
       "  info            architecture, parameter count, dtypes and memory of a model\n"
       "  tokenize        text to token ids with a model's tokenizer\n"
       "  chat-template   render a conversation with a model's chat template\n"
+      "  bench           serving benchmark: TTFT, TPOT, ITL, throughput (HTTP or in-process)\n"
       "\n"
       "'redhare <command> --help' lists a command's options.\n",
       stdout);
@@ -39,6 +40,7 @@ int main(int argc, char** argv) {
     if (cmd == "info") return redhare::app::cmd_info(args);
     if (cmd == "tokenize") return redhare::app::cmd_tokenize(args);
     if (cmd == "chat-template") return redhare::app::cmd_chat_template(args);
+    if (cmd == "bench") return redhare::app::cmd_bench(args);
     if (cmd == "--version" || cmd == "version") {
       std::puts("redhare " REDHARE_VERSION);
       return 0;

@@ -13,6 +13,7 @@
 #include "core/thread_pool.h"
 #include "server/server_state.h"
 #include "text/detokenizer.h"
+#include "engine/detokenizer_stream.h"
 #include "models/assets.h"
 #include "models/gguf_model.h"
 #include "text/jinja/chat_template.h"
@@ -51,15 +52,6 @@ std::optional<int32_t> authenticate(const ServerState& st, const httplib::Reques
   return found;
 }
 
-class DetokenizerStream : public TextStream {
- public:
-  explicit DetokenizerStream(const Tokenizer& t) : d_(t, /*skip_special_tokens=*/true) {}
-  std::string push(int32_t token) override { return d_.push(token); }
-  std::string finish() override { return d_.finish(); }
-
- private:
-  IncrementalDetokenizer d_;
-};
 
 void load(ServerState& st, const Settings& s) {
   std::string dir = s.str("models.ckpt_dir");
@@ -94,9 +86,7 @@ void load(ServerState& st, const Settings& s) {
   else if (ct == "f16") ec.kv_dtype = DType::kF16;
   else fail("infer.cache_type '", ct, "' is not one of f32, bf16, f16");
   ec.eos_token_ids = assets.eos_token_ids;
-  const Tokenizer* tok = st.tokenizer.get();
-  st.engine = std::make_unique<Engine>(*st.model, *st.backend, ec,
-                                       [tok](const std::vector<int32_t>&) { return std::make_unique<DetokenizerStream>(*tok); });
+  st.engine = std::make_unique<Engine>(*st.model, *st.backend, ec, detokenizer_streams(*st.tokenizer));
   st.engine->start();
 }
 
@@ -167,7 +157,9 @@ int run_server(const Settings& s) {
   svr.set_keep_alive_timeout(10);
   // The library writes a response's headers and body separately; without TCP_NODELAY the body
   // waits for the client's delayed ACK (about 40 ms per request). Accepted sockets inherit it.
-  svr.set_socket_options([](socket_t sock) {
+  int listen_fd = -1;
+  svr.set_socket_options([&listen_fd](socket_t sock) {
+    listen_fd = sock;
     int one = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const void*>(&one), sizeof(one));
     setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const void*>(&one), sizeof(one));
@@ -240,6 +232,9 @@ int run_server(const Settings& s) {
   const std::string host = s.str("serve.host");
   const int port = static_cast<int>(s.integer("serve.port"));
   if (!svr.bind_to_port(host, port)) fail("cannot listen on ", host, ":", port, " (in use, or not an address here?)");
+  // The library listens with a backlog of 5: a burst of new connections would overflow it and
+  // wait for a SYN retransmit (1 s). Listening again on the same socket raises the backlog.
+  if (listen_fd >= 0) ::listen(listen_fd, SOMAXCONN);
   log_info("redhare ", REDHARE_VERSION, " listening on http://", host, ":", port);
   std::thread http([&svr] { svr.listen_after_bind(); });
 
