@@ -94,7 +94,7 @@ int cmd_generate(const std::vector<std::string>& args) {
   std::vector<std::string> prompt_ids, prompt_texts;
   int64_t max_tokens = 16;
   int threads = 0;
-  bool json = false, ignore_eos = false, chat = false;
+  bool json = false, ignore_eos = false, chat = false, int8 = false;
   float temperature = 0, top_p = 1;
   int top_k = 0;
   int64_t seed = -1;
@@ -110,6 +110,8 @@ int cmd_generate(const std::vector<std::string>& args) {
   app.add_option("--seed", seed, "sampling seed (-1 = random)")->capture_default_str();
   app.add_flag("--json", json, "print one JSON object per prompt: prompt_ids, output_ids (and text)");
   app.add_flag("--ignore-eos", ignore_eos, "keep generating past end-of-sequence tokens");
+  app.add_flag("--int8-activations", int8,
+               "GGUF block weights: 8-bit activations and integer dot products (faster, not exact)");
   app.add_option("--load-format", load_format, "auto (read the checkpoint) or dummy (random weights)")
       ->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0 = all)")->capture_default_str();
@@ -119,6 +121,7 @@ int cmd_generate(const std::vector<std::string>& args) {
   if (model_dir.empty()) model_dir = require_default_model();
   set_log_level(parse_log_level(log_level));
   ThreadPool::set_global_threads(threads);
+  set_cpu_int8_activations(int8);
 
   std::vector<PromptIn> prompts;
   for (const std::string& p : prompt_ids) prompts.push_back({"", parse_ids(p), true});

@@ -60,6 +60,7 @@ void load(ServerState& st, const Settings& s) {
   if (tok_dir.empty()) tok_dir = dir;
   ThreadPool::set_global_threads(static_cast<int>(s.integer("infer.threads")));
   st.backend = make_cpu_backend();
+  set_cpu_int8_activations(s.boolean("infer.cpu_int8_activations"));
   LoadOptions lo;
   lo.load_format = s.str("models.load_format");
   st.model = load_model(dir, *st.backend, lo);
