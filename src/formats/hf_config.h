@@ -32,6 +32,9 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
+  // Per-frequency divisors from a GGUF's rope_freqs.weight (llama.cpp's form of Llama 3 rope
+  // scaling); empty when the model has none.
+  std::vector<float> rope_freq_factors;
   bool tie_word_embeddings = false;
   bool attention_bias = false;  // q/k/v projections carry a bias (Qwen2 always)
   bool qk_norm = false;         // per-head RMSNorm on q and k (Qwen3)

@@ -50,8 +50,15 @@ ModelConfig config_from_gguf(const GgufFile& f) {
       fail(f.name(), ": rope scaling '", t, "' in GGUF is not supported");
     }
   }
-  if (f.find_tensor("rope_freqs.weight"))
-    fail(f.name(), ": per-dimension rope frequency factors (rope_freqs.weight, Llama 3.1 GGUF) are not supported yet");
+  if (const GgufTensorInfo* rf = f.find_tensor("rope_freqs.weight")) {
+    // Llama 3 rope scaling as llama.cpp stores it: one divisor per frequency.
+    if (rf->ggml_type != 0 || rf->numel != static_cast<int64_t>(c.head_dim / 2))
+      fail(f.name(), ": rope_freqs.weight must be ", c.head_dim / 2, " f32 values");
+    Tensor t = f.tensor(*rf);
+    c.rope_freq_factors.assign(t.data_as<float>(), t.data_as<float>() + t.numel());
+    for (float v : c.rope_freq_factors)
+      if (!(v > 0)) fail(f.name(), ": rope_freqs.weight holds a non-positive factor");
+  }
   const GgufTensorInfo* embd = f.find_tensor("token_embd.weight");
   if (!embd) fail(f.name(), ": no token_embd.weight tensor");
   c.vocab_size = embd->shape[0];

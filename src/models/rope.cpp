@@ -12,6 +12,10 @@ std::vector<float> rope_inv_freq(const ModelConfig& c) {
     float exponent = static_cast<float>(2 * i) / static_cast<float>(c.head_dim);
     f[static_cast<size_t>(i)] = 1.0f / std::pow(static_cast<float>(c.rope_theta), exponent);
   }
+  if (!c.rope_freq_factors.empty()) {
+    for (int64_t i = 0; i < half; ++i) f[static_cast<size_t>(i)] /= c.rope_freq_factors[static_cast<size_t>(i)];
+    return f;
+  }
   const RopeScaling& s = c.rope_scaling;
   if (s.type == "linear") {
     for (float& v : f) v = static_cast<float>(v / s.factor);
