@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "core/error.h"
+#include "text/unicode.h"
 
 namespace redhare::jinja {
 
@@ -22,20 +23,8 @@ void check_depth(int depth) {
 void append_utf8(std::string& out, char32_t c) {
   if (c >= 0xDC80 && c <= 0xDCFF) {  // surrogate-escaped raw byte
     out.push_back(static_cast<char>(c - 0xDC00));
-  } else if (c < 0x80) {
-    out.push_back(static_cast<char>(c));
-  } else if (c < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (c >> 6)));
-    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  } else if (c < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (c >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
   } else {
-    out.push_back(static_cast<char>(0xF0 | (c >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((c >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
+    text::utf8_append(out, c);
   }
 }
 
