@@ -45,4 +45,40 @@ __device__ __forceinline__ T block_sum(T v) {
   return total;
 }
 
+
+
+// One k-slice of a 64x64 output tile held as f32 in shared memory ([k][row] layout, rows padded
+// to kStride): thread (ty, tx) adds its 4x4 block of products to acc. Shared by the float-weight
+// and block-quantized tiled kernels, which differ only in how the weight tile is filled.
+template <int kSliceN, int kStride>
+__device__ __forceinline__ void tile_accumulate_4x4(const float (&xs)[kSliceN][kStride],
+                                                    const float (&ws)[kSliceN][kStride], int ty, int tx,
+                                                    float (&acc)[4][4]) {
+#pragma unroll
+  for (int kk = 0; kk < kSliceN; ++kk) {
+    const float4 a = *reinterpret_cast<const float4*>(&xs[kk][ty * 4]);
+    const float4 b = *reinterpret_cast<const float4*>(&ws[kk][tx * 4]);
+    const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
+  }
+}
+
+// Writes thread (ty, tx)'s 4x4 block of the tile at (m0, n0) to out[M, N], adding bias[n].
+__device__ __forceinline__ void tile_store_4x4(const float (&acc)[4][4], int64_t m0, int64_t n0, int ty, int tx,
+                                               int64_t M, int64_t N, const float* bias, float* out) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int64_t m = m0 + ty * 4 + i;
+    if (m >= M) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t n = n0 + tx * 4 + j;
+      if (n < N) out[m * N + n] = bias ? acc[i][j] + bias[n] : acc[i][j];
+    }
+  }
+}
+
 }  // namespace redhare::cuda

@@ -124,28 +124,10 @@ tiled_kernel(const float* __restrict__ x, const W* __restrict__ w, const float* 
       ws[kk][r] = (n0 + r < N && k < K) ? to_f32(w[(n0 + r) * K + k]) : 0.0f;
     }
     __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < kSlice; ++kk) {
-      const float4 a = *reinterpret_cast<const float4*>(&xs[kk][ty * 4]);
-      const float4 b = *reinterpret_cast<const float4*>(&ws[kk][tx * 4]);
-      const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
-    }
+    tile_accumulate_4x4(xs, ws, ty, tx, acc);
     __syncthreads();
   }
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int64_t m = m0 + ty * 4 + i;
-    if (m >= M) continue;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int64_t n = n0 + tx * 4 + j;
-      if (n < N) out[m * N + n] = bias ? acc[i][j] + bias[n] : acc[i][j];
-    }
-  }
+  tile_store_4x4(acc, m0, n0, ty, tx, M, N, bias, out);
 }
 
 
