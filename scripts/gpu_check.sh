@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# On a GPU machine: build the CUDA backend's tests and decode benchmark, run the tests (and
+# On a GPU machine: build the CUDA backend's tests and benchmark, run the tests (and
 # compute-sanitizer's memcheck and racecheck over the op tests, when it is installed), then the
-# benchmark, and print a short table last.
+# benchmark on Llama-3.1-8B, Qwen3-8B and Llama-3.2-1B shapes, and print a short table last.
 #
 #   scripts/gpu_check.sh                 # configure + build into build-gpu/ (16 jobs), then run
-#   scripts/gpu_check.sh --prebuilt DIR  # run DIR/test_cuda and DIR/bench_cuda_decode as built
+#   scripts/gpu_check.sh --prebuilt DIR  # run DIR/test_cuda and DIR/bench_cuda as built
 #                                        # elsewhere (a GPU machine without the build's packages)
 # The binaries link the CUDA runtime statically and need only the driver and libstdc++, so a
 # build from a Debian 12 machine with nvcc runs on a GPU machine that lacks, say, libicu-dev
 # (the lent H100 image has gtest, nlohmann-json and yaml-cpp headers but no ICU headers, so a
 # full configure fails there).
-# Arguments after these go to the benchmark (--model, --tokens, --prompt, --prefill).
+# Arguments after these go to every benchmark run (--batches, --context, --prefill, --precision).
+# BENCH_MODELS overrides the model list (config directories under configs/).
 # Logs go to $OUT when it is set, else to gpu-check-logs/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +32,7 @@ else
     echo "gpu_check: configure failed (log: $logs/configure.log)"
     exit 1
   fi
-  if ! ninja -C "$build" -j "${BUILD_JOBS:-16}" test_cuda bench_cuda_decode >"$logs/build.log" 2>&1; then
+  if ! ninja -C "$build" -j "${BUILD_JOBS:-16}" test_cuda bench_cuda >"$logs/build.log" 2>&1; then
     tail -40 "$logs/build.log"
     echo "gpu_check: build failed (log: $logs/build.log)"
     exit 1
@@ -39,7 +40,7 @@ else
   bin="$root/$build/bin-links"
   mkdir -p "$bin"
   ln -sf "$root/$build/tests/cuda/test_cuda" "$bin/test_cuda"
-  ln -sf "$root/$build/src/backends/cuda/bench_cuda_decode" "$bin/bench_cuda_decode"
+  ln -sf "$root/$build/src/backends/cuda/bench_cuda" "$bin/bench_cuda"
 fi
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$logs/gpu.txt"
@@ -77,12 +78,15 @@ if command -v compute-sanitizer >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/com
   tail -3 "$logs/racecheck.log"
 fi
 
-if [[ -x "$bin/bench_cuda_decode" ]]; then
-  "$bin/bench_cuda_decode" "$@" >"$logs/bench.log" 2>&1
-  bench_rc=$?
+bench_rc=0
+: >"$logs/bench.log"
+if [[ -x "$bin/bench_cuda" ]]; then
+  for m in ${BENCH_MODELS:-llama-3.1-8b qwen3-8b llama-3.2-1b}; do
+    "$bin/bench_cuda" --model "$root/configs/$m" "$@" >>"$logs/bench.log" 2>&1 || bench_rc=$?
+    echo >>"$logs/bench.log"
+  done
 else
-  echo "bench_cuda_decode not built in $bin" >"$logs/bench.log"
-  bench_rc=0
+  echo "bench_cuda not built in $bin" >"$logs/bench.log"
 fi
 
 passed=$(grep -c "^\[       OK \]" "$logs/test_cuda.log")

@@ -4,6 +4,7 @@
 #include "apps/redhare/bench_engine.h"
 
 #include "core/error.h"
+#include "server/backend_select.h"
 #include "core/thread_pool.h"
 #include "engine/detokenizer_stream.h"
 #include "text/detokenizer.h"
@@ -17,7 +18,10 @@ namespace {
 
 OfflineEngine::OfflineEngine(const OfflineOptions& o) {
   ThreadPool::set_global_threads(o.threads);
-  backend_ = make_cpu_backend();
+  DeviceChoice dc;
+  dc.device = o.device;
+  dc.precision = o.precision;
+  backend_ = make_backend(dc);
   redhare::LoadOptions lo;
   lo.load_format = o.load_format;
   model_ = load_model(o.model, *backend_, lo);

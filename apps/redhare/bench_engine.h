@@ -24,6 +24,8 @@ struct OfflineOptions {
   double kv_cache_gb = 1;
   std::string kv_cache_dtype = "bf16";
   bool prefix_caching = true;
+  std::string device = "auto";
+  std::string precision = "bf16";
 };
 
 class OfflineEngine {

@@ -365,6 +365,9 @@ int run_offline(const std::vector<std::string>& args) {
                  "auto (read the checkpoint) or dummy (random weights)")
       ->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0 = all)")->capture_default_str();
+  app.add_option("--device", o.device, "auto, cpu, cuda or cuda:N (infer.device)")->capture_default_str();
+  app.add_option("--precision", o.precision, "GPU matrix products: bf16 or f32 (infer.matmul_precision)")
+      ->capture_default_str();
   app.add_option("--max-running", o.max_running,
                  "sequences batched at most (serve's infer.max_reqs)")
       ->capture_default_str();
@@ -394,6 +397,8 @@ int run_offline(const std::vector<std::string>& args) {
   config["max_running"] = o.max_running;
   config["max_batched_tokens"] = o.max_batched_tokens;
   config["threads"] = o.threads;
+  config["device"] = o.device;
+  config["precision"] = o.precision;
   config["kv_cache_gb"] = o.kv_cache_gb;
   config["kv_cache_dtype"] = o.kv_cache_dtype;
   config["prefix_caching"] = o.prefix_caching;

@@ -23,6 +23,7 @@
 #include "text/detokenizer.h"
 #include "text/jinja/chat_template.h"
 #include "text/tokenizer.h"
+#include "server/backend_select.h"
 
 namespace redhare::app {
 namespace {
@@ -115,6 +116,10 @@ int cmd_generate(const std::vector<std::string>& args) {
   app.add_option("--load-format", load_format, "auto (read the checkpoint) or dummy (random weights)")
       ->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0 = all)")->capture_default_str();
+  DeviceChoice dc;
+  app.add_option("--device", dc.device, "auto, cpu, cuda or cuda:N (infer.device)")->capture_default_str();
+  app.add_option("--precision", dc.precision, "GPU matrix products: bf16 or f32 (infer.matmul_precision)")
+      ->capture_default_str();
   app.add_option("--log-level", log_level, "debug, info, warn, error")->capture_default_str();
   if (int rc = parse_args(app, args); rc >= 0) return rc;
   if (max_tokens < 1) fail("--max-tokens must be at least 1");
@@ -130,7 +135,7 @@ int cmd_generate(const std::vector<std::string>& args) {
     for (PromptIn& p : read_prompts_file(prompts_file)) prompts.push_back(std::move(p));
   if (prompts.empty()) fail("give at least one of --prompt-ids, --prompt, --prompts-file");
 
-  auto backend = make_cpu_backend();
+  auto backend = make_backend(dc);
   LoadOptions lo;
   lo.load_format = load_format;
   auto model = load_model(model_dir, *backend, lo);

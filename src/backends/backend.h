@@ -60,6 +60,13 @@ struct AttentionParams {
   int64_t sliding_window = 0;  // 0 = attend to the whole context
 };
 
+// What fused_linear does with its product p = x' @ w^T (+ bias).
+enum class LinearOut {
+  kStore,       // out = p
+  kAccumulate,  // out += p (a residual add)
+  kSiluMul,     // out = silu(p[:, :I]) * p[:, I:] for w = [2I, K], out = [T, I] (SwiGLU)
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -88,6 +95,12 @@ class Backend {
                              const Tensor& weight, float eps) = 0;
   // out[M, N] = x[M, K] @ w[N, K]^T (+ bias[N]).
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) = 0;
+  // A matrix product with its neighbours in a decoder layer folded in: x' = rms_norm(x,
+  // *norm_weight, eps) when norm_weight is given, else x; then out is written as `mode` says.
+  // The default composes the plain ops; a backend may run the whole of it as one kernel (the
+  // CUDA decode path does), rounding each step as the composition does.
+  virtual void fused_linear(const Tensor& x, const Tensor* norm_weight, float eps, const Tensor& w,
+                            const Tensor* bias, LinearOut mode, Tensor& out);
   // out[t, i] = silu(gu[t, i]) * gu[t, I + i], gu = [T, 2I].
   virtual void silu_mul(const Tensor& gate_up, Tensor& out) = 0;
   // In place, rotate-half RoPE on heads [0, num_heads) of width head_dim in each row of x, with
@@ -103,6 +116,30 @@ class Backend {
   // qkv: [T, (H + 2 * Hkv) * D], out: [T, H * D].
   virtual void attention(const Tensor& qkv, KvCacheLayer& cache, const AttentionBatch& batch,
                          const AttentionParams& params, Tensor& out) = 0;
+
+  // Host int32 [rows]: the index of each row's largest value (the first one on ties), as greedy
+  // sampling picks it. Copies back rows of ids instead of rows of logits.
+  virtual Tensor argmax_rows(const Tensor& logits);
+
+  // Graphs: a forward step's ops recorded once and replayed (CUDA graphs). Replays read the
+  // step's index arrays from fixed device buffers, so before every capture and replay the model
+  // stages them with graph_stage (which also checks them against `kv`, since a replay runs no op
+  // checks). Ops issued between graph_capture_begin and graph_capture_end are recorded, not run;
+  // their index arrays must equal the staged ones. Padding tokens are allowed in a staged batch:
+  // slot -1, and a sequence of one such token may have context 0 (see attention()).
+  // A backend without graphs keeps these defaults.
+  virtual bool supports_graphs() const { return false; }
+  virtual void graph_stage(const std::vector<int32_t>& token_ids,
+                           const std::vector<int32_t>& positions, const AttentionBatch& attn,
+                           const std::vector<int32_t>& rows, const KvCache& kv);
+  virtual void graph_capture_begin();
+  virtual void graph_capture_end(int64_t key);
+  // Ends a capture that failed part-way; nothing is kept.
+  virtual void graph_capture_abort() {}
+  // Launches the graph recorded under `key`; false when there is none (never captured, or
+  // dropped by graph_clear or by staging that needed larger buffers).
+  virtual bool graph_replay(int64_t /*key*/) { return false; }
+  virtual void graph_clear() {}
 };
 
 // The CPU backend: `reference` selects the plain scalar ops instead of the fast ones.

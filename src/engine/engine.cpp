@@ -471,6 +471,15 @@ bool Engine::step() {
   }
   const int64_t sample_rows = static_cast<int64_t>(fb.logit_rows.size());
   fb.logit_rows.insert(fb.logit_rows.end(), prompt_row_index.begin(), prompt_row_index.end());
+  // When every sampled row is plain greedy, only the argmax of each row comes back from the
+  // model's device (a GPU step at batch 256 would otherwise copy 256 rows of logits).
+  fb.argmax_only = prompt_rows.empty() && sample_rows > 0;
+  for (size_t i = 0; i < batch.size() && fb.argmax_only; ++i) {
+    const SamplingParams& p = batch[i]->req.sampling;
+    if (wants_logits[i] && !(p.temperature <= 0.0f && p.repetition_penalty == 1.0f && p.frequency_penalty == 0.0f &&
+                             p.presence_penalty == 0.0f && p.logprobs < 0))
+      fb.argmax_only = false;
+  }
   auto t1 = std::chrono::steady_clock::now();
   Tensor logits;
   try {
@@ -503,6 +512,10 @@ bool Engine::step() {
     s.computed += chunks[i];
     commit_full_blocks(s);
     if (!wants_logits[i]) continue;
+    if (fb.argmax_only) {
+      emit_token(s, logits.data_as<int32_t>()[row++], nullptr);
+      continue;
+    }
     const float* lrow = logits.data_as<float>() + row * V;
     ++row;
     SampleResult r = sample_token(lrow, V, s.req.sampling, s.tokens, s.num_output, s.seed, s.num_output);

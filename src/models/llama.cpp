@@ -116,48 +116,58 @@ class LlamaModel final : public Model {
     RH_CHECK(static_cast<int64_t>(kv.layers.size()) == c.num_layers, "kv cache has wrong layer count");
     for (int32_t id : b.token_ids)
       if (id < 0 || id >= c.vocab_size) fail("token id ", id, " is outside the vocabulary (", c.vocab_size, ")");
+    Tensor logits;
+    if (DecodeGraphs::eligible(b, backend_)) {
+      logits = graphs_.run(b, kv, backend_, c.vocab_size,
+                           [this](const ForwardBatch& p, KvCache& k, Tensor& out) { step(p, k, out); });
+    } else {
+      logits = backend_.alloc(DType::kF32, {static_cast<int64_t>(b.logit_rows.size()), c.vocab_size});
+      step(b, kv, logits);
+    }
+    return b.argmax_only ? backend_.argmax_rows(logits) : backend_.to_host(logits);
+  }
+
+ private:
+  // One forward step into `logits` [logit_rows, vocab] on the backend; only backend ops, so that
+  // a graph can record it.
+  void step(const ForwardBatch& b, KvCache& kv, Tensor& logits) {
+    const ModelConfig& c = config_;
+    const int64_t T = static_cast<int64_t>(b.token_ids.size());
     const int64_t H = c.hidden_size, D = c.head_dim, Hq = c.num_heads, Hkv = c.num_kv_heads;
     const int64_t I = c.intermediate_size;
     const float eps = static_cast<float>(c.rms_norm_eps);
     Backend& be = backend_;
+    // The residual stream stays in `residual`; each norm is folded into the product after it,
+    // and the o and down products add into the stream (Backend::fused_linear).
     Tensor residual = be.alloc(DType::kF32, {T, H});
-    Tensor h = be.alloc(DType::kF32, {T, H});
     Tensor qkv = be.alloc(DType::kF32, {T, (Hq + 2 * Hkv) * D});
     Tensor attn_out = be.alloc(DType::kF32, {T, Hq * D});
-    Tensor proj = be.alloc(DType::kF32, {T, H});
-    Tensor gate_up = be.alloc(DType::kF32, {T, 2 * I});
     Tensor act = be.alloc(DType::kF32, {T, I});
     be.embedding(embed_, b.token_ids, residual);
     for (int64_t l = 0; l < c.num_layers; ++l) {
       LayerWeights& w = layers_[static_cast<size_t>(l)];
-      if (l == 0) be.rms_norm(residual, w.input_norm, eps, h);
-      else be.add_rms_norm(residual, proj, w.input_norm, eps, h);
-      be.linear(h, w.qkv, w.qkv_bias.data() ? &w.qkv_bias : nullptr, qkv);
+      be.fused_linear(residual, &w.input_norm, eps, w.qkv, w.qkv_bias.data() ? &w.qkv_bias : nullptr,
+                      LinearOut::kStore, qkv);
       if (c.qk_norm) {
         be.head_rms_norm(qkv, 0, Hq, w.q_norm, eps);
         be.head_rms_norm(qkv, Hq, Hkv, w.k_norm, eps);
       }
       be.rope(qkv, Hq + Hkv, D, b.positions, inv_freq_);
       be.attention(qkv, kv.layers[static_cast<size_t>(l)], b.attn, attn_, attn_out);
-      be.linear(attn_out, w.o, w.o_bias.data() ? &w.o_bias : nullptr, proj);
-      be.add_rms_norm(residual, proj, w.post_norm, eps, h);
-      be.linear(h, w.gate_up, nullptr, gate_up);
-      be.silu_mul(gate_up, act);
-      be.linear(act, w.down, nullptr, proj);
+      be.fused_linear(attn_out, nullptr, 0, w.o, w.o_bias.data() ? &w.o_bias : nullptr, LinearOut::kAccumulate,
+                      residual);
+      be.fused_linear(residual, &w.post_norm, eps, w.gate_up, nullptr, LinearOut::kSiluMul, act);
+      be.fused_linear(act, nullptr, 0, w.down, nullptr, LinearOut::kAccumulate, residual);
     }
-    be.add(residual, proj);
     const int64_t R = static_cast<int64_t>(b.logit_rows.size());
     Tensor last = be.alloc(DType::kF32, {R, H});
     be.gather_rows(residual, b.logit_rows, last);
     Tensor normed = be.alloc(DType::kF32, {R, H});
     be.rms_norm(last, final_norm_, eps, normed);
-    Tensor logits = be.alloc(DType::kF32, {R, c.vocab_size});
     be.linear(normed, lm_head_, nullptr, logits);
-    return be.to_host(logits);
   }
-
- private:
   Backend& backend_;
+  DecodeGraphs graphs_;
   Tensor embed_, final_norm_, lm_head_, inv_freq_;
   std::vector<LayerWeights> layers_;
   AttentionParams attn_;

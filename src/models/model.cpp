@@ -1,5 +1,6 @@
 #include "models/model.h"
 
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 #include <optional>
@@ -183,6 +184,79 @@ std::unique_ptr<Model> load_model(const std::string& model_dir, Backend& backend
   }
   log_info("loading ", config.architecture, " from ", weights->describe(), " on ", backend.name());
   return it->second(config, *weights, backend);
+}
+
+
+bool DecodeGraphs::eligible(const ForwardBatch& b, const Backend& backend) {
+  const int64_t T = static_cast<int64_t>(b.token_ids.size());
+  if (!backend.supports_graphs() || T == 0 || T > kMaxGraphBatch || b.attn.num_seqs != T) return false;
+  if (static_cast<int64_t>(b.logit_rows.size()) != T) return false;
+  for (int64_t i = 0; i < T; ++i)
+    if (b.attn.query_start[static_cast<size_t>(i) + 1] != i + 1 || b.logit_rows[static_cast<size_t>(i)] != i) return false;
+  return true;
+}
+
+int64_t DecodeGraphs::batch_bucket(int64_t tokens) {
+  if (tokens <= 2) return tokens;
+  if (tokens <= 4) return 4;
+  return (tokens + 7) / 8 * 8;
+}
+
+Tensor DecodeGraphs::run(const ForwardBatch& b, KvCache& kv, Backend& backend, int64_t vocab,
+                         const StepFn& step) {
+  const int64_t T = static_cast<int64_t>(b.token_ids.size());
+  const int64_t B = batch_bucket(T);
+  int64_t W = 16;
+  while (W < b.attn.max_blocks) W *= 2;
+  // A new cache can reuse some of the old one's addresses (a pool hands freed memory back), so
+  // every layer's pools are compared, not one pointer.
+  std::vector<const void*> pools;
+  for (const KvCacheLayer& l : kv.layers) {
+    pools.push_back(l.k.data());
+    pools.push_back(l.v.data());
+  }
+  if (pools != kv_) {
+    backend.graph_clear();
+    logits_.clear();
+    kv_ = std::move(pools);
+  }
+  ForwardBatch p;
+  p.token_ids = b.token_ids;
+  p.token_ids.resize(static_cast<size_t>(B), 0);
+  p.positions = b.positions;
+  p.positions.resize(static_cast<size_t>(B), 0);
+  p.attn.num_seqs = static_cast<int32_t>(B);
+  p.attn.max_blocks = static_cast<int32_t>(W);
+  p.attn.context_lens = b.attn.context_lens;
+  p.attn.context_lens.resize(static_cast<size_t>(B), 0);
+  p.attn.slot_mapping = b.attn.slot_mapping;
+  p.attn.slot_mapping.resize(static_cast<size_t>(B), -1);
+  p.attn.block_tables.assign(static_cast<size_t>(B * W), 0);
+  for (int64_t s = 0; s < T; ++s)
+    std::copy_n(b.attn.block_tables.begin() + s * b.attn.max_blocks, b.attn.max_blocks,
+                p.attn.block_tables.begin() + s * W);
+  p.attn.query_start.resize(static_cast<size_t>(B) + 1);
+  p.logit_rows.resize(static_cast<size_t>(B));
+  for (int64_t i = 0; i <= B; ++i) p.attn.query_start[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+  for (int64_t i = 0; i < B; ++i) p.logit_rows[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+
+  backend.graph_stage(p.token_ids, p.positions, p.attn, p.logit_rows, kv);
+  const int64_t key = B << 32 | W;
+  Tensor& logits = logits_[key];
+  if (!logits.data()) logits = backend.alloc(DType::kF32, {B, vocab});
+  if (!backend.graph_replay(key)) {
+    backend.graph_capture_begin();
+    try {
+      step(p, kv, logits);  // every temporary is freed inside the capture
+    } catch (...) {
+      backend.graph_capture_abort();
+      throw;
+    }
+    backend.graph_capture_end(key);
+    RH_CHECK(backend.graph_replay(key), "graph ", key, " missing right after its capture");
+  }
+  // The first T rows: the padding's are never copied back.
+  return Tensor(DType::kF32, {T, vocab}, logits.data(), logits.owner(), logits.device());
 }
 
 }  // namespace redhare

@@ -19,6 +19,9 @@ struct ForwardBatch {
   std::vector<int32_t> positions;   // [T]
   AttentionBatch attn;              // where each token's K/V goes and what each sequence sees
   std::vector<int32_t> logit_rows;  // token rows whose logits are wanted (e.g. each sequence's last)
+  // Only each logits row's argmax is wanted (every row greedy): forward returns int32 [rows] ids
+  // and the logits never leave the device.
+  bool argmax_only = false;
 };
 
 struct LoadOptions {
@@ -36,7 +39,7 @@ class Model {
   virtual ~Model() = default;
   const ModelConfig& config() const { return config_; }
   // Runs the step, writing the new tokens' K/V into `kv`; returns f32 logits on the host,
-  // [logit_rows.size(), vocab_size].
+  // [logit_rows.size(), vocab_size] (with argmax_only: int32 [logit_rows.size()] token ids).
   virtual Tensor forward(const ForwardBatch& batch, KvCache& kv) = 0;
   // The KV cache shape this model needs; the caller picks num_blocks, block_size and dtype.
   KvCacheSpec kv_spec(int64_t num_blocks, int64_t block_size, DType dtype) const;
@@ -55,6 +58,29 @@ class Model {
   int64_t weight_bytes_ = 0;
   int64_t embedding_bytes_ = 0;
   std::map<std::string, int64_t> params_by_dtype_;
+};
+
+// Decode steps as backend graphs (CUDA graphs): a step whose sequences each bring one token is
+// padded up to a batch-size bucket (1, 2, 4, then multiples of 8 up to kMaxGraphBatch) and a
+// block-table width bucket (powers of two), recorded once per bucket pair and replayed after.
+// Padding tokens have slot -1 and context 0; their logits rows are dropped. Graphs refer to the
+// KV cache's memory, so a step over another cache drops them all.
+class DecodeGraphs {
+ public:
+  static constexpr int64_t kMaxGraphBatch = 256;
+  // The step runs into `logits` ([rows, vocab] on the backend), given a batch and cache.
+  using StepFn = std::function<void(const ForwardBatch&, KvCache&, Tensor&)>;
+
+  // True when `b` is a decode step the backend can replay (and graphs are on).
+  static bool eligible(const ForwardBatch& b, const Backend& backend);
+  // Runs `b` through a replayed (first: captured) graph; returns the device logits [T, vocab]
+  // (a view of the graph's output, valid until the next run).
+  Tensor run(const ForwardBatch& b, KvCache& kv, Backend& backend, int64_t vocab, const StepFn& step);
+  static int64_t batch_bucket(int64_t tokens);
+
+ private:
+  std::map<int64_t, Tensor> logits_;  // per graph key: the device rows the graph writes
+  std::vector<const void*> kv_;        // every K and V pool the graphs were recorded over
 };
 
 // Supplies named weights with checked shapes: from a checkpoint, or random (load_format=dummy).

@@ -11,6 +11,7 @@
 
 #include "core/logging.h"
 #include "core/thread_pool.h"
+#include "server/backend_select.h"
 #include "server/server_state.h"
 #include "text/detokenizer.h"
 #include "engine/detokenizer_stream.h"
@@ -59,7 +60,11 @@ void load(ServerState& st, const Settings& s) {
   std::string tok_dir = s.str("models.tokenizer_dir");
   if (tok_dir.empty()) tok_dir = dir;
   ThreadPool::set_global_threads(static_cast<int>(s.integer("infer.threads")));
-  st.backend = make_cpu_backend();
+  DeviceChoice dc;
+  dc.device = s.str("infer.device");
+  dc.precision = s.str("infer.matmul_precision");
+  dc.cuda_graphs = s.boolean("infer.use_cuda_graph");
+  st.backend = make_backend(dc);
   set_cpu_int8_activations(s.boolean("infer.cpu_int8_activations"));
   LoadOptions lo;
   lo.load_format = s.str("models.load_format");
@@ -80,6 +85,8 @@ void load(ServerState& st, const Settings& s) {
   ec.block_size = s.integer("infer.block_size");
   ec.kv_cache_bytes = s.integer("infer.kv_cache_bytes");
   ec.kv_memory_fraction = s.number("infer.memory_utilization");
+  // A GPU holds little but the model: by default the KV cache takes most of what is left.
+  if (ec.kv_memory_fraction == 0 && st.backend->device().type == DeviceType::kCUDA) ec.kv_memory_fraction = 0.9;
   ec.enable_prefix_caching = s.boolean("infer.prefix_caching");
   const std::string ct = s.str("infer.cache_type");
   if (ct == "f32") ec.kv_dtype = DType::kF32;

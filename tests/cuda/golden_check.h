@@ -49,7 +49,8 @@ inline float max_abs_diff(const Tensor& a, const Tensor& b) {
 }
 
 // Runs every prompt of fixture `name` on `backend`; returns the largest logit error seen.
-inline float check_golden_fixture(const std::string& name, Backend& backend) {
+inline float check_golden_fixture(const std::string& name, Backend& backend,
+                                  float tolerance = kLogitTolerance, float near_tie = kNearTie) {
   const std::string dir = fixture_dir(name);
   auto model = load_model(dir, backend);
   auto golden = SafetensorsFile::open(dir + "/golden.safetensors");
@@ -61,12 +62,12 @@ inline float check_golden_fixture(const std::string& name, Backend& backend) {
     Tensor ref_logits = golden->tensor("logits_" + s);
 
     const float whole = max_abs_diff(prompt_logits(*model, backend, prompt), ref_logits);
-    EXPECT_LE(whole, kLogitTolerance) << "prompt " << i;
+    EXPECT_LE(whole, tolerance) << "prompt " << i;
     SequenceOptions chunked;
     chunked.prefill_chunk = 5;
     chunked.block_size = 4;
     const float chunks = max_abs_diff(prompt_logits(*model, backend, prompt, chunked), ref_logits);
-    EXPECT_LE(chunks, kLogitTolerance) << "chunked prompt " << i;
+    EXPECT_LE(chunks, tolerance) << "chunked prompt " << i;
     worst = std::max({worst, whole, chunks});
 
     std::vector<int32_t> want = ids_of(golden->tensor("greedy_" + s));
@@ -81,7 +82,7 @@ inline float check_golden_fixture(const std::string& name, Backend& backend) {
       EXPECT_EQ(got[t], want[t]) << "prompt " << i << " step " << t;
       if (got[t] != want[t]) break;
       ++compared;
-      if (margins.data_as<float>()[t] < kNearTie) break;
+      if (margins.data_as<float>()[t] < near_tie) break;
     }
     EXPECT_GE(compared, 1u);
   }

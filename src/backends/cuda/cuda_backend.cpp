@@ -6,8 +6,10 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <map>
 
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/gemm_lt.h"
 #include "backends/cuda/kernels.h"
 
 namespace redhare {
@@ -40,9 +42,48 @@ struct IntMirror {
   cudaEvent_t copied = nullptr;  // recorded after the last copy out of `pinned`
 };
 
+// One upload per distinct batch: [query_start | context_lens | block_tables | slots | token seq].
+void pack_attention_meta(const AttentionBatch& batch, std::vector<int32_t>& m) {
+  const int64_t S = batch.num_seqs;
+  m.clear();
+  m.insert(m.end(), batch.query_start.begin(), batch.query_start.end());
+  m.insert(m.end(), batch.context_lens.begin(), batch.context_lens.end());
+  m.insert(m.end(), batch.block_tables.begin(), batch.block_tables.begin() + S * batch.max_blocks);
+  m.insert(m.end(), batch.slot_mapping.begin(), batch.slot_mapping.end());
+  for (int64_t s = 0; s < S; ++s)
+    for (int32_t t = batch.query_start[s]; t < batch.query_start[s + 1]; ++t) m.push_back(static_cast<int32_t>(s));
+}
+
+// The checks an attention batch must pass before any kernel indexes the cache with it. A token
+// with slot -1 is padding (a CUDA graph's batch filled up to its bucket): nothing is stored for it,
+// and a sequence made of one padding token may have context 0.
+void check_attention_batch(const AttentionBatch& batch, int64_t num_blocks, int64_t block_size) {
+  const int64_t T = batch.num_tokens(), S = batch.num_seqs;
+  RH_CHECK(static_cast<int64_t>(batch.query_start.size()) == S + 1 &&
+               static_cast<int64_t>(batch.context_lens.size()) == S &&
+               static_cast<int64_t>(batch.slot_mapping.size()) == T && batch.max_blocks >= 0 &&
+               static_cast<int64_t>(batch.block_tables.size()) >= S * batch.max_blocks,
+           "attention batch arrays");
+  RH_CHECK(batch.query_start[0] == 0, "attention batch: query_start[0] = ", batch.query_start[0]);
+  const int64_t slots = num_blocks * block_size;
+  for (int32_t s : batch.slot_mapping) RH_CHECK(s >= -1 && s < slots, "slot ", s, " out of range");
+  for (int64_t i = 0; i < S; ++i) {
+    const int32_t q0 = batch.query_start[i], nq = batch.query_start[i + 1] - q0;
+    const bool padding = nq == 1 && batch.slot_mapping[static_cast<size_t>(q0)] < 0;
+    RH_CHECK(nq >= 0 && q0 + nq <= T && (batch.context_lens[i] >= nq || (padding && batch.context_lens[i] == 0)),
+             "sequence ", i, " context shorter than query");
+    RH_CHECK(batch.context_lens[i] <= int64_t{batch.max_blocks} * block_size, "block table too short");
+    // Only the blocks holding the context are read; the rest of a row may be padding.
+    for (int64_t j = 0; j < (batch.context_lens[i] + block_size - 1) / block_size; ++j) {
+      const int32_t b = batch.block_tables[static_cast<size_t>(i * batch.max_blocks + j)];
+      RH_CHECK(b >= 0 && b < num_blocks, "sequence ", i, ": block ", b, " out of range");
+    }
+  }
+}
+
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int device) {
+  CudaBackend(int device, const CudaOptions& options) : options_(options) {
     const int count = cuda_device_count();
     if (device < 0 || device >= count)
       fail("CUDA device ", device, " does not exist (", count, " device(s) found)");
@@ -59,11 +100,13 @@ class CudaBackend final : public Backend {
     cudaDeviceProp prop;
     RH_CUDA(cudaGetDeviceProperties(&prop, device));
     name_ = std::string("cuda:") + std::to_string(device) + " (" + prop.name + ")";
+    if (options_.tensor_cores) lt_ = std::make_unique<cuda::LtGemm>();
   }
 
   ~CudaBackend() override {
     cudaStreamSynchronize(ctx_->stream);
-    for (IntMirror* m : {&ids_, &positions_, &rows_, &attn_meta_}) {
+    for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+    for (IntMirror* m : {&ids_, &positions_, &rows_, &attn_meta_, &g_ids_, &g_positions_, &g_rows_, &g_meta_}) {
       if (m->dev) cudaFreeAsync(m->dev, ctx_->stream);
       if (m->pinned) cudaFreeHost(m->pinned);
       if (m->copied) cudaEventDestroy(m->copied);
@@ -200,9 +243,43 @@ class CudaBackend final : public Backend {
                                 x.size(0), w.size(0), x.size(1), out.data_as<float>(), stream());
       return;
     }
-    cuda::launch_linear(x.data_as<float>(), w.data(), elem_of(w, "linear"),
-                        bias ? bias->data_as<float>() : nullptr, x.size(0), w.size(0), x.size(1),
-                        out.data_as<float>(), stream());
+    const Elem wt = elem_of(w, "linear");
+    const int64_t M = x.size(0), N = w.size(0), K = x.size(1);
+    const float* b = bias ? bias->data_as<float>() : nullptr;
+    if (lt_ && M > cuda::kGemvMaxRows && wt != Elem::kF32) {
+      // The activations rounded to the weights' type, then cuBLASLt on the tensor cores.
+      Tensor narrow = alloc_uninit(w.dtype(), {M, K});
+      cuda::launch_narrow(x.data_as<float>(), M * K, narrow.data(), wt, stream());
+      if (lt_->run(narrow.data(), w.data(), wt, b, M, N, K, out.data_as<float>(), stream())) return;
+    }
+    cuda::launch_linear(x.data_as<float>(), w.data(), wt, b, M, N, K, out.data_as<float>(), stream());
+  }
+
+  void fused_linear(const Tensor& x, const Tensor* norm_weight, float eps, const Tensor& w, const Tensor* bias,
+                    LinearOut mode, Tensor& out) override {
+    check_f32(x, "fused_linear x");
+    check_f32(out, "fused_linear out");
+    check_on_device(w, "fused_linear weight");
+    const int64_t M = x.dim() == 2 ? x.size(0) : 0, N = w.dim() == 2 ? w.size(0) : 0, K = x.dim() == 2 ? x.size(1) : 0;
+    const int64_t cols = mode == LinearOut::kSiluMul ? N / 2 : N;
+    RH_CHECK(x.dim() == 2 && w.dim() == 2 && out.dim() == 2 && w.size(1) == K && out.size(0) == M &&
+                 out.size(1) == cols && (mode != LinearOut::kSiluMul || N % 2 == 0),
+             "fused_linear: ", x.str(), " @ ", w.str(), "^T -> ", out.str());
+    if (norm_weight) {
+      check_f32(*norm_weight, "fused_linear norm weight");
+      RH_CHECK(norm_weight->numel() == K, "fused_linear norm ", norm_weight->str(), " for ", x.str());
+    }
+    if (bias) {
+      check_f32(*bias, "fused_linear bias");
+      RH_CHECK(bias->numel() == N, "fused_linear bias ", bias->str(), " for ", w.str());
+    }
+    if (!is_block_quantized(w.dtype()) &&
+        cuda::launch_fused_gemv(x.data_as<float>(), norm_weight ? norm_weight->data_as<float>() : nullptr, eps,
+                                w.data(), elem_of(w, "fused_linear"), bias ? bias->data_as<float>() : nullptr, M, N,
+                                K, static_cast<cuda::LinearMode>(static_cast<int>(mode)), out.data_as<float>(),
+                                stream()))
+      return;
+    Backend::fused_linear(x, norm_weight, eps, w, bias, mode, out);
   }
 
   void silu_mul(const Tensor& gate_up, Tensor& out) override {
@@ -246,6 +323,14 @@ class CudaBackend final : public Backend {
   void attention(const Tensor& qkv, KvCacheLayer& cache, const AttentionBatch& batch,
                  const AttentionParams& p, Tensor& out) override;
 
+  Tensor argmax_rows(const Tensor& logits) override {
+    check_f32(logits, "argmax_rows logits");
+    RH_CHECK(logits.dim() == 2 && logits.size(1) > 0, "argmax_rows: ", logits.str());
+    Tensor ids = alloc_uninit(DType::kI32, {logits.size(0)});
+    cuda::launch_argmax_rows(logits.data_as<float>(), logits.size(0), logits.size(1), ids.data_as<int32_t>(), stream());
+    return to_host(ids);
+  }
+
  private:
   cudaStream_t stream() const { return ctx_->stream; }
 
@@ -284,9 +369,15 @@ class CudaBackend final : public Backend {
     }
   }
 
-  // The device copy of `values`, copied only when it differs from the previous call's.
+  // The device copy of `values`, copied only when it differs from the previous call's. While a
+  // graph is being captured, the staged copy instead (see graph_stage).
   const int32_t* mirror(IntMirror& m, const std::vector<int32_t>& values) {
     if (values.empty()) return nullptr;
+    if (capturing_) {
+      IntMirror& g = graph_twin(m);
+      RH_CHECK(g.dev && g.host == values, "graph capture: an op's index array differs from the staged one");
+      return g.dev;
+    }
     if (m.dev && m.host == values) return m.dev;
     if (!m.copied) RH_CUDA(cudaEventCreateWithFlags(&m.copied, cudaEventDisableTiming));
     // The staging buffer is rewritten below: its previous copy must have left (it normally has:
@@ -310,6 +401,120 @@ class CudaBackend final : public Backend {
     return m.dev;
   }
 
+  IntMirror& graph_twin(IntMirror& m) {
+    if (&m == &ids_) return g_ids_;
+    if (&m == &positions_) return g_positions_;
+    if (&m == &rows_) return g_rows_;
+    RH_CHECK(&m == &attn_meta_, "graph_twin: unknown mirror");
+    return g_meta_;
+  }
+
+  // Device memory without the zeroing alloc() promises, for scratch that is written whole.
+  Tensor alloc_uninit(DType dtype, Shape shape) {
+    const int64_t bytes = dtype_bytes(dtype, shape_numel(shape));
+    void* p = nullptr;
+    RH_CUDA(cudaMallocAsync(&p, static_cast<size_t>(std::max<int64_t>(bytes, 16)), ctx_->stream));
+    auto owner = std::shared_ptr<void>(p, [ctx = ctx_](void* q) { cudaFreeAsync(q, ctx->stream); });
+    return Tensor(dtype, std::move(shape), p, std::move(owner), device());
+  }
+
+  // Copies `values` into a graph buffer. Captured graphs hold the buffer's address, so growing it
+  // drops them all (they are captured again on their next use).
+  void stage(IntMirror& g, const std::vector<int32_t>& values) {
+    if (values.size() > g.capacity) {
+      graph_clear();
+      RH_CUDA(cudaStreamSynchronize(stream()));
+      if (g.dev) RH_CUDA(cudaFree(g.dev));
+      if (g.pinned) RH_CUDA(cudaFreeHost(g.pinned));
+      g.dev = g.pinned = nullptr;
+      const size_t cap = std::max<size_t>(values.size() * 2, 1024);
+      RH_CUDA(cudaMalloc(reinterpret_cast<void**>(&g.dev), cap * sizeof(int32_t)));
+      RH_CUDA(cudaMallocHost(reinterpret_cast<void**>(&g.pinned), cap * sizeof(int32_t)));
+      g.capacity = cap;
+      g.host.clear();
+    }
+    if (!g.copied) RH_CUDA(cudaEventCreateWithFlags(&g.copied, cudaEventDisableTiming));
+    if (g.host == values) return;
+    RH_CUDA(cudaEventSynchronize(g.copied));
+    g.host = values;
+    if (!values.empty()) {
+      std::memcpy(g.pinned, values.data(), values.size() * sizeof(int32_t));
+      RH_CUDA(cudaMemcpyAsync(g.dev, g.pinned, values.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream()));
+    }
+    RH_CUDA(cudaEventRecord(g.copied, stream()));
+  }
+
+ public:
+  bool supports_graphs() const override { return options_.graphs; }
+
+  void graph_stage(const std::vector<int32_t>& token_ids, const std::vector<int32_t>& positions,
+                   const AttentionBatch& attn, const std::vector<int32_t>& rows, const KvCache& kv) override {
+    RH_CHECK(!capturing_, "graph_stage during a capture");
+    RH_CHECK(!kv.layers.empty(), "graph_stage: empty KV cache");
+    const int64_t T = attn.num_tokens();
+    RH_CHECK(static_cast<int64_t>(token_ids.size()) == T && static_cast<int64_t>(positions.size()) == T,
+             "graph_stage: ", token_ids.size(), " ids and ", positions.size(), " positions for ", T, " tokens");
+    check_attention_batch(attn, kv.layers[0].k.size(0), kv.layers[0].k.size(1));
+    for (int32_t r : rows) RH_CHECK(r >= 0 && r < T, "graph_stage: row ", r, " out of range");
+    stage(g_ids_, token_ids);
+    stage(g_positions_, positions);
+    stage(g_rows_, rows);
+    pack_attention_meta(attn, meta_scratch_);
+    stage(g_meta_, meta_scratch_);
+  }
+
+  void graph_capture_begin() override {
+    RH_CHECK(!capturing_, "graph capture already running");
+    RH_CUDA(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeThreadLocal));
+    capturing_ = true;
+  }
+
+  void graph_capture_end(int64_t key) override {
+    RH_CHECK(capturing_, "graph_capture_end without a capture");
+    capturing_ = false;
+    cudaGraph_t graph = nullptr;
+    RH_CUDA(cudaStreamEndCapture(stream(), &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    RH_CUDA(e);
+    auto it = graphs_.find(key);
+    if (it != graphs_.end()) {
+      RH_CUDA(cudaGraphExecDestroy(it->second));
+      graphs_.erase(it);
+    }
+    graphs_[key] = exec;
+  }
+
+  void graph_capture_abort() override {
+    if (!capturing_) return;
+    capturing_ = false;
+    cudaGraph_t graph = nullptr;
+    cudaStreamEndCapture(stream(), &graph);
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();  // an invalidated capture leaves its error behind
+  }
+
+  bool graph_replay(int64_t key) override {
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) return false;
+    RH_CUDA(cudaGraphLaunch(it->second, stream()));
+    return true;
+  }
+
+  void graph_clear() override {
+    if (graphs_.empty()) return;
+    RH_CUDA(cudaStreamSynchronize(stream()));
+    for (auto& [key, exec] : graphs_) RH_CUDA(cudaGraphExecDestroy(exec));
+    graphs_.clear();
+  }
+
+ private:
+  CudaOptions options_;
+  std::unique_ptr<cuda::LtGemm> lt_;
+  bool capturing_ = false;
+  std::map<int64_t, cudaGraphExec_t> graphs_;
+  IntMirror g_ids_, g_positions_, g_rows_, g_meta_;
   std::shared_ptr<StreamContext> ctx_;
   std::string name_;
   IntMirror ids_, positions_, rows_, attn_meta_;
@@ -340,10 +545,16 @@ void CudaBackend::attention(const Tensor& qkv, KvCacheLayer& cache, const Attent
            "attention batch arrays");
   RH_CHECK(batch.query_start[0] == 0, "attention batch: query_start[0] = ", batch.query_start[0]);
   const int64_t block_size = cache.k.size(1), slots = cache.k.size(0) * block_size;
-  for (int32_t s : batch.slot_mapping) RH_CHECK(s >= 0 && s < slots, "slot ", s, " out of range");
+  // Slot -1 marks a padding token (a decode batch padded up to a graph's bucket size): nothing is
+  // stored for it and its output row is zeros. Its sequence may be empty (context 0, one query).
+  for (int32_t s : batch.slot_mapping) RH_CHECK(s >= -1 && s < slots, "slot ", s, " out of range");
+  int32_t max_query_len = 0;
   for (int64_t i = 0; i < S; ++i) {
     const int32_t nq = batch.query_start[i + 1] - batch.query_start[i];
-    RH_CHECK(nq >= 0 && batch.context_lens[i] >= nq, "sequence ", i, " context shorter than query");
+    max_query_len = std::max(max_query_len, nq);
+    const bool padding_seq = nq == 1 && batch.context_lens[i] == 0 &&
+                             batch.query_start[i] < T && batch.slot_mapping[static_cast<size_t>(batch.query_start[i])] < 0;
+    RH_CHECK(nq >= 0 && (batch.context_lens[i] >= nq || padding_seq), "sequence ", i, " context shorter than query");
     RH_CHECK(batch.context_lens[i] <= batch.max_blocks * block_size, "block table too short");
     // Only the blocks holding the context are read; the rest of a row may be padding.
     for (int64_t j = 0; j < (batch.context_lens[i] + block_size - 1) / block_size; ++j) {
@@ -353,16 +564,8 @@ void CudaBackend::attention(const Tensor& qkv, KvCacheLayer& cache, const Attent
   }
   if (T == 0) return;
 
-  // One upload per distinct batch: [query_start | context_lens | block_tables | slots | token seq].
-  std::vector<int32_t>& m = meta_scratch_;
-  m.clear();
-  m.insert(m.end(), batch.query_start.begin(), batch.query_start.end());
-  m.insert(m.end(), batch.context_lens.begin(), batch.context_lens.end());
-  m.insert(m.end(), batch.block_tables.begin(), batch.block_tables.begin() + S * batch.max_blocks);
-  m.insert(m.end(), batch.slot_mapping.begin(), batch.slot_mapping.end());
-  for (int64_t s = 0; s < S; ++s)
-    for (int32_t t = batch.query_start[s]; t < batch.query_start[s + 1]; ++t) m.push_back(static_cast<int32_t>(s));
-  const int32_t* d = mirror(attn_meta_, m);
+  pack_attention_meta(batch, meta_scratch_);
+  const int32_t* d = mirror(attn_meta_, meta_scratch_);
   cuda::AttentionMeta meta;
   meta.query_start = d;
   meta.context_lens = d + (S + 1);
@@ -371,9 +574,12 @@ void CudaBackend::attention(const Tensor& qkv, KvCacheLayer& cache, const Attent
   meta.token_seq = meta.slot_mapping + T;
   meta.max_blocks = batch.max_blocks;
   meta.tokens = static_cast<int32_t>(T);
+  meta.num_seqs = static_cast<int32_t>(S);
+  meta.max_query_len = max_query_len;
   cuda::AttentionShape shape{static_cast<int32_t>(p.num_heads), static_cast<int32_t>(p.num_kv_heads),
                              static_cast<int32_t>(p.head_dim), static_cast<int32_t>(block_size),
                              p.scale, static_cast<int32_t>(p.sliding_window)};
+  shape.tensor_cores = options_.tensor_cores;
   cuda::launch_attention(qkv.data_as<float>(), cache.k.data(), cache.v.data(), elem_of(cache.k, "attention kv cache"),
                          meta, shape, out.data_as<float>(), stream());
 }
@@ -389,6 +595,8 @@ int cuda_device_count() {
   return n;
 }
 
-std::unique_ptr<Backend> make_cuda_backend(int device) { return std::make_unique<CudaBackend>(device); }
+std::unique_ptr<Backend> make_cuda_backend(int device, const CudaOptions& options) {
+  return std::make_unique<CudaBackend>(device, options);
+}
 
 }  // namespace redhare

@@ -21,8 +21,19 @@ void launch_rms_norm(float* residual, const float* x, const float* weight, float
 void launch_head_rms_norm(float* x, int64_t rows, int64_t cols, int64_t first_col,
                           int64_t num_heads, int64_t head_dim, const float* weight, float eps,
                           cudaStream_t stream);
+// Up to this many rows a product is a decode matrix-vector kernel (f32 activations, weights
+// streamed once); more rows go to the tiled kernels or, in tensor-core mode, cuBLASLt.
+constexpr int64_t kGemvMaxRows = 4;
 void launch_linear(const float* x, const void* w, Elem w_type, const float* bias, int64_t M,
                    int64_t N, int64_t K, float* out, cudaStream_t stream);
+// Backend::fused_linear's modes (LinearOut), as the kernels see them.
+enum class LinearMode : int { kStore = 0, kAccumulate = 1, kSiluMul = 2 };
+// The decode product with its norm (norm_w, may be null) and epilogue folded in, for M <=
+// kGemvMaxRows. False when the shape does not suit the fused kernel (nothing was launched): the
+// caller composes the plain ops instead. w is [N, K]; kSiluMul writes [M, N / 2].
+bool launch_fused_gemv(const float* x, const float* norm_w, float eps, const void* w, Elem w_type,
+                       const float* bias, int64_t M, int64_t N, int64_t K, LinearMode mode, float* out,
+                       cudaStream_t stream);
 // Block-quantized (GGUF) weights, f32 activations and output (kernels_quant.cu). Rows hold K / block
 // values in whole blocks; the pointer must be 16-byte aligned and kBlockPadBytes past its end must be
 // readable (the kernels load whole aligned words around unaligned fields).
@@ -40,29 +51,45 @@ void launch_silu_mul(const float* gate_up, int64_t tokens, int64_t inter, float*
                      cudaStream_t stream);
 void launch_rope(float* x, int64_t tokens, int64_t cols, int64_t num_heads, int64_t head_dim,
                  const int32_t* positions, const float* inv_freq, cudaStream_t stream);
+// out[i] = x[i] rounded to nearest even in `type` (bf16 or f16); x 16-byte aligned.
+void launch_narrow(const float* x, int64_t n, void* out, Elem type, cudaStream_t stream);
+// out[r] = index of the first maximum of row r of x [rows, n].
+void launch_argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* out, cudaStream_t stream);
 void launch_add(float* out, const float* x, int64_t n, cudaStream_t stream);
 void launch_gather_rows(const float* x, const int32_t* rows, int64_t num_rows, int64_t cols,
                         float* out, cudaStream_t stream);
 
-// Device copies of an AttentionBatch's index arrays (see cuda_backend.cpp for the packing).
+// Device copies of an AttentionBatch's index arrays (see cuda_backend.cpp for the packing), plus
+// two host-side counts that pick the launches. Everything that varies per decode step (contexts,
+// tables, slots) lives only in device memory, so a captured CUDA graph stays valid while
+// tokens, num_seqs, max_blocks and max_query_len stay the same.
 struct AttentionMeta {
   const int32_t* query_start;   // [num_seqs + 1]
   const int32_t* context_lens;  // [num_seqs]
   const int32_t* block_tables;  // [num_seqs * max_blocks]
-  const int32_t* slot_mapping;  // [tokens]
+  const int32_t* slot_mapping;  // [tokens]; negative = padding token (not stored, output zeros)
   const int32_t* token_seq;     // [tokens]: the sequence each token row belongs to
   int32_t max_blocks;
   int32_t tokens;
+  int32_t num_seqs = 0;
+  int32_t max_query_len = 1;    // longest query chunk of the step (host-known)
 };
 
 struct AttentionShape {
   int32_t num_heads, num_kv_heads, head_dim, block_size;
   float scale;
   int32_t sliding_window;  // 0 = whole context
+  // Prefill chunks of at least kFlashMinQuery tokens go through a tensor-core kernel that rounds
+  // Q, K, P and V to bf16 (f32 accumulation). Off: every query uses exact f32 math.
+  bool tensor_cores = false;
 };
 
+// Query chunks at least this long use the tensor-core kernel when tensor_cores is on.
+constexpr int32_t kFlashMinQuery = 16;
+
 // Stores each new token's K and V (columns after the q heads of its qkv row) into its slot, then
-// computes causal attention of every query over its sequence's cached keys.
+// computes causal attention of every query over its sequence's cached keys. Padding tokens
+// (negative slot) store nothing and get zero output rows.
 void launch_attention(const float* qkv, void* k_cache, void* v_cache, Elem kv_type,
                       const AttentionMeta& meta, const AttentionShape& shape, float* out,
                       cudaStream_t stream);

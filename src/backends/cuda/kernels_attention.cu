@@ -1,14 +1,31 @@
 // Attention over the paged KV cache.
 //
-// Two launches: the new tokens' K and V go into their slots first (one block per token), then
-// one block per (query token, head) walks its sequence's keys in chunks of kChunk with an online
-// softmax. Per chunk: each thread scores one key (a private dot product with independent loads,
-// so a whole chunk's K rows are in flight at once instead of one key per warp at a time), the
-// block rescales its running sum and accumulator by exp(old max - new max), then threads own
-// output dimensions and sum the chunk's V rows; when the head is narrower than the block, groups
-// of threads take alternate keys and their partial sums are added in a fixed order. Memory per
-// block is fixed, so any context length works. All arithmetic is f32 (the reference sums in
-// double; the test bounds the difference).
+// First the new tokens' K and V go into their slots (padding tokens, slot < 0, store nothing).
+// Then up to two attention launches:
+//
+// * Split kernel (exact f32, every head_dim that is a multiple of one 16-byte load and at most
+//   256): one block per (query token, KV head, partition of keys), computing every q
+//   head of the GQA group so that each K/V row is read once per group. Inside a block, groups of
+//   lanes each own one key at a time (a 16-byte load per lane, shuffle-reduced dot product) and
+//   keep a private online softmax; the groups are merged in a fixed order at the end. With more
+//   than one partition the blocks write (max, sum, unnormalized output) to scratch and a combine
+//   kernel merges the partitions in order. The partition size is picked on the host from the
+//   launch's token count and max_blocks * block_size only (launch_split), never from the
+//   per-step contexts: a captured graph replays with new contexts, and partitions beyond a
+//   token's context exit at once. Few tokens get small partitions (a batch-1 decode must still
+//   fill the GPU); many tokens get one block per (token, KV head) and no combine pass, since
+//   every block pays a fixed latency for its loads and merges. A token's result therefore
+//   depends on how many tokens share its launch, not on what they are.
+// * Flash kernel (opt-in tensor_cores, head_dim a multiple of 16 up to 256): query chunks of at
+//   least kFlashMinQuery tokens. A block takes 64 queries of one head, gathers 64-key tiles from
+//   the cache into shared memory as bf16, computes S = Q K^T and O += P V with WMMA bf16 mma
+//   (f32 accumulation) and keeps the online softmax in f32. The split kernel then skips those
+//   sequences and handles the rest of the batch (decodes).
+//
+// Head dims the split kernel cannot take fall back to the scalar kernel: one block per
+// (query token, head), chunks of keys scored one per thread.
+#include <mma.h>
+
 #include <algorithm>
 #include <cfloat>
 
@@ -19,15 +36,44 @@
 namespace redhare::cuda {
 namespace {
 
-constexpr int kThreads = 256, kChunk = kThreads;  // one key per thread in the scoring pass
+constexpr int kThreads = 256, kChunk = kThreads;  // scalar kernel: one key per thread when scoring
 constexpr int kMaxHeadDim = 512;
 constexpr int kDimsPerThread = kMaxHeadDim / kThreads;
+
+constexpr int kSplitThreads = 128;
+// Keys per split block, at least: at batch 1 and 1024 keys, 16 partitions x 8 KV heads = 128
+// blocks, each one round of loads.
+constexpr int kMinPartition = 64;
+constexpr int kSplitMaxDim = 256;
+constexpr int kMaxGroupPerBlock = 8;  // q heads one split block computes; larger groups use more blocks
+
+struct QueryOf {
+  int seq, q0, nq, pos, first;
+  bool padding;
+};
+
+// Where token t's query sits: it attends keys first..pos of sequence seq.
+__device__ __forceinline__ QueryOf query_of(const AttentionMeta& meta, const AttentionShape& shape, int t) {
+  QueryOf q;
+  q.seq = meta.token_seq[t];
+  q.q0 = meta.query_start[q.seq];
+  q.nq = meta.query_start[q.seq + 1] - q.q0;
+  q.padding = meta.slot_mapping[t] < 0;
+  q.pos = meta.context_lens[q.seq] - q.nq + (t - q.q0);
+  q.first = shape.sliding_window > 0 ? max(0, q.pos - shape.sliding_window + 1) : 0;
+  return q;
+}
+
+__device__ __forceinline__ int64_t slot_of_key(const int32_t* table, int j, int bs) {
+  return static_cast<int64_t>(table[j / bs]) * bs + j % bs;
+}
 
 template <typename KV>
 __global__ void store_kv_kernel(const float* __restrict__ qkv, int64_t cols, int64_t q_cols,
                                 int64_t kv_cols, const int32_t* __restrict__ slot_mapping,
                                 KV* __restrict__ k_cache, KV* __restrict__ v_cache) {
   const int64_t t = blockIdx.x, slot = slot_mapping[t];
+  if (slot < 0) return;  // padding token
   const float* k = qkv + t * cols + q_cols;
   const float* v = k + kv_cols;
   for (int64_t i = threadIdx.x; i < kv_cols; i += blockDim.x) {
@@ -35,6 +81,9 @@ __global__ void store_kv_kernel(const float* __restrict__ qkv, int64_t cols, int
     v_cache[slot * kv_cols + i] = from_f32<KV>(v[i]);
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Scalar fallback.
 
 // Four consecutive cache elements as f32 (the caller guarantees 4-element alignment).
 __device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
@@ -72,13 +121,16 @@ attention_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache,
   __shared__ float partial[kThreads];
   const int t = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
   const int D = shape.head_dim, H = shape.num_heads, Hkv = shape.num_kv_heads, bs = shape.block_size;
-  const int s = meta.token_seq[t];
-  const int q0 = meta.query_start[s], nq = meta.query_start[s + 1] - q0;
-  const int pos = meta.context_lens[s] - nq + (t - q0);  // the query sees keys 0..pos
-  const int first = shape.sliding_window > 0 ? max(0, pos - shape.sliding_window + 1) : 0;
+  const QueryOf qo = query_of(meta, shape, t);
+  float* o = out + static_cast<int64_t>(t) * H * D + static_cast<int64_t>(h) * D;
+  if (qo.padding) {
+    for (int d = tid; d < D; d += kThreads) o[d] = 0.0f;
+    return;
+  }
+  const int pos = qo.pos, first = qo.first;
   const int kvh = h / (H / Hkv);
   const int64_t cols = static_cast<int64_t>(H + 2 * Hkv) * D, kv_cols = static_cast<int64_t>(Hkv) * D;
-  const int32_t* table = meta.block_tables + static_cast<int64_t>(s) * meta.max_blocks;
+  const int32_t* table = meta.block_tables + static_cast<int64_t>(qo.seq) * meta.max_blocks;
 
   for (int d = tid; d < D; d += kThreads) q[d] = qkv[t * cols + static_cast<int64_t>(h) * D + d];
   float acc[kDimsPerThread];
@@ -94,7 +146,7 @@ attention_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache,
     const int n = min(kChunk, pos + 1 - j0);
     if (tid < n) {
       const int j = j0 + tid;
-      const int64_t slot = static_cast<int64_t>(table[j / bs]) * bs + j % bs;
+      const int64_t slot = slot_of_key(table, j, bs);
       score[tid] = dot_with_query(q, k_cache + slot * kv_cols + static_cast<int64_t>(kvh) * D, D) * shape.scale;
       slot_of[tid] = slot;
     }
@@ -139,12 +191,436 @@ attention_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache,
     }
     __syncthreads();  // the next chunk overwrites score, slot_of and partial
   }
-  float* o = out + static_cast<int64_t>(t) * H * D + static_cast<int64_t>(h) * D;
 #pragma unroll
   for (int i = 0; i < kDimsPerThread; ++i) {
     const int d = tid + i * kThreads;
     if (d < D) o[d] = acc[i] / running_sum;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Split kernel.
+
+// One 16-byte load widened to f32.
+template <typename KV>
+struct Vec16 {
+  static constexpr int kN = 16 / static_cast<int>(sizeof(KV));
+};
+
+template <typename KV>
+__device__ __forceinline__ void widen(const uint4& raw, float (&f)[Vec16<KV>::kN]) {
+  const KV* e = reinterpret_cast<const KV*>(&raw);
+#pragma unroll
+  for (int i = 0; i < Vec16<KV>::kN; ++i) f[i] = to_f32(e[i]);
+}
+
+// Lanes that share one key: enough 16-byte loads to cover the head, a power of two, at most 32.
+__host__ __device__ inline int split_lanes(int vecs_per_row) {
+  int lanes = 1;
+  while (lanes < vecs_per_row && lanes < 32) lanes <<= 1;
+  return lanes;
+}
+
+template <typename KV, int G>
+__global__ void __launch_bounds__(kSplitThreads)
+split_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache, const KV* __restrict__ v_cache,
+             AttentionMeta meta, AttentionShape shape, int token_begin, int nparts, int partition,
+             int skip_query_len, float* __restrict__ out, float* __restrict__ part_ml,
+             float* __restrict__ part_o) {
+  constexpr int V = Vec16<KV>::kN;
+  constexpr int NI = (kSplitMaxDim / V + 31) / 32;  // 16-byte loads per lane per row
+  // Keys in flight per lane group: as many as the registers allow (q, acc, K and V rows).
+  constexpr int U = NI == 1 ? (G <= 4 ? 8 : 4) : 2;
+  __shared__ float red[1024 * G];                    // groups * G * D <= 128 * V * G
+  __shared__ float red_m[kSplitThreads * G], red_l[kSplitThreads * G];
+
+  const int local_t = blockIdx.x, t = token_begin + local_t, p = blockIdx.z, tid = threadIdx.x;
+  const int D = shape.head_dim, H = shape.num_heads, Hkv = shape.num_kv_heads, bs = shape.block_size;
+  const int group_size = H / Hkv, nsub = (group_size + G - 1) / G;
+  const int kvh = blockIdx.y / nsub, h0 = kvh * group_size + (blockIdx.y % nsub) * G;
+  const int gcount = min(G, group_size - (blockIdx.y % nsub) * G);
+  const QueryOf qo = query_of(meta, shape, t);
+  if (skip_query_len > 0 && qo.nq >= skip_query_len) return;  // the flash kernel owns this one
+  const bool direct = nparts == 1;
+  if (qo.padding) {
+    if (direct)
+      for (int i = tid; i < gcount * D; i += kSplitThreads) out[static_cast<int64_t>(t) * H * D + static_cast<int64_t>(h0) * D + i] = 0.0f;
+    return;
+  }
+  const int kbeg = max(qo.first, p * partition), kend = min(qo.pos + 1, (p + 1) * partition);
+  if (kbeg >= kend) return;  // beyond this token's context: the combine kernel skips it
+
+  const int nvec = D / V, lanes = split_lanes(nvec), lane = tid % lanes, grp = tid / lanes;
+  const int ngroups = kSplitThreads / lanes;
+  const int64_t cols = static_cast<int64_t>(H + 2 * Hkv) * D, kv_cols = static_cast<int64_t>(Hkv) * D;
+  const int32_t* table = meta.block_tables + static_cast<int64_t>(qo.seq) * meta.max_blocks;
+  const KV* k_head = k_cache + static_cast<int64_t>(kvh) * D;
+  const KV* v_head = v_cache + static_cast<int64_t>(kvh) * D;
+
+  float q[G][NI][V];
+#pragma unroll
+  for (int g = 0; g < G; ++g)
+#pragma unroll
+    for (int i = 0; i < NI; ++i) {
+      const int vi = i * lanes + lane;
+      const bool live = g < gcount && vi < nvec;
+      const float* src = qkv + t * cols + static_cast<int64_t>(h0 + g) * D + vi * V;
+#pragma unroll
+      for (int e = 0; e < V; e += 4) {
+        const float4 x = live ? *reinterpret_cast<const float4*>(src + e) : make_float4(0, 0, 0, 0);
+        q[g][i][e] = x.x, q[g][i][e + 1] = x.y, q[g][i][e + 2] = x.z, q[g][i][e + 3] = x.w;
+      }
+    }
+  float m[G], l[G], acc[G][NI][V];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    m[g] = -INFINITY, l[g] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < NI; ++i)
+#pragma unroll
+      for (int e = 0; e < V; ++e) acc[g][i][e] = 0.0f;
+  }
+
+  // Every lane runs the same number of rounds (the shuffles need the whole warp); a group whose
+  // keys all lie past the partition only skips the softmax update.
+  for (int base = kbeg; base < kend; base += ngroups * U) {
+    const int j0 = base + grp * U;
+    uint4 kr[U][NI], vr[U][NI];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t row = slot_of_key(table, min(j0 + u, kend - 1), bs) * kv_cols;  // clamped keys are masked below
+#pragma unroll
+      for (int i = 0; i < NI; ++i) {
+        const int vi = i * lanes + lane;
+        if (vi < nvec) {
+          kr[u][i] = *reinterpret_cast<const uint4*>(k_head + row + vi * V);
+          vr[u][i] = *reinterpret_cast<const uint4*>(v_head + row + vi * V);
+        } else {
+          kr[u][i] = vr[u][i] = make_uint4(0, 0, 0, 0);
+        }
+      }
+    }
+    float sc[U][G];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+#pragma unroll
+      for (int g = 0; g < G; ++g) sc[u][g] = 0.0f;
+#pragma unroll
+      for (int i = 0; i < NI; ++i) {
+        float kf[V];
+        widen<KV>(kr[u][i], kf);
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+#pragma unroll
+          for (int e = 0; e < V; ++e) sc[u][g] += q[g][i][e] * kf[e];
+      }
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        for (int o = lanes >> 1; o > 0; o >>= 1) sc[u][g] += __shfl_xor_sync(0xffffffffu, sc[u][g], o);
+        sc[u][g] = j0 + u < kend ? sc[u][g] * shape.scale : -INFINITY;
+      }
+    }
+    if (j0 >= kend) continue;
+    // Key j0 is in range, so the new max is finite and masked keys weigh exp(-inf) = 0.
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      float mx = m[g];
+#pragma unroll
+      for (int u = 0; u < U; ++u) mx = fmaxf(mx, sc[u][g]);
+      const float corr = expf(m[g] - mx);
+      float sum = 0.0f;
+#pragma unroll
+      for (int u = 0; u < U; ++u) sum += (sc[u][g] = expf(sc[u][g] - mx));
+      l[g] = l[g] * corr + sum;
+      m[g] = mx;
+#pragma unroll
+      for (int i = 0; i < NI; ++i)
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[g][i][e] *= corr;
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int i = 0; i < NI; ++i) {
+        float vf[V];
+        widen<KV>(vr[u][i], vf);
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+#pragma unroll
+          for (int e = 0; e < V; ++e) acc[g][i][e] += sc[u][g] * vf[e];
+      }
+  }
+
+  // Merge the lane groups in group order: each scales its accumulator to the block's max.
+  if (lane == 0)
+#pragma unroll
+    for (int g = 0; g < G; ++g) red_m[grp * G + g] = m[g], red_l[grp * G + g] = l[g];
+  __syncthreads();
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    float mx = -INFINITY;
+    for (int r = 0; r < ngroups; ++r) mx = fmaxf(mx, red_m[r * G + g]);
+    const float scale = m[g] == -INFINITY ? 0.0f : expf(m[g] - mx);
+#pragma unroll
+    for (int i = 0; i < NI; ++i) {
+      const int vi = i * lanes + lane;
+      if (vi < nvec)
+#pragma unroll
+        for (int e = 0; e < V; ++e) red[(grp * G + g) * D + vi * V + e] = acc[g][i][e] * scale;
+    }
+  }
+  __syncthreads();
+  for (int idx = tid; idx < gcount * D; idx += kSplitThreads) {
+    const int g = idx / D, d = idx % D;
+    float mx = -INFINITY;
+    for (int r = 0; r < ngroups; ++r) mx = fmaxf(mx, red_m[r * G + g]);
+    float sum = 0.0f, o = 0.0f;
+    for (int r = 0; r < ngroups; ++r) {
+      const float mr = red_m[r * G + g];
+      if (mr != -INFINITY) sum += red_l[r * G + g] * expf(mr - mx);
+      o += red[(r * G + g) * D + d];
+    }
+    const int h = h0 + g;
+    if (direct) {
+      out[static_cast<int64_t>(t) * H * D + static_cast<int64_t>(h) * D + d] = o / sum;
+    } else {
+      const int64_t at = (static_cast<int64_t>(local_t) * H + h) * nparts + p;
+      part_o[at * D + d] = o;
+      if (d == 0) part_ml[2 * at] = mx, part_ml[2 * at + 1] = sum;
+    }
+  }
+}
+
+// Merges a token's partitions in partition order (one block per (token, head)).
+__global__ void combine_kernel(AttentionMeta meta, AttentionShape shape, int token_begin, int nparts,
+                               int partition, int skip_query_len, const float* __restrict__ part_ml,
+                               const float* __restrict__ part_o, float* __restrict__ out) {
+  const int local_t = blockIdx.x, t = token_begin + local_t, h = blockIdx.y;
+  const int D = shape.head_dim, H = shape.num_heads;
+  const QueryOf qo = query_of(meta, shape, t);
+  if (skip_query_len > 0 && qo.nq >= skip_query_len) return;
+  float* o = out + static_cast<int64_t>(t) * H * D + static_cast<int64_t>(h) * D;
+  if (qo.padding) {
+    for (int d = threadIdx.x; d < D; d += blockDim.x) o[d] = 0.0f;
+    return;
+  }
+  const int p0 = qo.first / partition, p1 = qo.pos / partition;
+  const int64_t base = (static_cast<int64_t>(local_t) * H + h) * nparts;
+  float mx = -INFINITY;
+  for (int p = p0; p <= p1; ++p) mx = fmaxf(mx, part_ml[2 * (base + p)]);
+  float sum = 0.0f;
+  for (int p = p0; p <= p1; ++p) sum += part_ml[2 * (base + p) + 1] * expf(part_ml[2 * (base + p)] - mx);
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float acc = 0.0f;
+    for (int p = p0; p <= p1; ++p) acc += part_o[(base + p) * D + d] * expf(part_ml[2 * (base + p)] - mx);
+    o[d] = acc / sum;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flash kernel (tensor cores).
+
+namespace wmma = nvcuda::wmma;
+constexpr int kFlashRows = 64, kFlashKeys = 64, kFlashThreads = 128;
+constexpr int kFlashMaxDim = 256;
+
+struct FlashLayout {
+  int ldh, lds, ldp, ldo;  // leading dims (elements) of the bf16 Q/K/V, f32 S, bf16 P, f32 O tiles
+  size_t q, k, v, s, p, o, bytes;
+  explicit __host__ __device__ FlashLayout(int D)
+      : ldh(D + 8), lds(kFlashKeys + 4), ldp(kFlashKeys + 8), ldo(D + 4) {
+    // Padded rows keep WMMA fragments 32-byte aligned and spread rows over the banks.
+    q = 0;
+    k = q + sizeof(__nv_bfloat16) * kFlashRows * ldh;
+    v = k + sizeof(__nv_bfloat16) * kFlashKeys * ldh;
+    s = v + sizeof(__nv_bfloat16) * kFlashKeys * ldh;
+    p = s + sizeof(float) * kFlashRows * lds;
+    o = p + sizeof(__nv_bfloat16) * kFlashRows * ldp;
+    bytes = o + sizeof(float) * kFlashRows * ldo;
+  }
+};
+
+template <typename KV>
+__global__ void __launch_bounds__(kFlashThreads)
+flash_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache, const KV* __restrict__ v_cache,
+             AttentionMeta meta, AttentionShape shape, float* __restrict__ out) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  const int qt = blockIdx.x, s = blockIdx.y, h = blockIdx.z, tid = threadIdx.x;
+  const int warp = tid / 32, lane = tid % 32;
+  const int q0 = meta.query_start[s], nq = meta.query_start[s + 1] - q0;
+  if (nq < kFlashMinQuery || qt * kFlashRows >= nq) return;
+  const int D = shape.head_dim, H = shape.num_heads, Hkv = shape.num_kv_heads, bs = shape.block_size;
+  const int W = shape.sliding_window;
+  const FlashLayout lay(D);
+  __nv_bfloat16* sq = reinterpret_cast<__nv_bfloat16*>(smem + lay.q);
+  __nv_bfloat16* sk = reinterpret_cast<__nv_bfloat16*>(smem + lay.k);
+  __nv_bfloat16* sv = reinterpret_cast<__nv_bfloat16*>(smem + lay.v);
+  float* ss = reinterpret_cast<float*>(smem + lay.s);
+  __nv_bfloat16* sp = reinterpret_cast<__nv_bfloat16*>(smem + lay.p);
+  float* so = reinterpret_cast<float*>(smem + lay.o);
+
+  const int rows = min(kFlashRows, nq - qt * kFlashRows);
+  const int t0 = q0 + qt * kFlashRows;
+  const int pos0 = meta.context_lens[s] - nq + qt * kFlashRows;  // position of the tile's row 0
+  const int kvh = h / (H / Hkv);
+  const int64_t cols = static_cast<int64_t>(H + 2 * Hkv) * D, kv_cols = static_cast<int64_t>(Hkv) * D;
+  const int32_t* table = meta.block_tables + static_cast<int64_t>(s) * meta.max_blocks;
+
+  for (int idx = tid; idx < kFlashRows * D; idx += kFlashThreads) {
+    const int r = idx / D, d = idx % D;
+    const float x = r < rows ? qkv[(t0 + r) * cols + static_cast<int64_t>(h) * D + d] : 0.0f;
+    sq[r * lay.ldh + d] = __float2bfloat16_rn(x);
+    so[r * lay.ldo + d] = 0.0f;
+  }
+  // Two lanes per row: lane pair (row, half) owns 32 score columns and half of the output row.
+  const int my_row = warp * 16 + lane / 2, half = lane % 2;
+  const int my_pos = pos0 + my_row, my_first = W > 0 ? max(0, my_pos - W + 1) : 0;
+  float m_row = -INFINITY, l_row = 0.0f;
+  const int kmin = W > 0 ? max(0, pos0 - W + 1) : 0, kend = pos0 + rows;
+
+  constexpr int V = Vec16<KV>::kN;
+  const int nvec = D / V;
+  for (int j0 = kmin; j0 < kend; j0 += kFlashKeys) {
+    __syncthreads();  // every warp is done with the previous K/V tile (and Q is written)
+#pragma unroll 4
+    for (int idx = tid; idx < kFlashKeys * nvec; idx += kFlashThreads) {
+      const int r = idx / nvec, vi = idx % nvec, j = j0 + r;
+      float kf[V], vf[V];
+      if (j < kend) {
+        const int64_t at = slot_of_key(table, j, bs) * kv_cols + static_cast<int64_t>(kvh) * D + vi * V;
+        widen<KV>(*reinterpret_cast<const uint4*>(k_cache + at), kf);
+        widen<KV>(*reinterpret_cast<const uint4*>(v_cache + at), vf);
+      } else {
+#pragma unroll
+        for (int e = 0; e < V; ++e) kf[e] = vf[e] = 0.0f;
+      }
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        sk[r * lay.ldh + vi * V + e] = __float2bfloat16_rn(kf[e]);
+        sv[r * lay.ldh + vi * V + e] = __float2bfloat16_rn(vf[e]);
+      }
+    }
+    __syncthreads();
+
+    // S = Q K^T for this warp's 16 rows.
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> sacc[kFlashKeys / 16];
+#pragma unroll
+    for (int c = 0; c < kFlashKeys / 16; ++c) wmma::fill_fragment(sacc[c], 0.0f);
+    for (int kk = 0; kk < D; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
+      wmma::load_matrix_sync(a, sq + warp * 16 * lay.ldh + kk, lay.ldh);
+#pragma unroll
+      for (int c = 0; c < kFlashKeys / 16; ++c) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
+        wmma::load_matrix_sync(b, sk + c * 16 * lay.ldh + kk, lay.ldh);
+        wmma::mma_sync(sacc[c], a, b, sacc[c]);
+      }
+    }
+#pragma unroll
+    for (int c = 0; c < kFlashKeys / 16; ++c)
+      wmma::store_matrix_sync(ss + warp * 16 * lay.lds + c * 16, sacc[c], lay.lds, wmma::mem_row_major);
+    __syncwarp();
+
+    // Online softmax of this lane's half row; P is rounded to bf16 and the sum uses the rounded
+    // weights, so numerator and denominator see the same P.
+    float* srow = ss + my_row * lay.lds + half * 32;
+    float mx = -INFINITY;
+#pragma unroll 8
+    for (int c = 0; c < 32; ++c) {
+      const int j = j0 + half * 32 + c;
+      const bool live = j < kend && j <= my_pos && j >= my_first;
+      const float x = live ? srow[c] * shape.scale : -INFINITY;
+      srow[c] = x;
+      mx = fmaxf(mx, x);
+    }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    const float m_new = fmaxf(m_row, mx);
+    const float corr = m_new == -INFINITY ? 1.0f : expf(m_row - m_new);
+    float sum = 0.0f;
+    __nv_bfloat16* prow = sp + my_row * lay.ldp + half * 32;
+#pragma unroll 8
+    for (int c = 0; c < 32; ++c) {
+      const __nv_bfloat16 pb = __float2bfloat16_rn(m_new == -INFINITY ? 0.0f : expf(srow[c] - m_new));
+      prow[c] = pb;
+      sum += __bfloat162float(pb);
+    }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    l_row = l_row * corr + sum;
+    m_row = m_new;
+    float* orow = so + my_row * lay.ldo;
+    for (int d = half * (D / 2); d < (half + 1) * (D / 2); ++d) orow[d] *= corr;
+    __syncwarp();
+
+    // O += P V.
+    for (int n = 0; n < D; n += 16) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> oacc;
+      wmma::load_matrix_sync(oacc, so + warp * 16 * lay.ldo + n, lay.ldo, wmma::mem_row_major);
+#pragma unroll
+      for (int kk = 0; kk < kFlashKeys; kk += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b;
+        wmma::load_matrix_sync(a, sp + warp * 16 * lay.ldp + kk, lay.ldp);
+        wmma::load_matrix_sync(b, sv + kk * lay.ldh + n, lay.ldh);
+        wmma::mma_sync(oacc, a, b, oacc);
+      }
+      wmma::store_matrix_sync(so + warp * 16 * lay.ldo + n, oacc, lay.ldo, wmma::mem_row_major);
+    }
+    __syncwarp();
+  }
+  if (my_row < rows) {
+    float* o = out + static_cast<int64_t>(t0 + my_row) * H * D + static_cast<int64_t>(h) * D;
+    const float* orow = so + my_row * lay.ldo;
+    for (int d = half * (D / 2); d < (half + 1) * (D / 2); ++d) o[d] = orow[d] / l_row;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launches.
+
+template <typename KV, int G>
+void launch_split(const float* qkv, const KV* k_cache, const KV* v_cache, const AttentionMeta& meta,
+                  const AttentionShape& shape, int skip_query_len, float* out, cudaStream_t stream) {
+  const int64_t D = shape.head_dim, H = shape.num_heads, Hkv = shape.num_kv_heads;
+  const int group_size = static_cast<int>(H / Hkv), nsub = (group_size + G - 1) / G;
+  const int64_t max_keys = std::max<int64_t>(1, static_cast<int64_t>(meta.max_blocks) * shape.block_size);
+  // The largest partition that still gives about two blocks per SM; at least kMinPartition keys.
+  static const int sms = [] {
+    int dev = 0, n = 0;
+    RH_CUDA(cudaGetDevice(&dev));
+    RH_CUDA(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    return n;
+  }();
+  const int64_t rows = static_cast<int64_t>(meta.tokens) * Hkv * nsub;
+  int64_t partition = kMinPartition;
+  while (partition < max_keys && rows * ((max_keys + 2 * partition - 1) / (2 * partition)) >= 2 * sms) partition *= 2;
+  const int nparts = static_cast<int>((max_keys + partition - 1) / partition);
+  // Scratch per token: (max, sum) and an unnormalized row per (head, partition). Long prefills
+  // run in token slices so scratch stays under about 64 MiB.
+  const int64_t per_token = nparts == 1 ? 0 : H * nparts * (D + 2);
+  const int64_t slice = per_token == 0 ? meta.tokens
+                                       : std::clamp<int64_t>((int64_t{16} << 20) / per_token, 1, meta.tokens);
+  const int64_t slice_tokens = std::min<int64_t>(slice, meta.tokens);
+  float* scratch = nullptr;
+  if (per_token > 0)
+    RH_CUDA(cudaMallocAsync(reinterpret_cast<void**>(&scratch), sizeof(float) * per_token * slice_tokens, stream));
+  float* part_ml = scratch;
+  float* part_o = scratch ? scratch + 2 * slice_tokens * H * nparts : nullptr;
+  for (int64_t t0 = 0; t0 < meta.tokens; t0 += slice_tokens) {
+    const int64_t n = std::min<int64_t>(slice_tokens, meta.tokens - t0);
+    dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(Hkv * nsub), static_cast<unsigned>(nparts));
+    split_kernel<KV, G><<<grid, kSplitThreads, 0, stream>>>(qkv, k_cache, v_cache, meta, shape, static_cast<int>(t0),
+                                                            nparts, static_cast<int>(partition), skip_query_len,
+                                                            out, part_ml, part_o);
+    RH_CUDA_LAUNCHED("split_kernel");
+    if (nparts > 1) {
+      dim3 cgrid(static_cast<unsigned>(n), static_cast<unsigned>(H));
+      combine_kernel<<<cgrid, D <= 64 ? 64 : 128, 0, stream>>>(meta, shape, static_cast<int>(t0), nparts,
+                                                                static_cast<int>(partition), skip_query_len,
+                                                                part_ml, part_o, out);
+      RH_CUDA_LAUNCHED("combine_kernel");
+    }
+  }
+  if (scratch) RH_CUDA(cudaFreeAsync(scratch, stream));
 }
 
 template <typename KV>
@@ -156,9 +632,39 @@ void launch_typed(const float* qkv, KV* k_cache, KV* v_cache, const AttentionMet
   store_kv_kernel<KV><<<static_cast<unsigned>(meta.tokens), store_threads, 0, stream>>>(
       qkv, cols, H * D, kv_cols, meta.slot_mapping, k_cache, v_cache);
   RH_CUDA_LAUNCHED("store_kv_kernel");
-  dim3 grid(static_cast<unsigned>(meta.tokens), static_cast<unsigned>(H));
-  attention_kernel<KV><<<grid, kThreads, 0, stream>>>(qkv, k_cache, v_cache, meta, shape, out);
-  RH_CUDA_LAUNCHED("attention_kernel");
+
+  const bool split_ok = D % Vec16<KV>::kN == 0 && D <= kSplitMaxDim;
+  if (!split_ok) {
+    dim3 grid(static_cast<unsigned>(meta.tokens), static_cast<unsigned>(H));
+    attention_kernel<KV><<<grid, kThreads, 0, stream>>>(qkv, k_cache, v_cache, meta, shape, out);
+    RH_CUDA_LAUNCHED("attention_kernel");
+    return;
+  }
+  int skip_query_len = 0;
+  if (shape.tensor_cores && D % 16 == 0 && D <= kFlashMaxDim && meta.max_query_len >= kFlashMinQuery) {
+    RH_CHECK(meta.num_seqs > 0, "attention meta: num_seqs not set for the tensor-core path");
+    const FlashLayout lay(static_cast<int>(D));
+    static const bool attr_set = [] {
+      RH_CUDA(cudaFuncSetAttribute(flash_kernel<KV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   static_cast<int>(FlashLayout(kFlashMaxDim).bytes)));
+      return true;
+    }();
+    (void)attr_set;
+    dim3 grid(static_cast<unsigned>((meta.max_query_len + kFlashRows - 1) / kFlashRows),
+              static_cast<unsigned>(meta.num_seqs), static_cast<unsigned>(H));
+    flash_kernel<KV><<<grid, kFlashThreads, lay.bytes, stream>>>(qkv, k_cache, v_cache, meta, shape, out);
+    RH_CUDA_LAUNCHED("flash_kernel");
+    skip_query_len = kFlashMinQuery;
+  }
+  const int64_t group_size = H / Hkv;
+  if (group_size <= 1)
+    launch_split<KV, 1>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, stream);
+  else if (group_size <= 2)
+    launch_split<KV, 2>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, stream);
+  else if (group_size <= 4)
+    launch_split<KV, 4>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, stream);
+  else
+    launch_split<KV, kMaxGroupPerBlock>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, stream);
 }
 
 }  // namespace

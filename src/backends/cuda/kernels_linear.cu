@@ -12,6 +12,9 @@
 //   tile, 8x8 outputs per thread (each operand loaded from shared memory feeds 8 FMAs), the next
 //   K slice fetched into registers while the current one is multiplied, two shared buffers.
 #include <algorithm>
+#include <mutex>
+#include <set>
+#include <type_traits>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device_util.cuh"
@@ -34,72 +37,163 @@ struct Vec16 {
 // Weights are read once per step: bypass L1 and keep them from evicting the activations.
 __device__ __forceinline__ uint4 load_stream(const uint4* p) { return __ldcs(p); }
 
-constexpr int kGemvWarps = 8;  // rows per block
-constexpr int kGemvUnroll = 8;  // 16-byte loads in flight per lane: a 2048-wide bf16 row in one go
+constexpr int kGemvWarps = 8;  // output columns per block
+constexpr int kGemvUnroll = 8;  // 16-byte loads in flight per lane and row: a 2048-wide bf16 row in one go
+// Normalized activations staged in shared memory up to this size (M rows of K floats).
+constexpr int64_t kGemvMaxStagedBytes = 96 * 1024;
 
-template <typename W, int M>
-__global__ void __launch_bounds__(kGemvWarps * 32)
-gemv_kernel(const float* __restrict__ x, const W* __restrict__ w, const float* __restrict__ bias,
-            int64_t N, int64_t K, bool vectorized, float* __restrict__ out) {
-  const int lane = threadIdx.x & 31;
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
-  if (n >= N) return;  // whole warps leave together, so the shuffles below stay full
-  const W* row = w + n * K;
-  float acc[M];
-#pragma unroll
-  for (int m = 0; m < M; ++m) acc[m] = 0.0f;
-
+// acc[r][m] += dot(row r of w, activation row m) over this lane's share of K. R weight rows are
+// streamed together, so R * kGemvUnroll loads are in flight per lane.
+template <typename W, int M, int R>
+__device__ __forceinline__ void gemv_rows(const float* __restrict__ x, const W* const (&rows)[R], int64_t K,
+                                          bool vectorized, int lane, float (&acc)[R][M]) {
   int64_t k_done = 0;
   if (vectorized) {
     constexpr int V = Vec16<W>::kElems;
     const int64_t chunks = K / V;
-    const uint4* wv = reinterpret_cast<const uint4*>(row);
     int64_t c = lane;
     for (; c + 32 * (kGemvUnroll - 1) < chunks; c += 32 * kGemvUnroll) {
-      uint4 raw[kGemvUnroll];
+      uint4 raw[R][kGemvUnroll];
 #pragma unroll
-      for (int u = 0; u < kGemvUnroll; ++u) raw[u] = load_stream(wv + c + 32 * u);
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int u = 0; u < kGemvUnroll; ++u) raw[r][u] = load_stream(reinterpret_cast<const uint4*>(rows[r]) + c + 32 * u);
 #pragma unroll
       for (int u = 0; u < kGemvUnroll; ++u) {
-        float wf[V];
-        Vec16<W>::widen(raw[u], wf);
         const int64_t k0 = (c + 32 * u) * V;
 #pragma unroll
-        for (int m = 0; m < M; ++m) {
-          const float4* xv = reinterpret_cast<const float4*>(x + m * K + k0);
+        for (int r = 0; r < R; ++r) {
+          float wf[V];
+          Vec16<W>::widen(raw[r][u], wf);
 #pragma unroll
-          for (int q = 0; q < V / 4; ++q) {
-            const float4 a = xv[q];
-            acc[m] += a.x * wf[4 * q] + a.y * wf[4 * q + 1] + a.z * wf[4 * q + 2] + a.w * wf[4 * q + 3];
+          for (int m = 0; m < M; ++m) {
+            const float4* xv = reinterpret_cast<const float4*>(x + m * K + k0);
+#pragma unroll
+            for (int q = 0; q < V / 4; ++q) {
+              const float4 a = xv[q];
+              acc[r][m] += a.x * wf[4 * q] + a.y * wf[4 * q + 1] + a.z * wf[4 * q + 2] + a.w * wf[4 * q + 3];
+            }
           }
         }
       }
     }
     for (; c < chunks; c += 32) {
-      float wf[V];
-      Vec16<W>::widen(load_stream(wv + c), wf);
 #pragma unroll
-      for (int m = 0; m < M; ++m) {
-        const float4* xv = reinterpret_cast<const float4*>(x + m * K + c * V);
+      for (int r = 0; r < R; ++r) {
+        float wf[V];
+        Vec16<W>::widen(load_stream(reinterpret_cast<const uint4*>(rows[r]) + c), wf);
 #pragma unroll
-        for (int q = 0; q < V / 4; ++q) {
-          const float4 a = xv[q];
-          acc[m] += a.x * wf[4 * q] + a.y * wf[4 * q + 1] + a.z * wf[4 * q + 2] + a.w * wf[4 * q + 3];
+        for (int m = 0; m < M; ++m) {
+          const float4* xv = reinterpret_cast<const float4*>(x + m * K + c * V);
+#pragma unroll
+          for (int q = 0; q < V / 4; ++q) {
+            const float4 a = xv[q];
+            acc[r][m] += a.x * wf[4 * q] + a.y * wf[4 * q + 1] + a.z * wf[4 * q + 2] + a.w * wf[4 * q + 3];
+          }
         }
       }
     }
     k_done = chunks * V;
   }
   for (int64_t k = k_done + lane; k < K; k += 32) {
-    const float wk = to_f32(row[k]);
 #pragma unroll
-    for (int m = 0; m < M; ++m) acc[m] += x[m * K + k] * wk;
+    for (int r = 0; r < R; ++r) {
+      const float wk = to_f32(rows[r][k]);
+#pragma unroll
+      for (int m = 0; m < M; ++m) acc[r][m] += x[m * K + k] * wk;
+    }
   }
+}
+
+// The decode product (M <= kGemvMaxRows activation rows): memory bound on the weights, so a warp
+// owns one output column and streams its weight row once with 16-byte loads, against all M
+// activation rows (which stay in L1/L2, or in shared memory when normalized here).
+//
+// Folded in (Backend::fused_linear), each rounded as the unfused ops round:
+// - norm_w: the block first computes each activation row's RMSNorm (double sum of squares, as
+//   rms_norm_kernel) into shared memory, and multiplies against that;
+// - mode kAccumulate: out += product (the residual add), one f32 addition;
+// - mode kSiluMul: w = [2I, K]; the warp streams rows i and I + i together and writes
+//   silu(gate) * up to column i of an [M, I] output.
+template <typename W, int M, int R>
+__global__ void __launch_bounds__(kGemvWarps * 32)
+gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, const W* __restrict__ w,
+            const float* __restrict__ bias, int64_t N, int64_t K, int mode, bool vectorized,
+            float* __restrict__ out) {
+  extern __shared__ __align__(16) float staged[];
+  const float* xin = x;
+  if (norm_w) {
+    for (int m = 0; m < M; ++m) {
+      double ss = 0;
+      for (int64_t k = threadIdx.x; k < K; k += blockDim.x) ss += static_cast<double>(x[m * K + k]) * x[m * K + k];
+      ss = block_sum(ss);
+      const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(K) + eps));
+      for (int64_t k = threadIdx.x; k < K; k += blockDim.x)
+        staged[m * K + k] = __fmul_rn(norm_w[k], __fmul_rn(x[m * K + k], inv));
+    }
+    __syncthreads();
+    xin = staged;
+  }
+  const int lane = threadIdx.x & 31;
+  const int64_t cols = R == 2 ? N / 2 : N;
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
+  if (n >= cols) return;  // whole warps leave together, so the shuffles below stay full
+  const W* rows[R];
+  rows[0] = w + n * K;
+  if constexpr (R == 2) rows[1] = w + (n + cols) * K;
+  float acc[R][M];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[r][m] = 0.0f;
+  gemv_rows<W, M, R>(xin, rows, K, vectorized, lane, acc);
 #pragma unroll
   for (int m = 0; m < M; ++m) {
-    const float s = warp_sum(acc[m]);
-    if (lane == 0) out[m * N + n] = bias ? s + bias[n] : s;
+    float s[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) s[r] = warp_sum(acc[r][m]);
+    if (lane != 0) continue;
+    if constexpr (R == 2) {
+      const float g = bias ? s[0] + bias[n] : s[0], u = bias ? s[1] + bias[n + cols] : s[1];
+      // As silu_mul_kernel: expf, and no contraction.
+      out[m * cols + n] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), u);
+    } else {
+      const float v = bias ? s[0] + bias[n] : s[0];
+      if (mode == static_cast<int>(LinearMode::kAccumulate)) out[m * N + n] = __fadd_rn(out[m * N + n], v);
+      else out[m * N + n] = v;
+    }
   }
+}
+
+template <typename W, int R>
+void launch_gemv(const float* x, const float* norm_w, float eps, const W* w, const float* bias, int64_t M,
+                 int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream) {
+  // 16-byte loads need every weight row, and every activation row, to start 16-byte aligned.
+  const bool vectorized = (K * static_cast<int64_t>(sizeof(W))) % 16 == 0 &&
+                          reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const int64_t cols = R == 2 ? N / 2 : N;
+  const unsigned grid = static_cast<unsigned>((cols + kGemvWarps - 1) / kGemvWarps);
+  const int threads = kGemvWarps * 32;
+  const size_t smem = norm_w ? static_cast<size_t>(M * K) * sizeof(float) : 0;
+  auto go = [&](auto kernel) {
+    // Beyond 48 KiB of dynamic shared memory a kernel must opt in, once.
+    static std::mutex mu;
+    static std::set<const void*> opted_in;
+    if (smem > 48 * 1024) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (opted_in.insert(reinterpret_cast<const void*>(kernel)).second)
+        RH_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(kGemvMaxStagedBytes)));
+    }
+    kernel<<<grid, threads, smem, stream>>>(x, norm_w, eps, w, bias, N, K, static_cast<int>(mode), vectorized, out);
+  };
+  switch (M) {
+    case 1: go(gemv_kernel<W, 1, R>); break;
+    case 2: go(gemv_kernel<W, 2, R>); break;
+    case 3: go(gemv_kernel<W, 3, R>); break;
+    default: go(gemv_kernel<W, 4, R>); break;
+  }
+  RH_CUDA_LAUNCHED("gemv_kernel");
 }
 
 constexpr int kTile = 64, kSlice = 16, kTileThreads = 256;
@@ -215,20 +309,8 @@ big_tiled_kernel(const float* __restrict__ x, const W* __restrict__ w, const flo
 template <typename W>
 void launch_typed(const float* x, const W* w, const float* bias, int64_t M, int64_t N, int64_t K,
                   float* out, cudaStream_t stream) {
-  if (M <= 4) {
-    // 16-byte loads need every weight row, and every activation row, to start 16-byte aligned.
-    const bool vectorized = (K * static_cast<int64_t>(sizeof(W))) % 16 == 0 &&
-                            reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
-                            reinterpret_cast<uintptr_t>(x) % 16 == 0;
-    const unsigned grid = static_cast<unsigned>((N + kGemvWarps - 1) / kGemvWarps);
-    const int threads = kGemvWarps * 32;
-    switch (M) {
-      case 1: gemv_kernel<W, 1><<<grid, threads, 0, stream>>>(x, w, bias, N, K, vectorized, out); break;
-      case 2: gemv_kernel<W, 2><<<grid, threads, 0, stream>>>(x, w, bias, N, K, vectorized, out); break;
-      case 3: gemv_kernel<W, 3><<<grid, threads, 0, stream>>>(x, w, bias, N, K, vectorized, out); break;
-      default: gemv_kernel<W, 4><<<grid, threads, 0, stream>>>(x, w, bias, N, K, vectorized, out); break;
-    }
-    RH_CUDA_LAUNCHED("gemv_kernel");
+  if (M <= kGemvMaxRows) {
+    launch_gemv<W, 1>(x, nullptr, 0.0f, w, bias, M, N, K, LinearMode::kStore, out, stream);
     return;
   }
   if (M > kTile) {
@@ -246,6 +328,25 @@ void launch_typed(const float* x, const W* w, const float* bias, int64_t M, int6
 }
 
 }  // namespace
+
+bool launch_fused_gemv(const float* x, const float* norm_w, float eps, const void* w, Elem w_type,
+                       const float* bias, int64_t M, int64_t N, int64_t K, LinearMode mode, float* out,
+                       cudaStream_t stream) {
+  if (M < 1 || M > kGemvMaxRows || N == 0) return false;
+  if (norm_w && M * K * static_cast<int64_t>(sizeof(float)) > kGemvMaxStagedBytes) return false;
+  if (mode == LinearMode::kSiluMul && N % 2 != 0) return false;
+  auto run = [&](auto* typed) {
+    using W = std::remove_const_t<std::remove_pointer_t<decltype(typed)>>;
+    if (mode == LinearMode::kSiluMul) launch_gemv<W, 2>(x, norm_w, eps, typed, bias, M, N, K, mode, out, stream);
+    else launch_gemv<W, 1>(x, norm_w, eps, typed, bias, M, N, K, mode, out, stream);
+  };
+  switch (w_type) {
+    case Elem::kF32: run(static_cast<const float*>(w)); break;
+    case Elem::kF16: run(static_cast<const __half*>(w)); break;
+    case Elem::kBF16: run(static_cast<const __nv_bfloat16*>(w)); break;
+  }
+  return true;
+}
 
 void launch_linear(const float* x, const void* w, Elem w_type, const float* bias, int64_t M,
                    int64_t N, int64_t K, float* out, cudaStream_t stream) {

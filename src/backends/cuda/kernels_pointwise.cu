@@ -111,6 +111,64 @@ int row_threads(int64_t n) {
   return static_cast<int>(std::min<int64_t>(kRowThreads, std::max<int64_t>(32, (n + 31) / 32 * 32)));
 }
 
+template <typename T>
+__global__ void narrow_kernel(const float* __restrict__ x, int64_t n, T* __restrict__ out) {
+  // Four elements per thread: one 16-byte load and one 8-byte store when aligned.
+  const int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * 4;
+  if (i + 3 < n) {
+    const float4 v = *reinterpret_cast<const float4*>(x + i);
+    out[i] = from_f32<T>(v.x);
+    out[i + 1] = from_f32<T>(v.y);
+    out[i + 2] = from_f32<T>(v.z);
+    out[i + 3] = from_f32<T>(v.w);
+  } else {
+    for (int64_t j = i; j < n; ++j) out[j] = from_f32<T>(x[j]);
+  }
+}
+
+// One block per row: each thread keeps the first maximum of its strided elements, then the block
+// reduces (value, index) pairs preferring the larger value and, on ties, the smaller index — the
+// element std::max_element would return.
+constexpr int kArgmaxThreads = 1024;
+__global__ void __launch_bounds__(kArgmaxThreads)
+argmax_kernel(const float* __restrict__ x, int64_t n, int32_t* __restrict__ out) {
+  __shared__ float best_v[kArgmaxThreads / 32];
+  __shared__ int32_t best_i[kArgmaxThreads / 32];
+  const float* row = x + static_cast<int64_t>(blockIdx.x) * n;
+  float v = -INFINITY;
+  int32_t idx = INT32_MAX;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const float e = row[i];
+    if (e > v || idx == INT32_MAX) {
+      v = e;
+      idx = static_cast<int32_t>(i);
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+    const int32_t oi = __shfl_xor_sync(0xffffffffu, idx, o);
+    if (ov > v || (ov == v && oi < idx)) {
+      v = ov;
+      idx = oi;
+    }
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) {
+    best_v[warp] = v;
+    best_i[warp] = idx;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < static_cast<int>(blockDim.x >> 5); ++w)
+      if (best_v[w] > v || (best_v[w] == v && best_i[w] < idx)) {
+        v = best_v[w];
+        idx = best_i[w];
+      }
+    out[blockIdx.x] = idx;
+  }
+}
+
 }  // namespace
 
 void launch_embedding(const void* table, Elem type, const int32_t* ids, int64_t tokens,
@@ -162,6 +220,24 @@ void launch_rope(float* x, int64_t tokens, int64_t cols, int64_t num_heads, int6
   rope_kernel<<<static_cast<unsigned>(tokens * num_heads), threads, 0, stream>>>(
       x, cols, num_heads, head_dim, positions, inv_freq);
   RH_CUDA_LAUNCHED("rope_kernel");
+}
+
+void launch_narrow(const float* x, int64_t n, void* out, Elem type, cudaStream_t stream) {
+  if (n == 0) return;
+  RH_CHECK(reinterpret_cast<uintptr_t>(x) % 16 == 0, "launch_narrow: unaligned input");
+  const unsigned grid = static_cast<unsigned>((n + 4 * 256 - 1) / (4 * 256));
+  switch (type) {
+    case Elem::kBF16: narrow_kernel<<<grid, 256, 0, stream>>>(x, n, static_cast<__nv_bfloat16*>(out)); break;
+    case Elem::kF16: narrow_kernel<<<grid, 256, 0, stream>>>(x, n, static_cast<__half*>(out)); break;
+    case Elem::kF32: fail("launch_narrow: f32 is not a narrow type");
+  }
+  RH_CUDA_LAUNCHED("narrow_kernel");
+}
+
+void launch_argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* out, cudaStream_t stream) {
+  if (rows == 0) return;
+  argmax_kernel<<<static_cast<unsigned>(rows), kArgmaxThreads, 0, stream>>>(x, n, out);
+  RH_CUDA_LAUNCHED("argmax_kernel");
 }
 
 void launch_add(float* out, const float* x, int64_t n, cudaStream_t stream) {

@@ -1,0 +1,300 @@
+// CUDA attention against cpu::ref::attention: split decode over long contexts, padding tokens,
+// GQA, odd head dims, sliding windows, chunked prefill over a cached prefix, every KV dtype, and
+// the opt-in tensor-core prefill path. Plus a disabled benchmark (CudaAttentionBench.Report).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime.h>
+
+#include "backends/cpu/ops.h"
+#include "backends/cuda/kernels.h"
+#include "core/error.h"
+#include "cuda_test_util.h"
+
+namespace redhare::cuda_test {
+namespace {
+
+// One sequence of a step: nq new tokens ending a context of ctx tokens. ctx == 0 marks a
+// padding sequence (one token, slot -1), as a graph-padded decode batch has.
+struct Seq {
+  int32_t nq, ctx;
+};
+
+struct Step {
+  AttentionBatch batch;      // what the GPU sees (padding included)
+  AttentionBatch ref_batch;  // the same without padding sequences, for the reference
+  std::vector<int64_t> ref_row;  // token row -> row in the reference batch, -1 for padding
+  int64_t num_blocks = 0;
+};
+
+Step make_step(const std::vector<Seq>& seqs, int64_t block_size) {
+  int64_t max_ctx = 1;
+  for (const Seq& s : seqs) max_ctx = std::max<int64_t>(max_ctx, s.ctx);
+  const int64_t max_blocks = (max_ctx + block_size - 1) / block_size;
+  Step st;
+  st.num_blocks = static_cast<int64_t>(seqs.size()) * max_blocks + 3;
+  std::vector<int32_t> free_blocks(static_cast<size_t>(st.num_blocks));
+  std::iota(free_blocks.begin(), free_blocks.end(), 0);
+  std::shuffle(free_blocks.begin(), free_blocks.end(), rng());
+  for (AttentionBatch* b : {&st.batch, &st.ref_batch}) {
+    b->max_blocks = static_cast<int32_t>(max_blocks);
+    b->query_start = {0};
+  }
+  for (const Seq& s : seqs) {
+    const bool pad = s.ctx == 0;
+    std::vector<int32_t> table;
+    for (int64_t i = 0; i < max_blocks; ++i) {
+      // Padding rows hold garbage block numbers: the kernels must not read them.
+      table.push_back(pad ? -7 : free_blocks.back());
+      if (!pad) free_blocks.pop_back();
+    }
+    std::vector<AttentionBatch*> targets = {&st.batch};
+    if (!pad) targets.push_back(&st.ref_batch);
+    for (AttentionBatch* b : targets) {
+      b->num_seqs += 1;
+      b->query_start.push_back(b->query_start.back() + (pad ? 1 : s.nq));
+      b->context_lens.push_back(s.ctx);
+      b->block_tables.insert(b->block_tables.end(), table.begin(), table.end());
+      for (int32_t i = 0; i < (pad ? 1 : s.nq); ++i) {
+        const int64_t p = s.ctx - s.nq + i;
+        b->slot_mapping.push_back(pad ? -1 : static_cast<int32_t>(table[static_cast<size_t>(p / block_size)] * block_size + p % block_size));
+      }
+    }
+    for (int32_t i = 0; i < (pad ? 1 : s.nq); ++i)
+      st.ref_row.push_back(pad ? -1 : static_cast<int64_t>(st.ref_batch.slot_mapping.size()) - s.nq + i);
+  }
+  return st;
+}
+
+struct Result {
+  double rel = 0;            // relative error over the non-padding rows
+  bool padding_zero = true;  // every padding row exactly zero
+  bool cache_same = true;    // K and V caches bit-identical to the reference's
+};
+
+Result run_step(Backend& gpu, const std::vector<Seq>& seqs, int64_t H, int64_t Hkv, int64_t D, int64_t block_size,
+                DType kv_dtype, int64_t window) {
+  Step st = make_step(seqs, block_size);
+  const int64_t T = st.batch.num_tokens(), Tr = st.ref_batch.num_tokens(), cols = (H + 2 * Hkv) * D;
+  AttentionParams p{H, Hkv, D, 1.0f / std::sqrt(static_cast<float>(D)), window};
+  Shape kv_shape{st.num_blocks, block_size, Hkv, D};
+  Tensor k = random_tensor(kv_dtype, kv_shape), v = random_tensor(kv_dtype, kv_shape);
+  KvCacheLayer ref_cache{copy_of(k), copy_of(v)}, gpu_cache{gpu.upload(k), gpu.upload(v)};
+  Tensor qkv = random_tensor(DType::kF32, {T, cols});
+  Tensor ref_qkv = Tensor::empty(DType::kF32, {std::max<int64_t>(Tr, 1), cols});
+  for (int64_t t = 0; t < T; ++t)
+    if (st.ref_row[static_cast<size_t>(t)] >= 0)
+      std::copy_n(qkv.data_as<float>() + t * cols, cols, ref_qkv.data_as<float>() + st.ref_row[static_cast<size_t>(t)] * cols);
+  Tensor ref = poisoned({std::max<int64_t>(Tr, 1), H * D}), out = gpu.upload(poisoned({T, H * D}));
+  if (Tr > 0) cpu::ref::attention(ref_qkv, ref_cache, st.ref_batch, p, ref);
+  gpu.attention(gpu.upload(qkv), gpu_cache, st.batch, p, out);
+  Tensor got = gpu.to_host(out);
+  Tensor got_rows = Tensor::empty(DType::kF32, {std::max<int64_t>(Tr, 1), H * D});
+  Result r;
+  for (int64_t t = 0; t < T; ++t) {
+    const float* row = got.data_as<float>() + t * H * D;
+    const int64_t rr = st.ref_row[static_cast<size_t>(t)];
+    if (rr >= 0) {
+      std::copy_n(row, H * D, got_rows.data_as<float>() + rr * H * D);
+    } else {
+      for (int64_t i = 0; i < H * D; ++i) r.padding_zero = r.padding_zero && row[i] == 0.0f;
+    }
+  }
+  r.rel = Tr > 0 ? rel_error(got_rows, ref) : 0.0;
+  r.cache_same = same_bytes(gpu.to_host(gpu_cache.k), ref_cache.k) && same_bytes(gpu.to_host(gpu_cache.v), ref_cache.v);
+  return r;
+}
+
+// Exact path: f32 math everywhere, so the bound is the existing ops tests' 1e-5.
+constexpr double kExactTol = 1e-5;
+
+class CudaAttentionExact : public CudaTest {};
+
+TEST_F(CudaAttentionExact, DecodeLongContextsSplitIntoPartitions) {
+  // 2k and 5k keys: many partitions, the last one partial; short ones beside them in one batch.
+  const std::vector<Seq> seqs = {{1, 2048}, {1, 5000}, {1, 1}, {1, 17}, {1, 257}, {1, 700}};
+  for (DType dt : {DType::kBF16, DType::kF16, DType::kF32}) {
+    Result r = run_step(*gpu, seqs, 32, 8, 128, 16, dt, 0);
+    EXPECT_LT(r.rel, kExactTol) << dtype_info(dt).name;
+    EXPECT_TRUE(r.cache_same) << dtype_info(dt).name;
+  }
+}
+
+TEST_F(CudaAttentionExact, PaddingTokensWriteZerosAndStoreNothing) {
+  const std::vector<Seq> seqs = {{1, 300}, {1, 0}, {1, 40}, {1, 0}, {1, 0}, {1, 1030}};
+  for (int64_t D : {64, 128}) {
+    Result r = run_step(*gpu, seqs, 8, 2, D, 16, DType::kBF16, 0);
+    EXPECT_LT(r.rel, kExactTol) << "D " << D;
+    EXPECT_TRUE(r.padding_zero) << "D " << D;
+    EXPECT_TRUE(r.cache_same) << "D " << D;
+  }
+  // A batch of padding only (a bucket with every slot free) still writes zeros.
+  Result r = run_step(*gpu, {{1, 0}, {1, 0}}, 8, 2, 64, 16, DType::kF16, 0);
+  EXPECT_TRUE(r.padding_zero);
+  EXPECT_TRUE(r.cache_same);
+}
+
+struct ExactCase {
+  int64_t H, Hkv, D, block_size, window;
+  DType kv;
+};
+
+class CudaAttentionShapes : public CudaTest, public ::testing::WithParamInterface<ExactCase> {};
+
+TEST_P(CudaAttentionShapes, MixedBatchMatchesReference) {
+  const ExactCase c = GetParam();
+  // A 37-token chunk over a 563-token cached prefix, a long decode, a fresh 5-token prompt, a
+  // padding token, a 300-token prompt.
+  const std::vector<Seq> seqs = {{37, 600}, {1, 1300}, {5, 5}, {1, 0}, {300, 300}};
+  Result r = run_step(*gpu, seqs, c.H, c.Hkv, c.D, c.block_size, c.kv, c.window);
+  EXPECT_LT(r.rel, kExactTol);
+  EXPECT_TRUE(r.padding_zero);
+  EXPECT_TRUE(r.cache_same);
+}
+
+INSTANTIATE_TEST_SUITE_P(GqaDimsWindows, CudaAttentionShapes,
+                         ::testing::Values(ExactCase{4, 4, 64, 16, 0, DType::kBF16},
+                                           ExactCase{8, 2, 128, 16, 0, DType::kF16},
+                                           ExactCase{16, 2, 80, 16, 0, DType::kF32},
+                                           ExactCase{16, 2, 128, 32, 200, DType::kBF16},
+                                           ExactCase{12, 1, 64, 7, 0, DType::kF16},  // 12 q heads per kv head: two blocks per group
+                                           ExactCase{4, 1, 256, 16, 513, DType::kF32},
+                                           ExactCase{6, 2, 36, 16, 0, DType::kBF16}));  // scalar fallback
+
+// The tensor-core path rounds Q, K, P and V to bf16 (8 significant bits, relative rounding error
+// up to 2^-9 = 0.2% each) and accumulates in f32. A score q.k of unit-variance data moves by
+// about 0.3% of its size, each weight and each V element by another 0.2%; the output is a
+// weighted mean, so these errors mostly average out and the measured relative error is a few
+// 1e-3. 2e-2 leaves a margin of several times while still catching a wrong mask, a missing
+// rescale or a mis-gathered tile (those give errors of order 1).
+constexpr double kTensorCoreTol = 2e-2;
+
+struct FlashCase {
+  int64_t H, Hkv, D, block_size, window;
+  DType kv;
+};
+
+class CudaAttentionTensorCores : public ::testing::TestWithParam<FlashCase> {
+ protected:
+  void SetUp() override {
+    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+    CudaOptions o;
+    o.tensor_cores = true;
+    gpu = make_cuda_backend(0, o);
+  }
+  std::unique_ptr<Backend> gpu;
+};
+
+TEST_P(CudaAttentionTensorCores, PrefillMatchesReference) {
+  const FlashCase c = GetParam();
+  // Prompts of 16 (the threshold), 600 and 65 tokens, a 100-token chunk on a 900-token prefix,
+  // a 15-token chunk (below the threshold: exact kernel) and decodes beside them.
+  const std::vector<Seq> seqs = {{16, 16}, {600, 600}, {1, 513}, {100, 900}, {15, 40}, {1, 0}, {65, 65}};
+  Result r = run_step(*gpu, seqs, c.H, c.Hkv, c.D, c.block_size, c.kv, c.window);
+  EXPECT_LT(r.rel, kTensorCoreTol);
+  EXPECT_TRUE(r.padding_zero);
+  EXPECT_TRUE(r.cache_same);
+  std::printf("tensor cores H %lld/%lld D %lld window %lld %s: rel error %.3g\n", static_cast<long long>(c.H),
+              static_cast<long long>(c.Hkv), static_cast<long long>(c.D), static_cast<long long>(c.window),
+              std::string(dtype_info(c.kv).name).c_str(), r.rel);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttentionTensorCores,
+                         ::testing::Values(FlashCase{32, 8, 128, 16, 0, DType::kBF16},
+                                           FlashCase{4, 4, 64, 16, 0, DType::kF16},
+                                           FlashCase{8, 1, 64, 16, 77, DType::kF32},
+                                           FlashCase{8, 2, 80, 32, 0, DType::kBF16},
+                                           FlashCase{4, 2, 256, 16, 0, DType::kBF16},
+                                           FlashCase{6, 3, 128, 5, 300, DType::kF16}));
+
+// ---------------------------------------------------------------------------------------------
+// Benchmark: run with --gtest_also_run_disabled_tests --gtest_filter='*CudaAttentionBench*'.
+
+class CudaAttentionBench : public CudaTest {};
+
+template <typename T>
+T* device_copy(const std::vector<T>& v) {
+  T* d = nullptr;
+  RH_CHECK(cudaMalloc(&d, std::max<size_t>(1, v.size()) * sizeof(T)) == cudaSuccess, "cudaMalloc");
+  RH_CHECK(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess, "cudaMemcpy");
+  return d;
+}
+
+// Microseconds per launch_attention call for the Llama-3.1-8B layer shape (bf16 KV, 16-token blocks).
+double time_step(const std::vector<Seq>& seqs, bool tensor_cores) {
+  const int64_t H = 32, Hkv = 8, D = 128, bs = 16;
+  Step st = make_step(seqs, bs);
+  const AttentionBatch& b = st.batch;
+  const int64_t T = b.num_tokens(), cols = (H + 2 * Hkv) * D;
+  std::vector<int32_t> token_seq;
+  int32_t max_q = 0;
+  for (int32_t s = 0; s < b.num_seqs; ++s) {
+    max_q = std::max(max_q, b.query_start[static_cast<size_t>(s) + 1] - b.query_start[static_cast<size_t>(s)]);
+    for (int32_t t = b.query_start[static_cast<size_t>(s)]; t < b.query_start[static_cast<size_t>(s) + 1]; ++t) token_seq.push_back(s);
+  }
+  cuda::AttentionMeta meta{device_copy(b.query_start), device_copy(b.context_lens), device_copy(b.block_tables),
+                           device_copy(b.slot_mapping), device_copy(token_seq), b.max_blocks, static_cast<int32_t>(T),
+                           b.num_seqs, max_q};
+  cuda::AttentionShape shape{static_cast<int32_t>(H), static_cast<int32_t>(Hkv), static_cast<int32_t>(D),
+                             static_cast<int32_t>(bs), 1.0f / std::sqrt(static_cast<float>(D)), 0, tensor_cores};
+  const size_t kv_bytes = static_cast<size_t>(st.num_blocks * bs * Hkv * D) * 2;
+  void *k = nullptr, *v = nullptr;
+  float *qkv = nullptr, *out = nullptr;
+  RH_CHECK(cudaMalloc(&k, kv_bytes) == cudaSuccess && cudaMalloc(&v, kv_bytes) == cudaSuccess &&
+               cudaMalloc(&qkv, static_cast<size_t>(T * cols) * 4) == cudaSuccess &&
+               cudaMalloc(&out, static_cast<size_t>(T * H * D) * 4) == cudaSuccess,
+           "cudaMalloc");
+  cudaMemset(k, 0, kv_bytes);
+  cudaMemset(v, 0, kv_bytes);
+  cudaMemset(qkv, 0, static_cast<size_t>(T * cols) * 4);
+  cudaStream_t stream;
+  cudaStreamCreate(&stream);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  for (int i = 0; i < 3; ++i) cuda::launch_attention(qkv, k, v, cuda::Elem::kBF16, meta, shape, out, stream);
+  const int iters = 20;
+  cudaEventRecord(e0, stream);
+  for (int i = 0; i < iters; ++i) cuda::launch_attention(qkv, k, v, cuda::Elem::kBF16, meta, shape, out, stream);
+  cudaEventRecord(e1, stream);
+  cudaEventSynchronize(e1);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, e0, e1);
+  RH_CHECK(cudaGetLastError() == cudaSuccess, "benchmark launch failed");
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaStreamDestroy(stream);
+  for (const void* p : {static_cast<const void*>(meta.query_start), static_cast<const void*>(meta.context_lens),
+                        static_cast<const void*>(meta.block_tables), static_cast<const void*>(meta.slot_mapping),
+                        static_cast<const void*>(meta.token_seq), static_cast<const void*>(k), static_cast<const void*>(v),
+                        static_cast<const void*>(qkv), static_cast<const void*>(out)})
+    cudaFree(const_cast<void*>(p));
+  return 1000.0 * ms / iters;
+}
+
+TEST_F(CudaAttentionBench, DISABLED_Report) {
+  const double kv_bytes_per_key = 2.0 * 8 * 128 * 2;  // K and V rows of 8 heads x 128 bf16
+  for (int batch : {1, 64, 256}) {
+    const int ctx = 1024;
+    const double us = time_step(std::vector<Seq>(static_cast<size_t>(batch), Seq{1, ctx}), false);
+    std::printf("decode batch %3d ctx %d: %8.1f us/layer, %7.1f GB/s KV read\n", batch, ctx, us,
+                batch * ctx * kv_bytes_per_key / (us * 1e3));
+  }
+  for (int ctx : {8192, 32768}) {
+    const double us = time_step({{1, ctx}}, false);
+    std::printf("decode batch   1 ctx %d: %8.1f us/layer, %7.1f GB/s KV read\n", ctx, us, ctx * kv_bytes_per_key / (us * 1e3));
+  }
+  for (int T : {512, 4096})
+    for (bool tc : {true, false}) {
+      const double us = time_step({{T, T}}, tc);
+      std::printf("prefill %4d tokens (%s): %9.1f us/layer, %6.1f TFLOP/s\n", T, tc ? "tensor cores" : "exact f32",
+                  us, 4.0 * T * T * 32 * 128 / 2 / (us * 1e6));
+    }
+}
+
+}  // namespace
+}  // namespace redhare::cuda_test

@@ -1,0 +1,217 @@
+// CUDA graphs and the tensor-core mode of the CUDA backend.
+//
+// Graphs: decode steps replayed from a graph must give bit-identical logits to the same steps run
+// eagerly (padding a batch up to its bucket changes no real row: every kernel computes a row
+// independently of the others), across bucket sizes, changing contexts and block tables, and a
+// change of KV cache.
+//
+// Tensor cores: matrix products of more than four rows round the activations to bf16/f16 and run
+// on cuBLASLt; they are compared with the reference computed on the same rounded activations.
+#include <fstream>
+#include <numeric>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "backends/cpu/ops.h"
+#include "golden_check.h"
+#include "models/model.h"
+
+namespace redhare::cuda_test {
+namespace {
+
+// Sequences prefilled one by one, then decoded together with a changing subset per step.
+struct DecodeRun {
+  std::vector<std::vector<float>> step_logits;  // per step, the host logits of that step
+};
+
+DecodeRun run_decode(Backend& backend, const std::string& fixture, int steps, int64_t seqs,
+                     int64_t block_size) {
+  auto model = load_model(fixture_dir(fixture), backend);
+  const int64_t V = model->config().vocab_size;
+  const int64_t blocks_per_seq = 16;
+  KvCache kv = backend.alloc_kv_cache(model->kv_spec(seqs * blocks_per_seq, block_size, DType::kBF16));
+  std::vector<int32_t> len(static_cast<size_t>(seqs)), last(static_cast<size_t>(seqs));
+  auto table_of = [&](int64_t s) {
+    std::vector<int32_t> t(static_cast<size_t>(blocks_per_seq));
+    // Interleaved, so sequences' blocks are scattered over the pool.
+    for (int64_t i = 0; i < blocks_per_seq; ++i) t[static_cast<size_t>(i)] = static_cast<int32_t>(i * seqs + s);
+    return t;
+  };
+  auto slot_of = [&](int64_t s, int64_t pos) {
+    return table_of(s)[static_cast<size_t>(pos / block_size)] * static_cast<int32_t>(block_size) +
+           static_cast<int32_t>(pos % block_size);
+  };
+  for (int64_t s = 0; s < seqs; ++s) {
+    const int64_t n = 3 + (s * 5) % 11;  // prompts of 3..13 tokens
+    ForwardBatch b;
+    for (int64_t i = 0; i < n; ++i) {
+      b.token_ids.push_back(static_cast<int32_t>((s * 31 + i * 7) % V));
+      b.positions.push_back(static_cast<int32_t>(i));
+      b.attn.slot_mapping.push_back(slot_of(s, i));
+    }
+    b.attn.num_seqs = 1;
+    b.attn.query_start = {0, static_cast<int32_t>(n)};
+    b.attn.context_lens = {static_cast<int32_t>(n)};
+    b.attn.max_blocks = static_cast<int32_t>(blocks_per_seq);
+    b.attn.block_tables = table_of(s);
+    b.logit_rows = {static_cast<int32_t>(n - 1)};
+    Tensor l = model->forward(b, kv);
+    const float* p = l.data_as<float>();
+    last[static_cast<size_t>(s)] = static_cast<int32_t>(std::max_element(p, p + V) - p);
+    len[static_cast<size_t>(s)] = static_cast<int32_t>(n);
+  }
+  DecodeRun run;
+  for (int step = 0; step < steps; ++step) {
+    // 1, 2, ..., seqs sequences, then back down: every bucket is captured and replayed, and
+    // replays see contexts and tables other than the ones they were captured with.
+    const int64_t n = step < seqs ? step + 1 : 2 * seqs - step;
+    ForwardBatch b;
+    b.attn.num_seqs = static_cast<int32_t>(n);
+    b.attn.query_start = {0};
+    b.attn.max_blocks = static_cast<int32_t>(blocks_per_seq);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t s = (i * 3 + step) % seqs;  // a different subset and order each step
+      b.token_ids.push_back(last[static_cast<size_t>(s)]);
+      b.positions.push_back(len[static_cast<size_t>(s)]);
+      b.attn.slot_mapping.push_back(slot_of(s, len[static_cast<size_t>(s)]));
+      ++len[static_cast<size_t>(s)];
+      b.attn.context_lens.push_back(len[static_cast<size_t>(s)]);
+      b.attn.query_start.push_back(static_cast<int32_t>(i + 1));
+      std::vector<int32_t> t = table_of(s);
+      b.attn.block_tables.insert(b.attn.block_tables.end(), t.begin(), t.end());
+      b.logit_rows.push_back(static_cast<int32_t>(i));
+    }
+    Tensor l = model->forward(b, kv);
+    const float* p = l.data_as<float>();
+    run.step_logits.emplace_back(p, p + l.numel());
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t s = (i * 3 + step) % seqs;
+      last[static_cast<size_t>(s)] = static_cast<int32_t>(std::max_element(p + i * V, p + (i + 1) * V) - (p + i * V));
+    }
+  }
+  return run;
+}
+
+class CudaGraphs : public CudaTest {};
+
+TEST_F(CudaGraphs, ReplayedDecodeIsBitwiseEager) {
+  for (bool tensor_cores : {false, true}) {
+    CudaOptions eager_opts, graph_opts;
+    eager_opts.graphs = false;
+    eager_opts.tensor_cores = graph_opts.tensor_cores = tensor_cores;
+    auto eager = make_cuda_backend(0, eager_opts);
+    auto graphed = make_cuda_backend(0, graph_opts);
+    ASSERT_FALSE(eager->supports_graphs());
+    ASSERT_TRUE(graphed->supports_graphs());
+    // 11 sequences: batches of 1..11 tokens (buckets 1, 2, 4, 8, 16), 22 steps.
+    for (const char* fixture : {"llama_gqa", "qwen3_mqa_odd"}) {
+      DecodeRun a = run_decode(*eager, fixture, 22, 11, 4);
+      DecodeRun b = run_decode(*graphed, fixture, 22, 11, 4);
+      ASSERT_EQ(a.step_logits.size(), b.step_logits.size());
+      for (size_t s = 0; s < a.step_logits.size(); ++s) {
+        ASSERT_EQ(a.step_logits[s].size(), b.step_logits[s].size());
+        EXPECT_EQ(0, std::memcmp(a.step_logits[s].data(), b.step_logits[s].data(), a.step_logits[s].size() * sizeof(float)))
+            << fixture << " step " << s << (tensor_cores ? " (tensor cores)" : "");
+      }
+    }
+  }
+}
+
+TEST_F(CudaGraphs, GoldenFixturesPassWithGraphsAndANewCachePerCall) {
+  ASSERT_TRUE(gpu->supports_graphs());
+  // greedy_generate allocates a KV cache per call: the graphs recorded over the previous cache
+  // must be dropped, not replayed into freed memory.
+  for (const std::string& name : fixture_names()) {
+    const float worst = check_golden_fixture(name, *gpu);
+    EXPECT_LE(worst, kLogitTolerance) << name;
+  }
+}
+
+// Tensor-core mode end to end. Rounding activations to bf16 (8 significant bits) moves the
+// logits away from transformers' float32 ones; the bound is how far transformers itself moves
+// when it runs the same checkpoint in bf16 (fixtures/models/bf16_drift.json, measured by
+// tools/golden_bf16_drift.py: 0.09-0.31 on these fixtures, whose logits spread 3-10). redhare may
+// be no farther than that. Greedy tokens are compared up to the first step where transformers'
+// top-2 margin is below twice the bound: closer calls are coin flips at bf16 precision.
+TEST_F(CudaGraphs, GoldenFixturesWithTensorCores) {
+  std::ifstream f(source_dir() + "/fixtures/models/bf16_drift.json");
+  ASSERT_TRUE(f.good()) << "fixtures/models/bf16_drift.json missing";
+  const nlohmann::json drift = nlohmann::json::parse(f)["max_abs_logit_drift_bf16"];
+  CudaOptions o;
+  o.tensor_cores = true;
+  auto tc = make_cuda_backend(0, o);
+  for (const std::string& name : fixture_names()) {
+    ASSERT_TRUE(drift.contains(name)) << name << " has no bf16 drift measured";
+    const float bound = drift[name].get<float>();
+    const float worst = check_golden_fixture(name, *tc, bound, 2 * bound);
+    std::printf("[ golden   ] %s (tensor cores): max |logit - transformers| = %.3g (transformers bf16: %.3g)\n",
+                name.c_str(), worst, bound);
+  }
+}
+
+struct TcCase {
+  DType wtype;
+  int64_t M, N, K;
+  bool bias;
+};
+
+class CudaTensorCoreLinear : public CudaTest, public ::testing::WithParamInterface<TcCase> {};
+
+TEST_P(CudaTensorCoreLinear, MatchesReferenceOnRoundedActivations) {
+  const TcCase c = GetParam();
+  CudaOptions o;
+  o.tensor_cores = true;
+  auto tc = make_cuda_backend(0, o);
+  Tensor x = random_tensor(DType::kF32, {c.M, c.K});
+  Tensor w = random_tensor(c.wtype, {c.N, c.K}, 0.1f);
+  Tensor b = random_tensor(DType::kF32, {c.N});
+  // The reference sees the activations as the tensor cores do: rounded to the weights' type.
+  Tensor x16 = Tensor::empty(c.wtype, {c.M, c.K});
+  convert_from_f32(x.data_as<float>(), c.wtype, x16.data(), x.numel());
+  Tensor xr = Tensor::from_f32(x16.to_f32_vector(), {c.M, c.K});
+  Tensor ref = poisoned({c.M, c.N});
+  cpu::ref::linear(xr, w, c.bias ? &b : nullptr, ref);
+  Tensor dw = tc->upload(w), db = tc->upload(b), out = tc->upload(poisoned({c.M, c.N}));
+  tc->linear(tc->upload(x), dw, c.bias ? &db : nullptr, out);
+  // f32 accumulation of exact products against a double reference: ~sqrt(K) ulp of f32.
+  EXPECT_LT(rel_error(tc->to_host(out), ref), 2e-5)
+      << dtype_name(c.wtype) << " M=" << c.M << " N=" << c.N << " K=" << c.K;
+}
+
+std::vector<TcCase> tc_cases() {
+  std::vector<TcCase> v;
+  const std::vector<std::pair<int64_t, int64_t>> nk = {{64, 64}, {256, 1024}, {1000, 2048}, {72, 4104}, {4096, 512}};
+  for (DType t : {DType::kBF16, DType::kF16})
+    for (int64_t M : {5, 8, 33, 130, 517})
+      for (auto [N, K] : nk) v.push_back({t, M, N, K, (M + N) % 2 == 1});
+  return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaTensorCoreLinear, ::testing::ValuesIn(tc_cases()),
+                         [](const ::testing::TestParamInfo<TcCase>& p) {
+                           const TcCase& c = p.param;
+                           return std::string(dtype_name(c.wtype)) + "_M" + std::to_string(c.M) + "_N" +
+                                  std::to_string(c.N) + "_K" + std::to_string(c.K) + (c.bias ? "_bias" : "");
+                         });
+
+TEST_F(CudaTensorCoreLinear, OddShapesStayCloseToTheExactProduct) {
+  // Shapes cuBLASLt may refuse (odd K) fall back to the f32 kernels; either way the result is
+  // within bf16 rounding of the exact product.
+  CudaOptions o;
+  o.tensor_cores = true;
+  auto tc = make_cuda_backend(0, o);
+  for (auto [M, N, K] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{5, 7, 13}, {9, 37, 67}, {130, 130, 257}}) {
+    Tensor x = random_tensor(DType::kF32, {M, K});
+    Tensor w = random_tensor(DType::kBF16, {N, K}, 0.1f);
+    Tensor ref = poisoned({M, N});
+    cpu::ref::linear(x, w, nullptr, ref);
+    Tensor out = tc->upload(poisoned({M, N}));
+    tc->linear(tc->upload(x), tc->upload(w), nullptr, out);
+    // bf16 keeps 8 bits: each rounded activation is off by at most 2^-9 of itself.
+    EXPECT_LT(rel_error(tc->to_host(out), ref), 4e-3) << "M=" << M << " N=" << N << " K=" << K;
+  }
+}
+
+}  // namespace
+}  // namespace redhare::cuda_test
