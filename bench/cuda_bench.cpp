@@ -328,6 +328,38 @@ int main(int argc, char** argv) {
       std::printf("%-8lld %12.2f %12.0f %12.1f %7.1f%%\n", static_cast<long long>(p.tokens), p.s * 1e3,
                   static_cast<double>(p.tokens) / p.s, p.flops / p.s / 1e12, 100.0 * p.flops / p.s / mm);
 
+    // The decode products of one layer alone, back to back (host-timed over 50 launches, so
+    // launch gaps are hidden behind the queue): GB/s of weights against the read bandwidth.
+    {
+      const int64_t H = c.hidden_size, I = c.intermediate_size, QKV = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+      struct Shape {
+        const char* name;
+        int64_t N, K;
+        bool norm;
+        LinearOut mode;
+      };
+      const Shape shapes[] = {{"qkv (norm folded in)", QKV, H, true, LinearOut::kStore},
+                              {"qkv (no norm)", QKV, H, false, LinearOut::kStore},
+                              {"o (+= residual)", H, c.num_heads * c.head_dim, false, LinearOut::kAccumulate},
+                              {"gate_up (norm, SiLU)", 2 * I, H, true, LinearOut::kSiluMul},
+                              {"down (+= residual)", H, I, false, LinearOut::kAccumulate}};
+      std::printf("\n%-24s %10s %10s %8s\n", "decode product (M=1)", "us", "GB/s", "of read");
+      for (const Shape& s : shapes) {
+        Tensor w = backend->alloc(c.dtype, {s.N, s.K});
+        Tensor x = backend->alloc(DType::kF32, {1, s.K});
+        Tensor nw = backend->alloc(DType::kF32, {s.K});
+        Tensor out = backend->alloc(DType::kF32, {1, s.mode == LinearOut::kSiluMul ? s.N / 2 : s.N});
+        for (int i = 0; i < 5; ++i) backend->fused_linear(x, s.norm ? &nw : nullptr, 1e-5f, w, nullptr, s.mode, out);
+        backend->to_host(out);
+        const int reps = 50;
+        auto tg = Clock::now();
+        for (int i = 0; i < reps; ++i) backend->fused_linear(x, s.norm ? &nw : nullptr, 1e-5f, w, nullptr, s.mode, out);
+        backend->to_host(out);
+        const double us = seconds_since(tg) * 1e6 / reps, gbs = static_cast<double>(w.nbytes()) / (us * 1e3);
+        std::printf("%-24s %10.1f %10.0f %7.1f%%\n", s.name, us, gbs, 100.0 * gbs * 1e9 / bw);
+      }
+    }
+
     if (profile) {
       // Where a batch-1 decode step's device time goes, op by op (each op synchronized alone).
       const int64_t profiled = 8;

@@ -273,13 +273,21 @@ class CudaBackend final : public Backend {
       check_f32(*bias, "fused_linear bias");
       RH_CHECK(bias->numel() == N, "fused_linear bias ", bias->str(), " for ", w.str());
     }
-    if (!is_block_quantized(w.dtype()) &&
-        cuda::launch_fused_gemv(x.data_as<float>(), norm_weight ? norm_weight->data_as<float>() : nullptr, eps,
-                                w.data(), elem_of(w, "fused_linear"), bias ? bias->data_as<float>() : nullptr, M, N,
-                                K, static_cast<cuda::LinearMode>(static_cast<int>(mode)), out.data_as<float>(),
-                                stream()))
+    if (is_block_quantized(w.dtype()) || M > cuda::kGemvMaxRows) {
+      Backend::fused_linear(x, norm_weight, eps, w, bias, mode, out);
       return;
-    Backend::fused_linear(x, norm_weight, eps, w, bias, mode, out);
+    }
+    // Decode: the norm as its own kernel, then the product with its epilogue.
+    Tensor normed;
+    if (norm_weight) {
+      normed = alloc_uninit(DType::kF32, x.shape());
+      rms_norm(x, *norm_weight, eps, normed);
+    }
+    const Tensor& in = norm_weight ? normed : x;
+    if (!cuda::launch_fused_gemv(in.data_as<float>(), w.data(), elem_of(w, "fused_linear"),
+                                 bias ? bias->data_as<float>() : nullptr, M, N, K,
+                                 static_cast<cuda::LinearMode>(static_cast<int>(mode)), out.data_as<float>(), stream()))
+      Backend::fused_linear(in, nullptr, eps, w, bias, mode, out);
   }
 
   void silu_mul(const Tensor& gate_up, Tensor& out) override {

@@ -239,24 +239,11 @@ split_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache, cons
   const int group_size = H / Hkv, nsub = (group_size + G - 1) / G;
   const int kvh = blockIdx.y / nsub, h0 = kvh * group_size + (blockIdx.y % nsub) * G;
   const int gcount = min(G, group_size - (blockIdx.y % nsub) * G);
-  const QueryOf qo = query_of(meta, shape, t);
-  if (skip_query_len > 0 && qo.nq >= skip_query_len) return;  // the flash kernel owns this one
-  const bool direct = nparts == 1;
-  if (qo.padding) {
-    if (direct)
-      for (int i = tid; i < gcount * D; i += kSplitThreads) out[static_cast<int64_t>(t) * H * D + static_cast<int64_t>(h0) * D + i] = 0.0f;
-    return;
-  }
-  const int kbeg = max(qo.first, p * partition), kend = min(qo.pos + 1, (p + 1) * partition);
-  if (kbeg >= kend) return;  // beyond this token's context: the combine kernel skips it
-
   const int nvec = D / V, lanes = split_lanes(nvec), lane = tid % lanes, grp = tid / lanes;
   const int ngroups = kSplitThreads / lanes;
   const int64_t cols = static_cast<int64_t>(H + 2 * Hkv) * D, kv_cols = static_cast<int64_t>(Hkv) * D;
-  const int32_t* table = meta.block_tables + static_cast<int64_t>(qo.seq) * meta.max_blocks;
-  const KV* k_head = k_cache + static_cast<int64_t>(kvh) * D;
-  const KV* v_head = v_cache + static_cast<int64_t>(kvh) * D;
-
+  // The query first: its loads need nothing from the metadata, so they overlap the chain of
+  // dependent metadata loads below (sequence, context, block table, then K/V).
   float q[G][NI][V];
 #pragma unroll
   for (int g = 0; g < G; ++g)
@@ -271,6 +258,21 @@ split_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache, cons
         q[g][i][e] = x.x, q[g][i][e + 1] = x.y, q[g][i][e + 2] = x.z, q[g][i][e + 3] = x.w;
       }
     }
+  const QueryOf qo = query_of(meta, shape, t);
+  if (skip_query_len > 0 && qo.nq >= skip_query_len) return;  // the flash kernel owns this one
+  const bool direct = nparts == 1;
+  if (qo.padding) {
+    if (direct)
+      for (int i = tid; i < gcount * D; i += kSplitThreads) out[static_cast<int64_t>(t) * H * D + static_cast<int64_t>(h0) * D + i] = 0.0f;
+    return;
+  }
+  const int kbeg = max(qo.first, p * partition), kend = min(qo.pos + 1, (p + 1) * partition);
+  if (kbeg >= kend) return;  // beyond this token's context: the combine kernel skips it
+
+  const int32_t* table = meta.block_tables + static_cast<int64_t>(qo.seq) * meta.max_blocks;
+  const KV* k_head = k_cache + static_cast<int64_t>(kvh) * D;
+  const KV* v_head = v_cache + static_cast<int64_t>(kvh) * D;
+
   float m[G], l[G], acc[G][NI][V];
 #pragma unroll
   for (int g = 0; g < G; ++g) {
@@ -392,6 +394,7 @@ split_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache, cons
 }
 
 // Merges a token's partitions in partition order (one block per (token, head)).
+constexpr int kCombineStaged = 1024;
 __global__ void combine_kernel(AttentionMeta meta, AttentionShape shape, int token_begin, int nparts,
                                int partition, int skip_query_len, const float* __restrict__ part_ml,
                                const float* __restrict__ part_o, float* __restrict__ out) {
@@ -404,15 +407,39 @@ __global__ void combine_kernel(AttentionMeta meta, AttentionShape shape, int tok
     for (int d = threadIdx.x; d < D; d += blockDim.x) o[d] = 0.0f;
     return;
   }
-  const int p0 = qo.first / partition, p1 = qo.pos / partition;
-  const int64_t base = (static_cast<int64_t>(local_t) * H + h) * nparts;
+  const int p0 = qo.first / partition, p1 = qo.pos / partition, np = p1 - p0 + 1;
+  const int64_t base = (static_cast<int64_t>(local_t) * H + h) * nparts + p0;
+  if (np <= kCombineStaged) {
+    // The partitions' (max, sum) fetched in parallel and each weight computed once; the sums
+    // below run in partition order, as in the loop version underneath.
+    __shared__ float m_s[kCombineStaged], l_s[kCombineStaged];
+    for (int i = threadIdx.x; i < np; i += blockDim.x) {
+      m_s[i] = part_ml[2 * (base + i)];
+      l_s[i] = part_ml[2 * (base + i) + 1];
+    }
+    __syncthreads();
+    float mx = -INFINITY;
+    for (int i = 0; i < np; ++i) mx = fmaxf(mx, m_s[i]);
+    __syncthreads();  // everyone has the max before the maxima become weights
+    for (int i = threadIdx.x; i < np; i += blockDim.x) m_s[i] = expf(m_s[i] - mx);
+    __syncthreads();
+    float sum = 0.0f;
+    for (int i = 0; i < np; ++i) sum += l_s[i] * m_s[i];
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+      float acc = 0.0f;
+#pragma unroll 8
+      for (int i = 0; i < np; ++i) acc += part_o[(base + i) * D + d] * m_s[i];
+      o[d] = acc / sum;
+    }
+    return;
+  }
   float mx = -INFINITY;
-  for (int p = p0; p <= p1; ++p) mx = fmaxf(mx, part_ml[2 * (base + p)]);
+  for (int i = 0; i < np; ++i) mx = fmaxf(mx, part_ml[2 * (base + i)]);
   float sum = 0.0f;
-  for (int p = p0; p <= p1; ++p) sum += part_ml[2 * (base + p) + 1] * expf(part_ml[2 * (base + p)] - mx);
+  for (int i = 0; i < np; ++i) sum += part_ml[2 * (base + i) + 1] * expf(part_ml[2 * (base + i)] - mx);
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float acc = 0.0f;
-    for (int p = p0; p <= p1; ++p) acc += part_o[(base + p) * D + d] * expf(part_ml[2 * (base + p)] - mx);
+    for (int i = 0; i < np; ++i) acc += part_o[(base + i) * D + d] * expf(part_ml[2 * (base + i)] - mx);
     o[d] = acc / sum;
   }
 }

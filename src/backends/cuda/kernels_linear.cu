@@ -12,8 +12,8 @@
 //   tile, 8x8 outputs per thread (each operand loaded from shared memory feeds 8 FMAs), the next
 //   K slice fetched into registers while the current one is multiplied, two shared buffers.
 #include <algorithm>
+#include <map>
 #include <mutex>
-#include <set>
 #include <type_traits>
 
 #include "backends/cuda/cuda_check.h"
@@ -38,44 +38,53 @@ struct Vec16 {
 __device__ __forceinline__ uint4 load_stream(const uint4* p) { return __ldcs(p); }
 
 constexpr int kGemvWarps = 8;  // output columns per block
-constexpr int kGemvUnroll = 8;  // 16-byte loads in flight per lane and row: a 2048-wide bf16 row in one go
-// Normalized activations staged in shared memory up to this size (M rows of K floats).
-constexpr int64_t kGemvMaxStagedBytes = 96 * 1024;
+// 16-byte loads in flight per lane: one weight row takes 16 (a 4096-wide bf16 row in one round);
+// two rows streamed together (SwiGLU) take 8 each, within the register budget.
+template <int R>
+constexpr int kGemvUnroll = R == 1 ? 16 : 8;
 
-// acc[r][m] += dot(row r of w, activation row m) over this lane's share of K. R weight rows are
-// streamed together, so R * kGemvUnroll loads are in flight per lane.
+// One round of the main loop: the loaded 16-byte chunks c + 32 u of each row, multiplied.
+template <typename W, int M, int R>
+__device__ __forceinline__ void gemv_round(const float* __restrict__ x, int64_t K, int64_t c,
+                                           const uint4 (&raw)[R][kGemvUnroll<R>], float (&acc)[R][M]) {
+  constexpr int V = Vec16<W>::kElems;
+#pragma unroll
+  for (int u = 0; u < kGemvUnroll<R>; ++u) {
+    const int64_t k0 = (c + 32 * u) * V;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      float wf[V];
+      Vec16<W>::widen(raw[r][u], wf);
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const float4* xv = reinterpret_cast<const float4*>(x + m * K + k0);
+#pragma unroll
+        for (int q = 0; q < V / 4; ++q) {
+          const float4 a = xv[q];
+          acc[r][m] += a.x * wf[4 * q] + a.y * wf[4 * q + 1] + a.z * wf[4 * q + 2] + a.w * wf[4 * q + 3];
+        }
+      }
+    }
+  }
+}
+
+// acc[r][m] += dot(row r of w, activation row m) over this lane's share of K, from 16-byte chunk
+// `c` on (lane, or later when the caller has done the first rounds). R weight rows are streamed
+// together, so R * kGemvUnroll loads are in flight per lane.
 template <typename W, int M, int R>
 __device__ __forceinline__ void gemv_rows(const float* __restrict__ x, const W* const (&rows)[R], int64_t K,
-                                          bool vectorized, int lane, float (&acc)[R][M]) {
+                                          bool vectorized, int lane, float (&acc)[R][M], int64_t c) {
   int64_t k_done = 0;
   if (vectorized) {
     constexpr int V = Vec16<W>::kElems;
     const int64_t chunks = K / V;
-    int64_t c = lane;
-    for (; c + 32 * (kGemvUnroll - 1) < chunks; c += 32 * kGemvUnroll) {
-      uint4 raw[R][kGemvUnroll];
+    for (; c + 32 * (kGemvUnroll<R> - 1) < chunks; c += 32 * kGemvUnroll<R>) {
+      uint4 raw[R][kGemvUnroll<R>];
 #pragma unroll
       for (int r = 0; r < R; ++r)
 #pragma unroll
-        for (int u = 0; u < kGemvUnroll; ++u) raw[r][u] = load_stream(reinterpret_cast<const uint4*>(rows[r]) + c + 32 * u);
-#pragma unroll
-      for (int u = 0; u < kGemvUnroll; ++u) {
-        const int64_t k0 = (c + 32 * u) * V;
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          float wf[V];
-          Vec16<W>::widen(raw[r][u], wf);
-#pragma unroll
-          for (int m = 0; m < M; ++m) {
-            const float4* xv = reinterpret_cast<const float4*>(x + m * K + k0);
-#pragma unroll
-            for (int q = 0; q < V / 4; ++q) {
-              const float4 a = xv[q];
-              acc[r][m] += a.x * wf[4 * q] + a.y * wf[4 * q + 1] + a.z * wf[4 * q + 2] + a.w * wf[4 * q + 3];
-            }
-          }
-        }
-      }
+        for (int u = 0; u < kGemvUnroll<R>; ++u) raw[r][u] = load_stream(reinterpret_cast<const uint4*>(rows[r]) + c + 32 * u);
+      gemv_round<W, M, R>(x, K, c, raw, acc);
     }
     for (; c < chunks; c += 32) {
 #pragma unroll
@@ -106,38 +115,27 @@ __device__ __forceinline__ void gemv_rows(const float* __restrict__ x, const W* 
 }
 
 // The decode product (M <= kGemvMaxRows activation rows): memory bound on the weights, so a warp
-// owns one output column and streams its weight row once with 16-byte loads, against all M
-// activation rows (which stay in L1/L2, or in shared memory when normalized here).
+// owns an output column at a time and streams its weight row once with 16-byte loads, against
+// all M activation rows (which stay in L1/L2). The grid is at most as many blocks as fit on the
+// GPU at once, each warp looping over an even share of the columns: a block's start-up is paid
+// once, not once per 8 columns, and no tail wave runs half empty.
 //
 // Folded in (Backend::fused_linear), each rounded as the unfused ops round:
-// - norm_w: the block first computes each activation row's RMSNorm (double sum of squares, as
-//   rms_norm_kernel) into shared memory, and multiplies against that;
 // - mode kAccumulate: out += product (the residual add), one f32 addition;
 // - mode kSiluMul: w = [2I, K]; the warp streams rows i and I + i together and writes
 //   silu(gate) * up to column i of an [M, I] output.
+// The RMSNorm before a product stays a kernel of its own: computed by every block in a prologue,
+// it held back the weight loads and cost more than the launch it saved (6.7 us on a 50 MB
+// product, H200).
 template <typename W, int M, int R>
 __global__ void __launch_bounds__(kGemvWarps * 32)
-gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, const W* __restrict__ w,
-            const float* __restrict__ bias, int64_t N, int64_t K, int mode, bool vectorized,
-            float* __restrict__ out) {
-  extern __shared__ __align__(16) float staged[];
-  const float* xin = x;
-  if (norm_w) {
-    for (int m = 0; m < M; ++m) {
-      double ss = 0;
-      for (int64_t k = threadIdx.x; k < K; k += blockDim.x) ss += static_cast<double>(x[m * K + k]) * x[m * K + k];
-      ss = block_sum(ss);
-      const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(K) + eps));
-      for (int64_t k = threadIdx.x; k < K; k += blockDim.x)
-        staged[m * K + k] = __fmul_rn(norm_w[k], __fmul_rn(x[m * K + k], inv));
-    }
-    __syncthreads();
-    xin = staged;
-  }
+gemv_kernel(const float* __restrict__ x, const W* __restrict__ w, const float* __restrict__ bias, int64_t N,
+            int64_t K, int mode, bool vectorized, float* __restrict__ out) {
   const int lane = threadIdx.x & 31;
   const int64_t cols = R == 2 ? N / 2 : N;
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
-  if (n >= cols) return;  // whole warps leave together, so the shuffles below stay full
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
+  // Whole warps take the same columns, so the shuffles below stay full.
+  for (int64_t n = first; n < cols; n += static_cast<int64_t>(gridDim.x) * kGemvWarps) {
   const W* rows[R];
   rows[0] = w + n * K;
   if constexpr (R == 2) rows[1] = w + (n + cols) * K;
@@ -146,7 +144,7 @@ gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[r][m] = 0.0f;
-  gemv_rows<W, M, R>(xin, rows, K, vectorized, lane, acc);
+  gemv_rows<W, M, R>(x, rows, K, vectorized, lane, acc, lane);
 #pragma unroll
   for (int m = 0; m < M; ++m) {
     float s[R];
@@ -163,29 +161,41 @@ gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float
       else out[m * N + n] = v;
     }
   }
+  }
 }
 
 template <typename W, int R>
-void launch_gemv(const float* x, const float* norm_w, float eps, const W* w, const float* bias, int64_t M,
-                 int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream) {
+void launch_gemv(const float* x, const W* w, const float* bias, int64_t M, int64_t N, int64_t K, LinearMode mode,
+                 float* out, cudaStream_t stream) {
   // 16-byte loads need every weight row, and every activation row, to start 16-byte aligned.
   const bool vectorized = (K * static_cast<int64_t>(sizeof(W))) % 16 == 0 &&
                           reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
   const int64_t cols = R == 2 ? N / 2 : N;
-  const unsigned grid = static_cast<unsigned>((cols + kGemvWarps - 1) / kGemvWarps);
   const int threads = kGemvWarps * 32;
-  const size_t smem = norm_w ? static_cast<size_t>(M * K) * sizeof(float) : 0;
   auto go = [&](auto kernel) {
-    // Beyond 48 KiB of dynamic shared memory a kernel must opt in, once.
+    // The grid: what fits on the GPU at once (asked once per kernel).
     static std::mutex mu;
-    static std::set<const void*> opted_in;
-    if (smem > 48 * 1024) {
+    static std::map<const void*, int64_t> resident;
+    int64_t fit = 0;
+    {
       std::lock_guard<std::mutex> lock(mu);
-      if (opted_in.insert(reinterpret_cast<const void*>(kernel)).second)
-        RH_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     static_cast<int>(kGemvMaxStagedBytes)));
+      const void* key = reinterpret_cast<const void*>(kernel);
+      auto it = resident.find(key);
+      if (it == resident.end()) {
+        int dev = 0, sms = 0, per_sm = 0;
+        RH_CUDA(cudaGetDevice(&dev));
+        RH_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        RH_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0));
+        it = resident.emplace(key, static_cast<int64_t>(std::max(per_sm, 1)) * sms).first;
+      }
+      fit = it->second;
     }
-    kernel<<<grid, threads, smem, stream>>>(x, norm_w, eps, w, bias, N, K, static_cast<int>(mode), vectorized, out);
+    // Columns dealt evenly: every warp gets the same count (give or take one), so the last
+    // columns do not run on a fraction of the GPU.
+    const int64_t per_warp = (cols + fit * kGemvWarps - 1) / (fit * kGemvWarps);
+    const int64_t warps = (cols + per_warp - 1) / per_warp;
+    const unsigned grid = static_cast<unsigned>((warps + kGemvWarps - 1) / kGemvWarps);
+    kernel<<<grid, threads, 0, stream>>>(x, w, bias, N, K, static_cast<int>(mode), vectorized, out);
   };
   switch (M) {
     case 1: go(gemv_kernel<W, 1, R>); break;
@@ -310,7 +320,7 @@ template <typename W>
 void launch_typed(const float* x, const W* w, const float* bias, int64_t M, int64_t N, int64_t K,
                   float* out, cudaStream_t stream) {
   if (M <= kGemvMaxRows) {
-    launch_gemv<W, 1>(x, nullptr, 0.0f, w, bias, M, N, K, LinearMode::kStore, out, stream);
+    launch_gemv<W, 1>(x, w, bias, M, N, K, LinearMode::kStore, out, stream);
     return;
   }
   if (M > kTile) {
@@ -329,16 +339,14 @@ void launch_typed(const float* x, const W* w, const float* bias, int64_t M, int6
 
 }  // namespace
 
-bool launch_fused_gemv(const float* x, const float* norm_w, float eps, const void* w, Elem w_type,
-                       const float* bias, int64_t M, int64_t N, int64_t K, LinearMode mode, float* out,
-                       cudaStream_t stream) {
+bool launch_fused_gemv(const float* x, const void* w, Elem w_type, const float* bias, int64_t M, int64_t N,
+                       int64_t K, LinearMode mode, float* out, cudaStream_t stream) {
   if (M < 1 || M > kGemvMaxRows || N == 0) return false;
-  if (norm_w && M * K * static_cast<int64_t>(sizeof(float)) > kGemvMaxStagedBytes) return false;
   if (mode == LinearMode::kSiluMul && N % 2 != 0) return false;
   auto run = [&](auto* typed) {
     using W = std::remove_const_t<std::remove_pointer_t<decltype(typed)>>;
-    if (mode == LinearMode::kSiluMul) launch_gemv<W, 2>(x, norm_w, eps, typed, bias, M, N, K, mode, out, stream);
-    else launch_gemv<W, 1>(x, norm_w, eps, typed, bias, M, N, K, mode, out, stream);
+    if (mode == LinearMode::kSiluMul) launch_gemv<W, 2>(x, typed, bias, M, N, K, mode, out, stream);
+    else launch_gemv<W, 1>(x, typed, bias, M, N, K, mode, out, stream);
   };
   switch (w_type) {
     case Elem::kF32: run(static_cast<const float*>(w)); break;
