@@ -195,6 +195,28 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaTensorCoreLinear, ::testing::ValuesIn(tc_ca
                                   std::to_string(c.N) + "_K" + std::to_string(c.K) + (c.bias ? "_bias" : "");
                          });
 
+TEST_F(CudaTensorCoreLinear, ResidualAddRidesOnTheProduct) {
+  // fused_linear(kAccumulate) with more than four rows: out += product as cuBLASLt's beta = 1.
+  CudaOptions o;
+  o.tensor_cores = true;
+  auto tc = make_cuda_backend(0, o);
+  const int64_t M = 33, N = 256, K = 1024;
+  Tensor x = random_tensor(DType::kF32, {M, K});
+  Tensor w = random_tensor(DType::kBF16, {N, K}, 0.1f);
+  Tensor b = random_tensor(DType::kF32, {N});
+  Tensor start = random_tensor(DType::kF32, {M, N});
+  Tensor x16 = Tensor::empty(DType::kBF16, {M, K});
+  convert_from_f32(x.data_as<float>(), DType::kBF16, x16.data(), x.numel());
+  Tensor xr = Tensor::from_f32(x16.to_f32_vector(), {M, K});
+  Tensor p = poisoned({M, N});
+  cpu::ref::linear(xr, w, &b, p);
+  Tensor ref = copy_of(start);
+  cpu::ref::add(ref, p);
+  Tensor dw = tc->upload(w), db = tc->upload(b), out = tc->upload(start);
+  tc->fused_linear(tc->upload(x), nullptr, 0, dw, &db, LinearOut::kAccumulate, out);
+  EXPECT_LT(rel_error(tc->to_host(out), ref), 2e-5);
+}
+
 TEST_F(CudaTensorCoreLinear, OddShapesStayCloseToTheExactProduct) {
   // Shapes cuBLASLt may refuse (odd K) fall back to the f32 kernels; either way the result is
   // within bf16 rounding of the exact product.

@@ -273,21 +273,26 @@ class CudaBackend final : public Backend {
       check_f32(*bias, "fused_linear bias");
       RH_CHECK(bias->numel() == N, "fused_linear bias ", bias->str(), " for ", w.str());
     }
+    if (lt_ && M > cuda::kGemvMaxRows && mode == LinearOut::kAccumulate && !norm_weight &&
+        (w.dtype() == DType::kBF16 || w.dtype() == DType::kF16)) {
+      // Tensor cores: the residual add as the product's beta = 1.
+      const Elem wt = elem_of(w, "fused_linear");
+      Tensor narrow = alloc_uninit(w.dtype(), {M, K});
+      cuda::launch_narrow(x.data_as<float>(), M * K, narrow.data(), wt, stream());
+      if (lt_->run(narrow.data(), w.data(), wt, bias ? bias->data_as<float>() : nullptr, M, N, K,
+                   out.data_as<float>(), stream(), /*accumulate=*/true))
+        return;
+    }
     if (is_block_quantized(w.dtype()) || M > cuda::kGemvMaxRows) {
       Backend::fused_linear(x, norm_weight, eps, w, bias, mode, out);
       return;
     }
-    // Decode: the norm as its own kernel, then the product with its epilogue.
-    Tensor normed;
-    if (norm_weight) {
-      normed = alloc_uninit(DType::kF32, x.shape());
-      rms_norm(x, *norm_weight, eps, normed);
-    }
-    const Tensor& in = norm_weight ? normed : x;
-    if (!cuda::launch_fused_gemv(in.data_as<float>(), w.data(), elem_of(w, "fused_linear"),
-                                 bias ? bias->data_as<float>() : nullptr, M, N, K,
-                                 static_cast<cuda::LinearMode>(static_cast<int>(mode)), out.data_as<float>(), stream()))
-      Backend::fused_linear(in, nullptr, eps, w, bias, mode, out);
+    // Decode: one kernel (norm, product, epilogue) when the activations fit in shared memory.
+    if (!cuda::launch_fused_gemv(x.data_as<float>(), norm_weight ? norm_weight->data_as<float>() : nullptr, eps,
+                                 w.data(), elem_of(w, "fused_linear"), bias ? bias->data_as<float>() : nullptr, M, N,
+                                 K, static_cast<cuda::LinearMode>(static_cast<int>(mode)), out.data_as<float>(),
+                                 stream()))
+      Backend::fused_linear(x, norm_weight, eps, w, bias, mode, out);
   }
 
   void silu_mul(const Tensor& gate_up, Tensor& out) override {

@@ -71,14 +71,14 @@ LtGemm::Plan& LtGemm::plan(Elem type, bool bias, int64_t M, int64_t N, int64_t K
 }
 
 bool LtGemm::run(const void* a, const void* w, Elem type, const float* bias, int64_t M, int64_t N,
-                 int64_t K, float* out, cudaStream_t stream) {
+                 int64_t K, float* out, cudaStream_t stream, bool accumulate) {
   if (type == Elem::kF32) return false;
   Plan& p = plan(type, bias != nullptr, M, N, K);
   if (!p.ok) return false;
   if (bias)
     RH_LT(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
-  const float one = 1.0f, zero = 0.0f;
-  RH_LT(cublasLtMatmul(handle_, p.op, &one, w, p.w, a, p.a, &zero, out, p.c, out, p.c, &p.algo,
+  const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  RH_LT(cublasLtMatmul(handle_, p.op, &one, w, p.w, a, p.a, &beta, out, p.c, out, p.c, &p.algo,
                        workspace_, workspace_bytes_, stream));
   return true;
 }

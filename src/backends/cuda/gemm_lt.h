@@ -26,9 +26,10 @@ class LtGemm {
   LtGemm(const LtGemm&) = delete;
   LtGemm& operator=(const LtGemm&) = delete;
 
-  // False when cuBLASLt offers no algorithm for this shape; nothing was launched then.
+  // False when cuBLASLt offers no algorithm for this shape; nothing was launched then. With
+  // `accumulate`, out += product (beta = 1: the residual add rides on the matrix product).
   bool run(const void* a, const void* w, Elem type, const float* bias, int64_t M, int64_t N,
-           int64_t K, float* out, cudaStream_t stream);
+           int64_t K, float* out, cudaStream_t stream, bool accumulate = false);
 
  private:
   struct Plan {

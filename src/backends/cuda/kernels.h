@@ -28,11 +28,12 @@ void launch_linear(const float* x, const void* w, Elem w_type, const float* bias
                    int64_t N, int64_t K, float* out, cudaStream_t stream);
 // Backend::fused_linear's modes (LinearOut), as the kernels see them.
 enum class LinearMode : int { kStore = 0, kAccumulate = 1, kSiluMul = 2 };
-// The decode product with its epilogue folded in, for M <= kGemvMaxRows. False when the shape
-// does not suit the fused kernel (nothing was launched): the caller composes the plain ops
-// instead. w is [N, K]; kSiluMul writes [M, N / 2].
-bool launch_fused_gemv(const float* x, const void* w, Elem w_type, const float* bias, int64_t M, int64_t N,
-                       int64_t K, LinearMode mode, float* out, cudaStream_t stream);
+// The decode product with its norm (norm_w, may be null) and epilogue folded in, for M <=
+// kGemvMaxRows. False when the shape does not suit the fused kernel (nothing was launched): the
+// caller composes the plain ops instead. w is [N, K]; kSiluMul writes [M, N / 2].
+bool launch_fused_gemv(const float* x, const float* norm_w, float eps, const void* w, Elem w_type,
+                       const float* bias, int64_t M, int64_t N, int64_t K, LinearMode mode, float* out,
+                       cudaStream_t stream);
 // Block-quantized (GGUF) weights, f32 activations and output (kernels_quant.cu). Rows hold K / block
 // values in whole blocks; the pointer must be 16-byte aligned and kBlockPadBytes past its end must be
 // readable (the kernels load whole aligned words around unaligned fields).

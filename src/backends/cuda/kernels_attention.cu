@@ -44,6 +44,7 @@ constexpr int kSplitThreads = 128;
 // Keys per split block, at least: at batch 1 and 1024 keys, 16 partitions x 8 KV heads = 128
 // blocks, each one round of loads.
 constexpr int kMinPartition = 64;
+constexpr int kTableSegment = 1024;  // block-table entries a split block stages (16k keys of 16)
 constexpr int kSplitMaxDim = 256;
 constexpr int kMaxGroupPerBlock = 8;  // q heads one split block computes; larger groups use more blocks
 
@@ -285,12 +286,22 @@ split_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache, cons
 
   // Every lane runs the same number of rounds (the shuffles need the whole warp); a group whose
   // keys all lie past the partition only skips the softmax update.
+  // The partition's block-table entries in shared memory: a key's slot is then one shared load
+  // away instead of a global load in front of every K/V load.
+  __shared__ int32_t seg[kTableSegment];
+  const int b0 = kbeg / bs, nb = (kend - 1) / bs - b0 + 1;
+  const bool seg_ok = nb <= kTableSegment;
+  if (seg_ok) {
+    for (int i = tid; i < nb; i += kSplitThreads) seg[i] = table[b0 + i];
+    __syncthreads();
+  }
   for (int base = kbeg; base < kend; base += ngroups * U) {
     const int j0 = base + grp * U;
     uint4 kr[U][NI], vr[U][NI];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int64_t row = slot_of_key(table, min(j0 + u, kend - 1), bs) * kv_cols;  // clamped keys are masked below
+      const int j = min(j0 + u, kend - 1);  // clamped keys are masked below
+      const int64_t row = (seg_ok ? static_cast<int64_t>(seg[j / bs - b0]) * bs + j % bs : slot_of_key(table, j, bs)) * kv_cols;
 #pragma unroll
       for (int i = 0; i < NI; ++i) {
         const int vi = i * lanes + lane;
@@ -610,7 +621,9 @@ void launch_split(const float* qkv, const KV* k_cache, const KV* v_cache, const 
   const int64_t D = shape.head_dim, H = shape.num_heads, Hkv = shape.num_kv_heads;
   const int group_size = static_cast<int>(H / Hkv), nsub = (group_size + G - 1) / G;
   const int64_t max_keys = std::max<int64_t>(1, static_cast<int64_t>(meta.max_blocks) * shape.block_size);
-  // The largest partition that still gives about two blocks per SM; at least kMinPartition keys.
+  // The largest partition that still gives about twelve blocks per SM (four waves of the three
+  // that fit): a block walks its keys in dependent rounds, so long partitions leave the memory
+  // system idle. At least kMinPartition keys.
   static const int sms = [] {
     int dev = 0, n = 0;
     RH_CUDA(cudaGetDevice(&dev));
@@ -619,7 +632,7 @@ void launch_split(const float* qkv, const KV* k_cache, const KV* v_cache, const 
   }();
   const int64_t rows = static_cast<int64_t>(meta.tokens) * Hkv * nsub;
   int64_t partition = kMinPartition;
-  while (partition < max_keys && rows * ((max_keys + 2 * partition - 1) / (2 * partition)) >= 2 * sms) partition *= 2;
+  while (partition < max_keys && rows * ((max_keys + 2 * partition - 1) / (2 * partition)) >= 12 * sms) partition *= 2;
   const int nparts = static_cast<int>((max_keys + partition - 1) / partition);
   // Scratch per token: (max, sum) and an unnormalized row per (head, partition). Long prefills
   // run in token slices so scratch stays under about 64 MiB.

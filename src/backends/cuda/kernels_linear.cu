@@ -116,21 +116,44 @@ __device__ __forceinline__ void gemv_rows(const float* __restrict__ x, const W* 
 
 // The decode product (M <= kGemvMaxRows activation rows): memory bound on the weights, so a warp
 // owns an output column at a time and streams its weight row once with 16-byte loads, against
-// all M activation rows (which stay in L1/L2). The grid is at most as many blocks as fit on the
-// GPU at once, each warp looping over an even share of the columns: a block's start-up is paid
-// once, not once per 8 columns, and no tail wave runs half empty.
+// all M activation rows. The grid is at most as many blocks as fit on the GPU at once, each warp
+// looping over an even share of the columns: a block's start-up is paid once, not once per 8
+// columns, and no tail wave runs half empty.
 //
 // Folded in (Backend::fused_linear), each rounded as the unfused ops round:
+// - norm_w: each block first writes the RMSNorm of each activation row into shared memory
+//   (double sum of squares and the same products as rms_norm_kernel) and multiplies against
+//   that. Measured against a separate norm kernel on the 8B shapes (H200): the 235 MB gate/up
+//   product 66 us instead of 78, the 50 MB qkv product about the same;
 // - mode kAccumulate: out += product (the residual add), one f32 addition;
 // - mode kSiluMul: w = [2I, K]; the warp streams rows i and I + i together and writes
 //   silu(gate) * up to column i of an [M, I] output.
-// The RMSNorm before a product stays a kernel of its own: computed by every block in a prologue,
-// it held back the weight loads and cost more than the launch it saved (6.7 us on a 50 MB
-// product, H200).
 template <typename W, int M, int R>
 __global__ void __launch_bounds__(kGemvWarps * 32)
-gemv_kernel(const float* __restrict__ x, const W* __restrict__ w, const float* __restrict__ bias, int64_t N,
-            int64_t K, int mode, bool vectorized, float* __restrict__ out) {
+gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, bool staged,
+            const W* __restrict__ w, const float* __restrict__ bias, int64_t N, int64_t K, int mode, bool vectorized,
+            float* __restrict__ out) {
+  extern __shared__ __align__(16) float xs[];
+  const float* xin = x;
+  if (staged) {
+    if (norm_w) {
+      for (int m = 0; m < M; ++m) {
+        double ss = 0;
+        for (int64_t k = threadIdx.x; k < K; k += blockDim.x) ss += static_cast<double>(x[m * K + k]) * x[m * K + k];
+        ss = block_sum(ss);
+        const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(K) + eps));
+        for (int64_t k = threadIdx.x; k < K; k += blockDim.x)
+          xs[m * K + k] = __fmul_rn(norm_w[k], __fmul_rn(x[m * K + k], inv));
+      }
+    } else if (vectorized) {
+      for (int64_t i = threadIdx.x; i < M * K / 4; i += blockDim.x)
+        reinterpret_cast<float4*>(xs)[i] = reinterpret_cast<const float4*>(x)[i];
+    } else {
+      for (int64_t i = threadIdx.x; i < M * K; i += blockDim.x) xs[i] = x[i];
+    }
+    __syncthreads();
+    xin = xs;
+  }
   const int lane = threadIdx.x & 31;
   const int64_t cols = R == 2 ? N / 2 : N;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
@@ -144,7 +167,7 @@ gemv_kernel(const float* __restrict__ x, const W* __restrict__ w, const float* _
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[r][m] = 0.0f;
-  gemv_rows<W, M, R>(x, rows, K, vectorized, lane, acc, lane);
+  gemv_rows<W, M, R>(xin, rows, K, vectorized, lane, acc, lane);
 #pragma unroll
   for (int m = 0; m < M; ++m) {
     float s[R];
@@ -164,29 +187,41 @@ gemv_kernel(const float* __restrict__ x, const W* __restrict__ w, const float* _
   }
 }
 
+// Activations staged in shared memory up to this size (M rows of K floats).
+constexpr int64_t kGemvMaxStagedBytes = 96 * 1024;
+
 template <typename W, int R>
-void launch_gemv(const float* x, const W* w, const float* bias, int64_t M, int64_t N, int64_t K, LinearMode mode,
-                 float* out, cudaStream_t stream) {
+void launch_gemv(const float* x, const float* norm_w, float eps, const W* w, const float* bias, int64_t M,
+                 int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream) {
   // 16-byte loads need every weight row, and every activation row, to start 16-byte aligned.
   const bool vectorized = (K * static_cast<int64_t>(sizeof(W))) % 16 == 0 &&
                           reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
   const int64_t cols = R == 2 ? N / 2 : N;
   const int threads = kGemvWarps * 32;
+  const int64_t staged_bytes = M * K * static_cast<int64_t>(sizeof(float));
+  // Only normalized activations are staged: a plain copy gained nothing on the 8B shapes' o and
+  // qkv products and cost occupancy on the down product (57 KB of shared memory per block).
+  const bool staged = norm_w != nullptr;
+  RH_CHECK(!staged || staged_bytes <= kGemvMaxStagedBytes, "launch_gemv: activations too large to stage");
+  const size_t smem = staged ? static_cast<size_t>(staged_bytes) : 0;
   auto go = [&](auto kernel) {
-    // The grid: what fits on the GPU at once (asked once per kernel).
+    // The grid: what fits on the GPU at once for this shared-memory size (asked once per kernel
+    // and size); beyond 48 KiB of dynamic shared memory a kernel must opt in, once.
     static std::mutex mu;
-    static std::map<const void*, int64_t> resident;
+    static std::map<std::pair<const void*, size_t>, int64_t> resident;
     int64_t fit = 0;
     {
       std::lock_guard<std::mutex> lock(mu);
       const void* key = reinterpret_cast<const void*>(kernel);
-      auto it = resident.find(key);
+      auto it = resident.find({key, smem});
       if (it == resident.end()) {
+        RH_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(kGemvMaxStagedBytes)));
         int dev = 0, sms = 0, per_sm = 0;
         RH_CUDA(cudaGetDevice(&dev));
         RH_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-        RH_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0));
-        it = resident.emplace(key, static_cast<int64_t>(std::max(per_sm, 1)) * sms).first;
+        RH_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+        it = resident.emplace(std::make_pair(key, smem), static_cast<int64_t>(std::max(per_sm, 1)) * sms).first;
       }
       fit = it->second;
     }
@@ -195,7 +230,8 @@ void launch_gemv(const float* x, const W* w, const float* bias, int64_t M, int64
     const int64_t per_warp = (cols + fit * kGemvWarps - 1) / (fit * kGemvWarps);
     const int64_t warps = (cols + per_warp - 1) / per_warp;
     const unsigned grid = static_cast<unsigned>((warps + kGemvWarps - 1) / kGemvWarps);
-    kernel<<<grid, threads, 0, stream>>>(x, w, bias, N, K, static_cast<int>(mode), vectorized, out);
+    kernel<<<grid, threads, smem, stream>>>(x, norm_w, eps, staged, w, bias, N, K, static_cast<int>(mode), vectorized,
+                                            out);
   };
   switch (M) {
     case 1: go(gemv_kernel<W, 1, R>); break;
@@ -320,7 +356,7 @@ template <typename W>
 void launch_typed(const float* x, const W* w, const float* bias, int64_t M, int64_t N, int64_t K,
                   float* out, cudaStream_t stream) {
   if (M <= kGemvMaxRows) {
-    launch_gemv<W, 1>(x, w, bias, M, N, K, LinearMode::kStore, out, stream);
+    launch_gemv<W, 1>(x, nullptr, 0.0f, w, bias, M, N, K, LinearMode::kStore, out, stream);
     return;
   }
   if (M > kTile) {
@@ -339,14 +375,16 @@ void launch_typed(const float* x, const W* w, const float* bias, int64_t M, int6
 
 }  // namespace
 
-bool launch_fused_gemv(const float* x, const void* w, Elem w_type, const float* bias, int64_t M, int64_t N,
-                       int64_t K, LinearMode mode, float* out, cudaStream_t stream) {
+bool launch_fused_gemv(const float* x, const float* norm_w, float eps, const void* w, Elem w_type,
+                       const float* bias, int64_t M, int64_t N, int64_t K, LinearMode mode, float* out,
+                       cudaStream_t stream) {
   if (M < 1 || M > kGemvMaxRows || N == 0) return false;
+  if (norm_w && M * K * static_cast<int64_t>(sizeof(float)) > kGemvMaxStagedBytes) return false;
   if (mode == LinearMode::kSiluMul && N % 2 != 0) return false;
   auto run = [&](auto* typed) {
     using W = std::remove_const_t<std::remove_pointer_t<decltype(typed)>>;
-    if (mode == LinearMode::kSiluMul) launch_gemv<W, 2>(x, typed, bias, M, N, K, mode, out, stream);
-    else launch_gemv<W, 1>(x, typed, bias, M, N, K, mode, out, stream);
+    if (mode == LinearMode::kSiluMul) launch_gemv<W, 2>(x, norm_w, eps, typed, bias, M, N, K, mode, out, stream);
+    else launch_gemv<W, 1>(x, norm_w, eps, typed, bias, M, N, K, mode, out, stream);
   };
   switch (w_type) {
     case Elem::kF32: run(static_cast<const float*>(w)); break;
