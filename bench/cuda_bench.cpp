@@ -11,6 +11,7 @@
 //
 //   bench_cuda [--model configs/llama-3.1-8b] [--batches 1,8,64,256] [--context 1024]
 //              [--steps 32] [--prefill 512,4096] [--precision bf16|f32] [--graphs 1] [--profile 0]
+//              [--dummy-dtype f8_e4m3_b128|q8_0|...]  (projection weights in that block type)
 //
 // --profile 1 adds a per-op table of one batch-1 decode step, each op synchronized on its own.
 #include <algorithm>
@@ -184,7 +185,7 @@ int main(int argc, char** argv) {
   std::string model_dir = std::string(env && *env ? env : REDHARE_SOURCE_DIR) + "/configs/llama-3.1-8b";
   std::vector<int64_t> batches = {1, 8, 64, 256}, prefills = {512, 4096};
   int64_t context = 1024, steps = 32;
-  std::string precision = "bf16";
+  std::string precision = "bf16", dummy_dtype;
   bool graphs = true, profile = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i], v = argv[i + 1];
@@ -196,6 +197,7 @@ int main(int argc, char** argv) {
     else if (a == "--precision") precision = v;
     else if (a == "--graphs") graphs = v != "0";
     else if (a == "--profile") profile = v != "0";
+    else if (a == "--dummy-dtype") dummy_dtype = v;
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
@@ -215,6 +217,7 @@ int main(int argc, char** argv) {
     std::unique_ptr<Backend> backend = std::move(timed_backend);
     LoadOptions lo;
     lo.load_format = "dummy";
+    lo.dummy_dtype = dummy_dtype;
     auto t0 = Clock::now();
     auto model = load_model(model_dir, *backend, lo);
     const double load_s = seconds_since(t0);
@@ -345,7 +348,10 @@ int main(int argc, char** argv) {
                               {"down (+= residual)", H, I, false, LinearOut::kAccumulate}};
       std::printf("\n%-24s %10s %10s %8s\n", "decode product (M=1)", "us", "GB/s", "of read");
       for (const Shape& s : shapes) {
-        Tensor w = backend->alloc(c.dtype, {s.N, s.K});
+        DType wt = c.dtype;
+        for (int i = 0; i < static_cast<int>(DType::kCount) && !dummy_dtype.empty(); ++i)
+          if (dtype_name(static_cast<DType>(i)) == dummy_dtype) wt = static_cast<DType>(i);
+        Tensor w = backend->alloc(wt, {s.N, s.K});
         Tensor x = backend->alloc(DType::kF32, {1, s.K});
         Tensor nw = backend->alloc(DType::kF32, {s.K});
         Tensor out = backend->alloc(DType::kF32, {1, s.mode == LinearOut::kSiluMul ? s.N / 2 : s.N});

@@ -13,5 +13,6 @@ int cmd_tokenize(const std::vector<std::string>& args);
 int cmd_chat_template(const std::vector<std::string>& args);
 int cmd_serve(const std::vector<std::string>& args);
 int cmd_bench(const std::vector<std::string>& args);
+int cmd_convert(const std::vector<std::string>& args);
 
 }  // namespace redhare::app

@@ -20,6 +20,7 @@ void usage() {
       "  tokenize        text to token ids with a model's tokenizer\n"
       "  chat-template   render a conversation with a model's chat template\n"
       "  bench           serving benchmark: TTFT, TPOT, ITL, throughput (HTTP or in-process)\n"
+      "  convert         rewrite a checkpoint with block-scaled FP8 projection weights\n"
       "\n"
       "'redhare <command> --help' lists a command's options.\n",
       stdout);
@@ -41,6 +42,7 @@ int main(int argc, char** argv) {
     if (cmd == "tokenize") return redhare::app::cmd_tokenize(args);
     if (cmd == "chat-template") return redhare::app::cmd_chat_template(args);
     if (cmd == "bench") return redhare::app::cmd_bench(args);
+    if (cmd == "convert") return redhare::app::cmd_convert(args);
     if (cmd == "--version" || cmd == "version") {
       std::puts("redhare " REDHARE_VERSION);
       return 0;

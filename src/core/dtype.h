@@ -1,7 +1,8 @@
 // Element types of tensors and their conversions.
 //
-// Block-quantized types (GGUF's Q8_0, Q4_K, ...) are described by a block: `block_elems` values
-// stored in `block_bytes` bytes. Plain types have a block of one element.
+// Block-quantized types (GGUF's Q8_0, Q4_K, ..., and redhare's scaled FP8 blocks) are described by
+// a block: `block_elems` values stored in `block_bytes` bytes. Plain types have a block of one
+// element.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +32,10 @@ enum class DType : uint8_t {
   kQ4_K,
   kQ5_K,
   kQ6_K,
+  // FP8 weights as redhare keeps them: blocks of 128 consecutive e4m3 values of a row followed by
+  // their f32 dequantization scale (132 bytes). Block-, channel- and tensor-scaled FP8 checkpoints
+  // all load into it (models/fp8.cpp); a value is f8e4m3_to_f32(byte) * scale, rounded once.
+  kF8B128,
   kCount,
 };
 

@@ -156,6 +156,38 @@ ModelConfig ModelConfig::parse(const std::string& text, const std::string& sourc
   if (!dtype_from_torch_name(dt, &c.dtype)) r.bad("torch_dtype", "'" + dt + "' is not supported");
   c.eos_token_ids = r.id_list("eos_token_id");
   if (r.has("bos_token_id")) c.bos_token_id = r.integer("bos_token_id");
+  if (j.contains("quantization_config") && !j["quantization_config"].is_null()) {
+    const json& q = j["quantization_config"];
+    const std::string where = source + ": quantization_config";
+    if (!q.is_object()) fail(where, " must be an object");
+    const std::string method = q.value("quant_method", std::string());
+    if (method != "fp8")
+      fail(where, ".quant_method '", method, "' is not supported (redhare loads \"fp8\" checkpoints)");
+    Fp8Quantization f;
+    if (q.contains("fmt") && q["fmt"] != "e4m3") fail(where, ".fmt must be \"e4m3\", got ", q["fmt"].dump());
+    if (q.contains("activation_scheme")) {
+      if (!q["activation_scheme"].is_string()) fail(where, ".activation_scheme must be a string");
+      f.activation_scheme = q["activation_scheme"].get<std::string>();
+      if (f.activation_scheme != "dynamic" && f.activation_scheme != "static")
+        fail(where, ".activation_scheme '", f.activation_scheme, "' is not dynamic or static");
+    }
+    if (q.contains("weight_block_size") && !q["weight_block_size"].is_null()) {
+      const json& b = q["weight_block_size"];
+      if (!b.is_array() || b.size() != 2 || !b[0].is_number_integer() || !b[1].is_number_integer() ||
+          b[0].get<int64_t>() <= 0 || b[1].get<int64_t>() <= 0)
+        fail(where, ".weight_block_size must be two positive integers, got ", b.dump());
+      f.weight_block_size = {b[0].get<int64_t>(), b[1].get<int64_t>()};
+    }
+    for (const char* key : {"modules_to_not_convert", "ignored_layers"}) {
+      if (!q.contains(key) || q[key].is_null()) continue;
+      if (!q[key].is_array()) fail(where, ".", key, " must be a list of module names");
+      for (const json& m : q[key]) {
+        if (!m.is_string()) fail(where, ".", key, " must be a list of module names");
+        f.modules_to_not_convert.push_back(m.get<std::string>());
+      }
+    }
+    c.fp8 = f;
+  }
 
   const std::string& a = c.architecture;
   if (a == "Qwen2ForCausalLM") {

@@ -18,6 +18,15 @@ struct RopeScaling {
   int64_t original_max_position_embeddings = 8192;  // llama3
 };
 
+// config.json's quantization_config for FP8 checkpoints (quant_method "fp8"): e4m3 weights with
+// a dequantization scale per weight_block_size block (DeepSeek-V3 style, `weight_scale_inv`), or,
+// without a block size, per tensor or per output channel (`weight_scale`).
+struct Fp8Quantization {
+  std::vector<int64_t> weight_block_size;  // [rows, cols], or empty
+  std::string activation_scheme = "dynamic";
+  std::vector<std::string> modules_to_not_convert;  // left in the checkpoint's float type
+};
+
 struct ModelConfig {
   std::string architecture;  // architectures[0], e.g. "LlamaForCausalLM"
   std::string model_type;
@@ -41,6 +50,7 @@ struct ModelConfig {
   int64_t sliding_window = 0;   // 0 = full attention
   std::string hidden_act = "silu";
   DType dtype = DType::kBF16;   // torch_dtype / dtype
+  std::optional<Fp8Quantization> fp8;  // quantization_config with quant_method "fp8"
   std::vector<int64_t> eos_token_ids;
   std::optional<int64_t> bos_token_id;
 

@@ -10,6 +10,7 @@
 #include "core/logging.h"
 #include "core/thread_pool.h"
 #include "formats/safetensors.h"
+#include "models/fp8.h"
 #include "models/gguf_model.h"
 
 namespace redhare {
@@ -30,22 +31,41 @@ void ensure_builtin_registered() {
 
 class CheckpointWeights final : public WeightSource {
  public:
-  explicit CheckpointWeights(const std::string& dir) : ckpt_(Checkpoint::open(dir)) {}
+  CheckpointWeights(const std::string& dir, const ModelConfig& config)
+      : ckpt_(Checkpoint::open(dir)), fp8_(config.fp8) {}
   bool has(const std::string& name) override { return ckpt_.has(name); }
   Tensor get(const std::string& name, const Shape& shape, float) override {
     Tensor t = ckpt_.get(name);
     if (t.shape() != shape)
       fail(ckpt_.dir(), ": tensor '", name, "' has shape ", shape_str(t.shape()), ", expected ",
            shape_str(shape), " from config.json");
-    if (!dtype_info(t.dtype()).is_float || t.dtype() == DType::kF8E4M3 || t.dtype() == DType::kF8E5M2)
+    if (t.dtype() == DType::kF8E4M3) return fp8_weight(name, t);
+    if (!dtype_info(t.dtype()).is_float || t.dtype() == DType::kF8E5M2)
       fail(ckpt_.dir(), ": tensor '", name, "' is ", dtype_name(t.dtype()),
-           "; this build loads f32, f16 and bf16 weights");
+           "; redhare loads f32, f16, bf16 and (with an fp8 quantization_config) f8_e4m3 weights");
     return t;
   }
   std::string describe() const override { return ckpt_.dir(); }
 
  private:
+  // An e4m3 weight and its scale (`<name>_scale_inv` with block scales, `<name>_scale` per tensor
+  // or channel), packed into kF8B128.
+  Tensor fp8_weight(const std::string& name, const Tensor& t) {
+    const std::string what = ckpt_.dir() + ": tensor '" + name + "'";
+    if (!fp8_)
+      fail(what, " is f8_e4m3 but config.json has no quantization_config with quant_method \"fp8\"");
+    std::string scale_name;
+    for (const char* suffix : {"_scale_inv", "_scale"})
+      if (ckpt_.has(name + suffix)) {
+        scale_name = name + suffix;
+        break;
+      }
+    if (scale_name.empty()) fail(what, " is f8_e4m3 but the checkpoint has neither ", name, "_scale_inv nor ", name, "_scale");
+    return pack_fp8_weight(t, ckpt_.get(scale_name), fp8_->weight_block_size, what);
+  }
+
   Checkpoint ckpt_;
+  std::optional<Fp8Quantization> fp8_;
 };
 
 // Random weights in the config's dtype: uniform in [-scale, scale] (norm weights get ~1), drawn in
@@ -56,7 +76,9 @@ class DummyWeights final : public WeightSource {
       : dtype_(dtype), seed_(seed), block_(block_dtype) {}
   bool has(const std::string&) override { return true; }
   Tensor get(const std::string& name, const Shape& shape, float scale) override {
-    if (block_ && shape.size() == 2 && scale > 0 && shape[1] % dtype_info(*block_).block_elems == 0)
+    // FP8 as checkpoints ship it: the projection weights only (embeddings and LM head stay).
+    if (block_ && shape.size() == 2 && scale > 0 && shape[1] % dtype_info(*block_).block_elems == 0 &&
+        (*block_ != DType::kF8B128 || is_fp8_quantizable(name)))
       return random_blocks(name, shape, scale);
     Tensor t = Tensor::empty(dtype_, shape);
     const uint64_t stream = std::hash<std::string>{}(name) ^ seed_;
@@ -83,8 +105,8 @@ class DummyWeights final : public WeightSource {
   std::string describe() const override { return "dummy weights"; }
 
  private:
-  // Random packed blocks of a GGUF type whose f16 scale fields hold a small positive value, so the
-  // weights are finite and of about `scale` in size: enough to time the kernels on real layouts.
+  // Random packed blocks of a GGUF or FP8 type whose scale fields hold a small positive value, so
+  // the weights are finite and of about `scale` in size: enough to time the kernels on real layouts.
   Tensor random_blocks(const std::string& name, const Shape& shape, float scale) {
     const DType t = *block_;
     Tensor out = Tensor::empty(t, shape);
@@ -99,6 +121,16 @@ class DummyWeights final : public WeightSource {
         std::memcpy(p + i * 8, &z, 8);
       }
     });
+    if (t == DType::kF8B128) {
+      // FP8 blocks: no NaN codes, and an f32 scale making values of about `scale`.
+      const float s = scale / 448.0f;
+      for (int64_t b = 0; b < bytes / bb; ++b) {
+        for (int64_t i = 0; i < 128; ++i)
+          if ((p[b * bb + i] & 0x7F) == 0x7F) p[b * bb + i] = 0;
+        std::memcpy(p + b * bb + 128, &s, 4);
+      }
+      return out;
+    }
     const bool has_min = t == DType::kQ4_1 || t == DType::kQ5_1 || t == DType::kQ4_K || t == DType::kQ5_K;
     const int64_t d_offset = t == DType::kQ6_K ? 208 : 0;
     const uint16_t d = f32_to_f16(scale / 16.0f), m = f32_to_f16(-scale / 2.0f);
@@ -120,7 +152,7 @@ std::optional<DType> parse_dummy_dtype(const std::string& name) {
     DType t = static_cast<DType>(i);
     if (dtype_name(t) == name && is_block_quantized(t)) return t;
   }
-  fail("dummy dtype '", name, "' is not a block type (q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k)");
+  fail("dummy dtype '", name, "' is not a block type (q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, f8_e4m3_b128)");
 }
 
 }  // namespace
@@ -178,7 +210,7 @@ std::unique_ptr<Model> load_model(const std::string& model_dir, Backend& backend
   } else if (gguf && (options.load_format == "auto" || options.load_format == "gguf")) {
     weights = gguf_weight_source(gguf, config);
   } else if (options.load_format == "auto" || options.load_format == "safetensors") {
-    weights = std::make_unique<CheckpointWeights>(model_dir);
+    weights = std::make_unique<CheckpointWeights>(model_dir, config);
   } else {
     fail("load_format '", options.load_format, "' is not one of auto, safetensors, gguf, dummy");
   }

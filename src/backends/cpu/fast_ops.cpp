@@ -87,6 +87,7 @@ DequantRowFn dequant_fallback_for(DType t) {
     case DType::kQ4_K: return &dequant_fallback<DType::kQ4_K>;
     case DType::kQ5_K: return &dequant_fallback<DType::kQ5_K>;
     case DType::kQ6_K: return &dequant_fallback<DType::kQ6_K>;
+    case DType::kF8B128: return &dequant_fallback<DType::kF8B128>;
     default: fail("the CPU matrix kernel does not take ", dtype_name(t), " weights");
   }
 }
@@ -174,7 +175,8 @@ void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) {
   check_linear(x, w, bias, out);
   const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
   if (is_block_quantized(w.dtype())) {
-    if (g_int8_activations.load(std::memory_order_relaxed)) {
+    // (GGUF types only: FP8 weights keep f32 activations, W8A16.)
+    if (g_int8_activations.load(std::memory_order_relaxed) && w.dtype() != DType::kF8B128) {
       // Opt-in: activations quantized to 8 bits and integer dot products on the packed blocks
       // (faster prefill; logits drift from the f32 result by a few tenths on deep models).
       quant_matmul(w.dtype(), w.data(), N, K, x.data_as<float>(), M, out.data_as<float>());

@@ -136,6 +136,13 @@ void dequant_q6_k(const uint8_t* b, float* y) {
   }
 }
 
+// 128 e4m3 values, then their f32 scale.
+void dequant_f8_b128(const uint8_t* b, float* y) {
+  float scale;
+  std::memcpy(&scale, b + 128, 4);
+  for (int i = 0; i < 128; ++i) y[i] = f8e4m3_to_f32(b[i]) * scale;
+}
+
 using BlockDequant = void (*)(const uint8_t*, float*);
 
 BlockDequant block_dequant(DType t) {
@@ -156,6 +163,8 @@ BlockDequant block_dequant(DType t) {
       return dequant_q5_k;
     case DType::kQ6_K:
       return dequant_q6_k;
+    case DType::kF8B128:
+      return dequant_f8_b128;
     default:
       return nullptr;
   }

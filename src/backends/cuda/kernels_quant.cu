@@ -226,6 +226,30 @@ struct Q6_K {
 };
 
 // Values k..k+7 of a row (k a multiple of 8).
+// An e4m3 byte as f32, exactly (the "fn" variant: no infinities, S.1111.111 is NaN).
+__device__ __forceinline__ float e4m3_to_f32(uint32_t v) {
+  const uint32_t sign = (v & 0x80u) << 24, e = (v >> 3) & 0xFu, m = v & 7u;
+  if (e == 0xFu && m == 7u) return __uint_as_float(sign | 0x7fc00000u);
+  if (e == 0) {  // subnormal: m * 2^-9
+    const float mag = static_cast<float>(m) * 0.001953125f;
+    return sign ? -mag : mag;
+  }
+  return __uint_as_float(sign | ((e + 120u) << 23) | (m << 20));
+}
+
+// redhare's FP8 blocks (core/dtype.h): 128 e4m3 bytes, then the f32 scale. Blocks are 132 bytes,
+// so every field is 4-byte aligned.
+struct F8B128 {
+  static constexpr int kElems = 128, kBytes = 132;
+  __device__ __forceinline__ static void dequant8(const uint8_t* b, int unit, int part, float* v) {
+    const float scale = __uint_as_float(word_at(b + 128, 0));
+    uint32_t lo, hi;
+    u64_at(b + 32 * unit + 8 * part, lo, hi);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) v[i] = __fmul_rn(e4m3_to_f32(byte_of(lo, hi, i)), scale);
+  }
+};
+
 template <class Q>
 __device__ __forceinline__ void dequant_at(const uint8_t* row, int64_t k, float* v) {
   const int64_t blk = k / Q::kElems;
@@ -425,6 +449,7 @@ void with_block_type(DType t, F&& f) {
     case DType::kQ4_K: f(Q4_K{}); break;
     case DType::kQ5_K: f(Q5_K{}); break;
     case DType::kQ6_K: f(Q6_K{}); break;
+    case DType::kF8B128: f(F8B128{}); break;
     default: fail("CUDA backend: no kernel for ", dtype_name(t), " weights");
   }
 }
@@ -434,7 +459,7 @@ void with_block_type(DType t, F&& f) {
 bool quant_kernel_supported(DType t) {
   switch (t) {
     case DType::kQ8_0: case DType::kQ4_0: case DType::kQ4_1: case DType::kQ5_0:
-    case DType::kQ5_1: case DType::kQ4_K: case DType::kQ5_K: case DType::kQ6_K:
+    case DType::kQ5_1: case DType::kQ4_K: case DType::kQ5_K: case DType::kQ6_K: case DType::kF8B128:
       return true;
     default:
       return false;
