@@ -14,7 +14,7 @@ constexpr DTypeInfo kInfo[] = {
     {"bool", 1, 1, false},     {"q8_0", 32, 34, true},  {"q4_0", 32, 18, true},
     {"q4_1", 32, 20, true},    {"q5_0", 32, 22, true},  {"q5_1", 32, 24, true},
     {"q4_k", 256, 144, true},  {"q5_k", 256, 176, true}, {"q6_k", 256, 210, true},
-    {"f8_e4m3_b128", 128, 132, true},
+    {"f8_e4m3_b128", 128, 144, true},
 };
 static_assert(sizeof(kInfo) / sizeof(kInfo[0]) == static_cast<size_t>(DType::kCount));
 

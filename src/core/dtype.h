@@ -33,8 +33,10 @@ enum class DType : uint8_t {
   kQ5_K,
   kQ6_K,
   // FP8 weights as redhare keeps them: blocks of 128 consecutive e4m3 values of a row followed by
-  // their f32 dequantization scale (132 bytes). Block-, channel- and tensor-scaled FP8 checkpoints
-  // all load into it (models/fp8.cpp); a value is f8e4m3_to_f32(byte) * scale, rounded once.
+  // their f32 dequantization scale and 12 bytes of zeros (144 bytes: every block, and every 16
+  // values in it, start 16-byte aligned, so the GPU streams them with 16-byte loads). Block-,
+  // channel- and tensor-scaled FP8 checkpoints all load into it (models/fp8.cpp); a value is
+  // f8e4m3_to_f32(byte) * scale, rounded once.
   kF8B128,
   kCount,
 };

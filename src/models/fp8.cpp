@@ -1,6 +1,7 @@
 #include "models/fp8.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -52,8 +53,20 @@ Tensor pack_fp8_weight(const Tensor& weight, const Tensor& scale, const std::vec
     fail(what, ": FP8 scale has shape ", shape_str(scale.shape()), "; without weight_block_size it must hold one "
                "value or one per output row (", N, ")");
   }
-  Tensor out = Tensor::empty(DType::kF8B128, {N, K});
   const uint8_t* src = static_cast<const uint8_t*>(weight.data());
+  // NaN codes (S.1111.111) are refused: no checkpoint needs them, and the GPU's integer
+  // conversion reads them as 480.
+  std::atomic<int64_t> nan_at{-1};
+  ThreadPool::global().parallel_for(N * K, 1 << 20, [&](int, int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i)
+      if ((src[i] & 0x7F) == 0x7F) {
+        nan_at.store(i);
+        return;
+      }
+  });
+  if (nan_at.load() >= 0)
+    fail(what, ": the FP8 weight holds a NaN code at [", nan_at.load() / K, ", ", nan_at.load() % K, "]");
+  Tensor out = Tensor::empty(DType::kF8B128, {N, K});
   uint8_t* dst = static_cast<uint8_t*>(out.data());
   const int64_t blocks = K / 128;
   ThreadPool::global().parallel_for(N, 64, [&](int, int64_t r0, int64_t r1) {
@@ -63,9 +76,10 @@ Tensor pack_fp8_weight(const Tensor& weight, const Tensor& scale, const std::vec
         if (kind == kBlock) sc = s[static_cast<size_t>((r / bn) * scols + (b * 128) / bk)];
         else if (kind == kChannel) sc = s[static_cast<size_t>(r)];
         else sc = s[0];
-        uint8_t* o = dst + (r * blocks + b) * 132;
+        uint8_t* o = dst + (r * blocks + b) * 144;
         std::memcpy(o, src + r * K + b * 128, 128);
         std::memcpy(o + 128, &sc, 4);
+        std::memset(o + 132, 0, 12);
       }
     }
   });

@@ -14,7 +14,7 @@ namespace redhare {
 // row followed by their scale). The scale is, by shape: with `block` = {bn, bk} (bk a multiple of
 // 128), [ceil(N / bn), ceil(K / bk)]; without, one value (per tensor) or N values ([N] or [N, 1],
 // per output channel). Any float dtype. Errors name `what` and the mismatch: K not a multiple of
-// 128, a scale of the wrong shape, a negative or non-finite scale.
+// 128, a scale of the wrong shape, a negative or non-finite scale, a NaN code in the weight.
 Tensor pack_fp8_weight(const Tensor& weight, const Tensor& scale, const std::vector<int64_t>& block,
                        const std::string& what);
 

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backends/cpu/ops.h"
+#include "backends/cpu/quant.h"
 #include "cuda_test_util.h"
 #include "engine/generate.h"
 #include "formats/safetensors.h"
@@ -61,6 +62,31 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaFp8Linear,
                            name += std::to_string(p.param.K);
                            return name;
                          });
+
+TEST_F(CudaFp8Linear, TensorCoreModeWidensToBf16ForManyRows) {
+  // More than four rows in tensor-core mode: the weights widened to bf16, the activations rounded
+  // to bf16, cuBLASLt. Reference: the same roundings on the CPU, then an exact product.
+  CudaOptions o;
+  o.tensor_cores = true;
+  auto tc = make_cuda_backend(0, o);
+  const int64_t M = 33, N = 96, K = 640;
+  Tensor w = random_fp8(N, K);
+  std::vector<float> wf(static_cast<size_t>(N * K));
+  for (int64_t r = 0; r < N; ++r)
+    dequantize_row_ref(DType::kF8B128, static_cast<const uint8_t*>(w.data()) + r * dtype_bytes(DType::kF8B128, K),
+                       wf.data() + r * K, K);
+  auto round_bf16 = [](std::vector<float> v) {
+    for (float& f : v) f = bf16_to_f32(f32_to_bf16(f));
+    return v;
+  };
+  Tensor x = random_tensor(DType::kF32, {M, K});
+  Tensor ref = poisoned({M, N});
+  cpu::ref::linear(Tensor::from_f32(round_bf16(x.to_f32_vector()), {M, K}), Tensor::from_f32(round_bf16(wf), {N, K}),
+                   nullptr, ref);
+  Tensor out = tc->upload(poisoned({M, N}));
+  tc->linear(tc->upload(x), tc->upload(w), nullptr, out);
+  EXPECT_LT(rel_error(tc->to_host(out), ref), 2e-5);
+}
 
 TEST_F(CudaFp8Linear, ConvertedModelMatchesTheCpuBackend) {
   // A random Llama with 128-multiple rows, converted to FP8, run on both backends.

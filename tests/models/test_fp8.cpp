@@ -188,6 +188,9 @@ TEST(Fp8, InconsistentScalesAndShapesAreLoadErrors) {
   EXPECT_NE(message(Tensor::from_f32({-1}, {1}), {}).find("not a finite non-negative"), std::string::npos);
   EXPECT_NE(message(Tensor::from_f32({NAN}, {1}), {}).find("not a finite non-negative"), std::string::npos);
   EXPECT_NE(message(Tensor::from_f32({1, 1, 1, 1}, {2, 2}), {128, 64}).find("multiple of 128"), std::string::npos);
+  static_cast<uint8_t*>(w.data())[300] = 0xFF;  // a NaN code
+  EXPECT_NE(message(Tensor::from_f32({1}, {1}), {}).find("NaN code at [1, 44]"), std::string::npos);
+  static_cast<uint8_t*>(w.data())[300] = 0;
   Tensor narrow = Tensor::empty(DType::kF8E4M3, {4, 100});
   EXPECT_THROW(pack_fp8_weight(narrow, Tensor::from_f32({1}, {1}), {}, "w"), Error);
   EXPECT_EQ(message(Tensor::from_f32({1}, {1}), {}), "no error");

@@ -136,7 +136,7 @@ void dequant_q6_k(const uint8_t* b, float* y) {
   }
 }
 
-// 128 e4m3 values, then their f32 scale.
+// 128 e4m3 values, their f32 scale, 12 bytes of padding.
 void dequant_f8_b128(const uint8_t* b, float* y) {
   float scale;
   std::memcpy(&scale, b + 128, 4);

@@ -236,6 +236,18 @@ class CudaBackend final : public Backend {
       check_f32(*bias, "linear bias");
       RH_CHECK(bias->numel() == w.size(0), "linear bias ", bias->str(), " for ", w.str());
     }
+    if (lt_ && w.dtype() == DType::kF8B128 && x.size(0) > cuda::kGemvMaxRows) {
+      // Tensor-core mode, FP8 weights, many rows: widened to bf16 for this product only, then
+      // cuBLASLt (an interim path: the weights still cross memory three times).
+      const int64_t M = x.size(0), N = w.size(0), K = x.size(1);
+      Tensor wide = alloc_uninit(DType::kBF16, {N, K});
+      cuda::launch_fp8_to_bf16(w.data(), N, K, wide.data(), stream());
+      Tensor narrow = alloc_uninit(DType::kBF16, {M, K});
+      cuda::launch_narrow(x.data_as<float>(), M * K, narrow.data(), Elem::kBF16, stream());
+      if (lt_->run(narrow.data(), wide.data(), Elem::kBF16, bias ? bias->data_as<float>() : nullptr, M, N, K,
+                   out.data_as<float>(), stream()))
+        return;
+    }
     if (is_block_quantized(w.dtype())) {
       RH_CHECK(cuda::quant_kernel_supported(w.dtype()), "CUDA backend: linear does not support ",
                dtype_name(w.dtype()), " weights (", w.str(), ")");

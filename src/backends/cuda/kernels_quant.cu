@@ -25,6 +25,7 @@
 #include <algorithm>
 
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device_util.cuh"
@@ -237,10 +238,9 @@ __device__ __forceinline__ float e4m3_to_f32(uint32_t v) {
   return __uint_as_float(sign | ((e + 120u) << 23) | (m << 20));
 }
 
-// redhare's FP8 blocks (core/dtype.h): 128 e4m3 bytes, then the f32 scale. Blocks are 132 bytes,
-// so every field is 4-byte aligned.
+// redhare's FP8 blocks (core/dtype.h): 128 e4m3 bytes, the f32 scale, 12 bytes of padding.
 struct F8B128 {
-  static constexpr int kElems = 128, kBytes = 132;
+  static constexpr int kElems = 128, kBytes = 144;
   __device__ __forceinline__ static void dequant8(const uint8_t* b, int unit, int part, float* v) {
     const float scale = __uint_as_float(word_at(b + 128, 0));
     uint32_t lo, hi;
@@ -437,6 +437,110 @@ void embedding_typed(const uint8_t* table, const int32_t* ids, int64_t tokens, i
   RH_CUDA_LAUNCHED("quant_embedding_kernel");
 }
 
+// ---- FP8 decode GEMV ----
+//
+// A warp per weight row of kF8B128 blocks (128 e4m3 values, f32 scale, padding: 144 bytes). Lane
+// l takes bytes 4l..4l+3 of every block: one 4-byte load per block, so a warp reads each block's
+// 128 value bytes as one cache line, and its four activations are one float4 that the warp reads
+// as one contiguous 512-byte run (lanes a whole 16-byte chunk apart would read the activations at
+// a 64-byte stride, four times the shared-memory wavefronts: that, not DRAM, bounded the first
+// version of this kernel at a third of the bandwidth). The block scale is one broadcast load.
+// kFp8Unroll blocks are loaded before any is used: a 4096-wide row in one round.
+//
+// Each byte becomes an f32 exactly (e4m3x4_to_f32) and is multiplied by its scale, rounded once,
+// so the weight is bit for bit the CPU reference's.
+constexpr int kFp8Warps = 8, kFp8Unroll = 32;
+
+// An e4m3 byte placed in the top byte of a word keeps its sign at bit 31; moving exponent and
+// mantissa down four bits reads as the value times 2^-120, for normal and subnormal codes alike
+// (f32 keeps the subnormals); multiplying by 2^120 is exact.
+__device__ __forceinline__ float e4m3_byte_scaled(uint32_t word, int k) {
+  const uint32_t t = __byte_perm(word, 0u, 0x0444u | (static_cast<uint32_t>(k) << 12));
+  return __uint_as_float((t & 0x80000000u) | ((t >> 4) & 0x07F00000u)) * 1.329227995784916e36f;  // 2^120
+}
+
+// The four e4m3 values of a word as f32, exactly. sm_89+ converts two at a time to f16 in one
+// instruction (f16 holds every e4m3 value) and widens them on the FP32 pipe; older GPUs use the
+// integer route.
+__device__ __forceinline__ void e4m3x4_to_f32(uint32_t word, float* v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(word & 0xFFFFu), __NV_E4M3);
+  const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(word >> 16), __NV_E4M3);
+  const float2 a = __half22float2(__half2(lo)), b = __half22float2(__half2(hi));
+  v[0] = a.x;
+  v[1] = a.y;
+  v[2] = b.x;
+  v[3] = b.y;
+#else
+#pragma unroll
+  for (int k = 0; k < 4; ++k) v[k] = e4m3_byte_scaled(word, k);
+#endif
+}
+
+template <int M>
+__global__ void __launch_bounds__(kFp8Warps * 32)
+fp8_gemv_kernel(const float* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ bias,
+                int64_t N, int64_t K, float* __restrict__ out) {
+  const int lane = threadIdx.x & 31;
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * kFp8Warps + (threadIdx.x >> 5);
+  if (n >= N) return;  // whole warps leave together
+  const int64_t blocks = K / 128;
+  const uint8_t* row = w + n * blocks * 144;
+  float acc[M];
+#pragma unroll
+  for (int m = 0; m < M; ++m) acc[m] = 0.0f;
+  for (int64_t b0 = 0; b0 < blocks; b0 += kFp8Unroll) {
+    uint32_t q[kFp8Unroll];
+    float scale[kFp8Unroll];
+#pragma unroll
+    for (int u = 0; u < kFp8Unroll; ++u) {
+      const int64_t b = b0 + u;
+      if (b < blocks) {
+        q[u] = __ldcs(reinterpret_cast<const unsigned int*>(row + b * 144) + lane);
+        scale[u] = __ldg(reinterpret_cast<const float*>(row + b * 144 + 128));
+      } else {
+        q[u] = 0;
+        scale[u] = 0.0f;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kFp8Unroll; ++u) {
+      const int64_t b = b0 + u;
+      if (b >= blocks) break;
+      float wv[4];
+      e4m3x4_to_f32(q[u], wv);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) wv[i] = __fmul_rn(wv[i], scale[u]);
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const float4 a = *reinterpret_cast<const float4*>(x + m * K + b * 128 + 4 * lane);
+        acc[m] += a.x * wv[0] + a.y * wv[1] + a.z * wv[2] + a.w * wv[3];
+      }
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    const float s = warp_sum(acc[m]);
+    if (lane == 0) out[m * N + n] = bias ? s + bias[n] : s;
+  }
+}
+
+// kF8B128 [N, K] to bf16 [N, K]: each weight as the CPU reference computes it (e4m3 value times
+// scale in f32), then rounded to bf16. A thread per 4 values.
+__global__ void fp8_to_bf16_kernel(const uint8_t* __restrict__ w, int64_t N, int64_t K,
+                                   __nv_bfloat16* __restrict__ out) {
+  const int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * 4;
+  if (i >= N * K) return;
+  const int64_t r = i / K, c = i % K, blocks = K / 128;
+  const uint8_t* blk = w + (r * blocks + c / 128) * 144;
+  const uint32_t word = __ldg(reinterpret_cast<const unsigned int*>(blk) + (c % 128) / 4);
+  const float scale = __ldg(reinterpret_cast<const float*>(blk + 128));
+  float v[4];
+  e4m3x4_to_f32(word, v);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) out[i + k] = __float2bfloat16_rn(__fmul_rn(v[k], scale));
+}
+
 // Calls f(Q{}) with the layout struct of `t`.
 template <class F>
 void with_block_type(DType t, F&& f) {
@@ -466,9 +570,32 @@ bool quant_kernel_supported(DType t) {
   }
 }
 
+void launch_fp8_to_bf16(const void* w, int64_t N, int64_t K, void* out, cudaStream_t stream) {
+  RH_CHECK(K % 128 == 0, "FP8 weights: a row of ", K, " values is not a whole number of 128-value blocks");
+  const int64_t threads = 256, n4 = N * K / 4;
+  if (n4 == 0) return;
+  fp8_to_bf16_kernel<<<static_cast<unsigned>((n4 + threads - 1) / threads), threads, 0, stream>>>(
+      static_cast<const uint8_t*>(w), N, K, static_cast<__nv_bfloat16*>(out));
+  RH_CUDA_LAUNCHED("fp8_to_bf16_kernel");
+}
+
 void launch_quant_linear(const float* x, const void* w, DType w_type, const float* bias, int64_t M,
                          int64_t N, int64_t K, float* out, cudaStream_t stream) {
   if (M == 0 || N == 0) return;
+  if (w_type == DType::kF8B128 && M <= kGemvMaxRows && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
+      reinterpret_cast<uintptr_t>(x) % 16 == 0) {
+    RH_CHECK(K % 128 == 0, "FP8 linear: a row of ", K, " values is not a whole number of 128-value blocks");
+    const unsigned grid = static_cast<unsigned>((N + kFp8Warps - 1) / kFp8Warps);
+    const auto* wb = static_cast<const uint8_t*>(w);
+    switch (M) {
+      case 1: fp8_gemv_kernel<1><<<grid, kFp8Warps * 32, 0, stream>>>(x, wb, bias, N, K, out); break;
+      case 2: fp8_gemv_kernel<2><<<grid, kFp8Warps * 32, 0, stream>>>(x, wb, bias, N, K, out); break;
+      case 3: fp8_gemv_kernel<3><<<grid, kFp8Warps * 32, 0, stream>>>(x, wb, bias, N, K, out); break;
+      default: fp8_gemv_kernel<4><<<grid, kFp8Warps * 32, 0, stream>>>(x, wb, bias, N, K, out); break;
+    }
+    RH_CUDA_LAUNCHED("fp8_gemv_kernel");
+    return;
+  }
   with_block_type(w_type, [&](auto q) {
     linear_typed<decltype(q)>(x, static_cast<const uint8_t*>(w), bias, M, N, K, out, stream);
   });
