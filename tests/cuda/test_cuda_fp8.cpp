@@ -63,6 +63,36 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaFp8Linear,
                            return name;
                          });
 
+TEST_F(CudaFp8Linear, FusedDecodeProductsMatchTheComposition) {
+  // fused_linear on FP8 weights at decode sizes: norm folded in (staged), residual add, SiLU.
+  for (int64_t M : {1, 4}) {
+    for (LinearOut mode : {LinearOut::kStore, LinearOut::kAccumulate, LinearOut::kSiluMul}) {
+      const int64_t N = 192, K = 1024, cols = mode == LinearOut::kSiluMul ? N / 2 : N;
+      const bool norm = mode != LinearOut::kAccumulate;
+      Tensor w = random_fp8(N, K);
+      Tensor x = random_tensor(DType::kF32, {M, K});
+      Tensor nw = random_tensor(DType::kF32, {K}, 0.5f);
+      Tensor b = random_tensor(DType::kF32, {N});
+      Tensor start = random_tensor(DType::kF32, {M, cols});
+      Tensor xin = x;
+      if (norm) {
+        xin = Tensor::empty(DType::kF32, {M, K});
+        cpu::ref::rms_norm(x, nw, 1e-5f, xin);
+      }
+      Tensor p = poisoned({M, N});
+      cpu::ref::linear(xin, w, &b, p);
+      Tensor ref = copy_of(start);
+      if (mode == LinearOut::kStore) ref = p;
+      else if (mode == LinearOut::kAccumulate) cpu::ref::add(ref, p);
+      else cpu::ref::silu_mul(p, ref);
+      Tensor dnw = gpu->upload(nw), db = gpu->upload(b);
+      Tensor out = gpu->upload(mode == LinearOut::kAccumulate ? start : poisoned({M, cols}));
+      gpu->fused_linear(gpu->upload(x), norm ? &dnw : nullptr, 1e-5f, gpu->upload(w), &db, mode, out);
+      EXPECT_LT(rel_error(gpu->to_host(out), ref), 1e-5) << "M=" << M << " mode " << static_cast<int>(mode);
+    }
+  }
+}
+
 TEST_F(CudaFp8Linear, TensorCoreModeWidensToBf16ForManyRows) {
   // More than four rows in tensor-core mode: the weights widened to bf16, the activations rounded
   // to bf16, cuBLASLt. Reference: the same roundings on the CPU, then an exact product.
@@ -125,9 +155,9 @@ TEST_F(CudaFp8Linear, ConvertedModelMatchesTheCpuBackend) {
   auto on_gpu = load_model(fp8, *gpu);
   const std::vector<int32_t> prompt = {5, 77, 301, 12, 9, 250, 31, 8, 100};
   const Tensor a = prompt_logits(*on_gpu, *gpu, prompt), b = prompt_logits(*on_cpu, *cpu_backend, prompt);
-  float worst = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) worst = std::max(worst, std::fabs(a.data_as<float>()[i] - b.data_as<float>()[i]));
-  EXPECT_LE(worst, 1e-4f);
+  // Relative: with tied unit-scale embeddings these logits spread over tens, and the two
+  // backends differ only in summation order (~1e-6 relative per product).
+  EXPECT_LT(rel_error(a, b), 1e-5);
   GreedyOptions g;
   g.max_new_tokens = 12;
   g.ignore_eos = true;

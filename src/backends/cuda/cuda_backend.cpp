@@ -295,6 +295,12 @@ class CudaBackend final : public Backend {
                    out.data_as<float>(), stream(), /*accumulate=*/true))
         return;
     }
+    if (w.dtype() == DType::kF8B128 &&
+        cuda::launch_fused_fp8_gemv(x.data_as<float>(), norm_weight ? norm_weight->data_as<float>() : nullptr, eps,
+                                    w.data(), bias ? bias->data_as<float>() : nullptr, M, N, K,
+                                    static_cast<cuda::LinearMode>(static_cast<int>(mode)), out.data_as<float>(),
+                                    stream()))
+      return;
     if (is_block_quantized(w.dtype()) || M > cuda::kGemvMaxRows) {
       Backend::fused_linear(x, norm_weight, eps, w, bias, mode, out);
       return;

@@ -44,6 +44,10 @@ constexpr int64_t kQuantGemvWideRows = 8192;
 bool quant_kernel_supported(DType t);
 void launch_quant_linear(const float* x, const void* w, DType w_type, const float* bias, int64_t M,
                          int64_t N, int64_t K, float* out, cudaStream_t stream);
+// fused_linear's decode product on kF8B128 weights (norm, residual add, SiLU folded in as for the
+// plain types); false when the shape does not suit it (nothing launched).
+bool launch_fused_fp8_gemv(const float* x, const float* norm_w, float eps, const void* w, const float* bias,
+                           int64_t M, int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream);
 // kF8B128 weights [N, K] widened to bf16 (each value as the reference dequantizes it, then
 // rounded to bf16): the tensor-core mode's interim path for FP8 products of many rows.
 void launch_fp8_to_bf16(const void* w, int64_t N, int64_t K, void* out, cudaStream_t stream);

@@ -23,6 +23,8 @@
 // - M > 4: 64x64 output tiles; each 32-wide K slice of W is dequantized into shared memory as f32
 //   (one 8-value unit per thread) and multiplied like an f32 tile.
 #include <algorithm>
+#include <mutex>
+#include <set>
 
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -477,52 +479,138 @@ __device__ __forceinline__ void e4m3x4_to_f32(uint32_t word, float* v) {
 #endif
 }
 
-template <int M>
+// The decode product on kF8B128 rows, with Backend::fused_linear's folds as the bf16 kernel
+// has them (kernels_linear.cu): norm_w stages each activation row's RMSNorm in shared memory
+// first; mode 1 adds into `out` (the residual), mode 2 (R = 2) streams rows n and n + N/2
+// together and writes silu(gate) * up. Each rounded as the composed ops round.
+// R weight rows per warp share each activation load: the float4 of activations a lane reads per
+// block is four times the bytes of its FP8 weights, and read once per row it, not DRAM, bounded
+// the product. kSilu: R / 2 gate rows from P n (P = R / 2) and the up rows N / 2 below them;
+// else R consecutive rows from R n.
+template <int M, int R, bool kSilu>
 __global__ void __launch_bounds__(kFp8Warps * 32)
-fp8_gemv_kernel(const float* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ bias,
-                int64_t N, int64_t K, float* __restrict__ out) {
-  const int lane = threadIdx.x & 31;
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * kFp8Warps + (threadIdx.x >> 5);
-  if (n >= N) return;  // whole warps leave together
-  const int64_t blocks = K / 128;
-  const uint8_t* row = w + n * blocks * 144;
-  float acc[M];
-#pragma unroll
-  for (int m = 0; m < M; ++m) acc[m] = 0.0f;
-  for (int64_t b0 = 0; b0 < blocks; b0 += kFp8Unroll) {
-    uint32_t q[kFp8Unroll];
-    float scale[kFp8Unroll];
-#pragma unroll
-    for (int u = 0; u < kFp8Unroll; ++u) {
-      const int64_t b = b0 + u;
-      if (b < blocks) {
-        q[u] = __ldcs(reinterpret_cast<const unsigned int*>(row + b * 144) + lane);
-        scale[u] = __ldg(reinterpret_cast<const float*>(row + b * 144 + 128));
-      } else {
-        q[u] = 0;
-        scale[u] = 0.0f;
-      }
+fp8_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, const uint8_t* __restrict__ w,
+                const float* __restrict__ bias, int64_t N, int64_t K, int mode, float* __restrict__ out) {
+  extern __shared__ __align__(16) float xs[];
+  const float* xin = x;
+  if (norm_w) {
+    for (int m = 0; m < M; ++m) {
+      double ss = 0;
+      for (int64_t k = threadIdx.x; k < K; k += blockDim.x) ss += static_cast<double>(x[m * K + k]) * x[m * K + k];
+      ss = block_sum(ss);
+      const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(K) + eps));
+      for (int64_t k = threadIdx.x; k < K; k += blockDim.x) xs[m * K + k] = __fmul_rn(norm_w[k], __fmul_rn(x[m * K + k], inv));
     }
+    __syncthreads();
+    xin = xs;
+  }
+  const int lane = threadIdx.x & 31;
+  const int64_t cols = kSilu ? N / 2 : N;
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * kFp8Warps + (threadIdx.x >> 5);  // warp's group
+  constexpr int P = kSilu ? R / 2 : R;  // outputs per warp
+  const int64_t first = n * P;
+  if (first >= cols) return;  // whole warps leave together
+  const int64_t blocks = K / 128;
+  const uint8_t* rows[R];
 #pragma unroll
-    for (int u = 0; u < kFp8Unroll; ++u) {
+  for (int r = 0; r < R; ++r) {
+    // Rows past the end are clamped to the last one and never written.
+    const int64_t row = kSilu ? std::min<int64_t>(first + r % P, cols - 1) + (r / P) * cols
+                              : std::min<int64_t>(first + r, N - 1);
+    rows[r] = w + row * blocks * 144;
+  }
+  float acc[R][M];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[r][m] = 0.0f;
+  constexpr int U = kFp8Unroll / R;
+  for (int64_t b0 = 0; b0 < blocks; b0 += U) {
+    uint32_t q[R][U];
+    float scale[R][U];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int64_t b = b0 + u;
+        if (b < blocks) {
+          q[r][u] = __ldcs(reinterpret_cast<const unsigned int*>(rows[r] + b * 144) + lane);
+          scale[r][u] = __ldg(reinterpret_cast<const float*>(rows[r] + b * 144 + 128));
+        } else {
+          q[r][u] = 0;
+          scale[r][u] = 0.0f;
+        }
+      }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
       const int64_t b = b0 + u;
       if (b >= blocks) break;
-      float wv[4];
-      e4m3x4_to_f32(q[u], wv);
+      float wv[R][4];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) wv[i] = __fmul_rn(wv[i], scale[u]);
+      for (int r = 0; r < R; ++r) {
+        e4m3x4_to_f32(q[r][u], wv[r]);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) wv[r][i] = __fmul_rn(wv[r][i], scale[r][u]);
+      }
 #pragma unroll
       for (int m = 0; m < M; ++m) {
-        const float4 a = *reinterpret_cast<const float4*>(x + m * K + b * 128 + 4 * lane);
-        acc[m] += a.x * wv[0] + a.y * wv[1] + a.z * wv[2] + a.w * wv[3];
+        const float4 a = *reinterpret_cast<const float4*>(xin + m * K + b * 128 + 4 * lane);
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[r][m] += a.x * wv[r][0] + a.y * wv[r][1] + a.z * wv[r][2] + a.w * wv[r][3];
       }
     }
   }
 #pragma unroll
   for (int m = 0; m < M; ++m) {
-    const float s = warp_sum(acc[m]);
-    if (lane == 0) out[m * N + n] = bias ? s + bias[n] : s;
+    float s[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) s[r] = warp_sum(acc[r][m]);
+    if (lane != 0) continue;
+    if constexpr (kSilu) {
+#pragma unroll
+      for (int p = 0; p < P; ++p) {
+        const int64_t o = first + p;
+        if (o >= cols) break;
+        const float g = bias ? s[p] + bias[o] : s[p], u = bias ? s[P + p] + bias[o + cols] : s[P + p];
+        out[m * cols + o] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), u);
+      }
+    } else {
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int64_t o = first + r;
+        if (o >= N) break;
+        const float v = bias ? s[r] + bias[o] : s[r];
+        if (mode == 1) out[m * N + o] = __fadd_rn(out[m * N + o], v);
+        else out[m * N + o] = v;
+      }
+    }
   }
+}
+
+template <int R, bool kSilu>
+void launch_fp8_gemv(const float* x, const float* norm_w, float eps, const uint8_t* w, const float* bias, int64_t M,
+                     int64_t N, int64_t K, int mode, float* out, cudaStream_t stream) {
+  const int64_t outputs = kSilu ? N / 2 : N, per_warp = kSilu ? R / 2 : R;
+  const int64_t groups = (outputs + per_warp - 1) / per_warp;  // one per warp
+  const unsigned grid = static_cast<unsigned>((groups + kFp8Warps - 1) / kFp8Warps);
+  const size_t smem = norm_w ? static_cast<size_t>(M * K) * sizeof(float) : 0;
+  auto go = [&](auto kernel) {
+    if (smem > 48 * 1024) {
+      static std::mutex mu;
+      static std::set<const void*> opted_in;
+      std::lock_guard<std::mutex> lock(mu);
+      if (opted_in.insert(reinterpret_cast<const void*>(kernel)).second)
+        RH_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024));
+    }
+    kernel<<<grid, kFp8Warps * 32, smem, stream>>>(x, norm_w, eps, w, bias, N, K, mode, out);
+  };
+  switch (M) {
+    case 1: go(fp8_gemv_kernel<1, R, kSilu>); break;
+    case 2: go(fp8_gemv_kernel<2, R, kSilu>); break;
+    case 3: go(fp8_gemv_kernel<3, R, kSilu>); break;
+    default: go(fp8_gemv_kernel<4, R, kSilu>); break;
+  }
+  RH_CUDA_LAUNCHED("fp8_gemv_kernel");
 }
 
 // kF8B128 [N, K] to bf16 [N, K]: each weight as the CPU reference computes it (e4m3 value times
@@ -579,23 +667,24 @@ void launch_fp8_to_bf16(const void* w, int64_t N, int64_t K, void* out, cudaStre
   RH_CUDA_LAUNCHED("fp8_to_bf16_kernel");
 }
 
+bool launch_fused_fp8_gemv(const float* x, const float* norm_w, float eps, const void* w, const float* bias,
+                           int64_t M, int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream) {
+  if (M < 1 || M > kGemvMaxRows || N == 0 || K % 128 != 0) return false;
+  if (reinterpret_cast<uintptr_t>(w) % 16 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
+  if (norm_w && M * K * static_cast<int64_t>(sizeof(float)) > 96 * 1024) return false;
+  if (mode == LinearMode::kSiluMul && N % 2 != 0) return false;
+  const auto* wb = static_cast<const uint8_t*>(w);
+  if (mode == LinearMode::kSiluMul) launch_fp8_gemv<4, true>(x, norm_w, eps, wb, bias, M, N, K, 2, out, stream);
+  else launch_fp8_gemv<4, false>(x, norm_w, eps, wb, bias, M, N, K, mode == LinearMode::kAccumulate ? 1 : 0, out, stream);
+  return true;
+}
+
 void launch_quant_linear(const float* x, const void* w, DType w_type, const float* bias, int64_t M,
                          int64_t N, int64_t K, float* out, cudaStream_t stream) {
   if (M == 0 || N == 0) return;
-  if (w_type == DType::kF8B128 && M <= kGemvMaxRows && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
-      reinterpret_cast<uintptr_t>(x) % 16 == 0) {
-    RH_CHECK(K % 128 == 0, "FP8 linear: a row of ", K, " values is not a whole number of 128-value blocks");
-    const unsigned grid = static_cast<unsigned>((N + kFp8Warps - 1) / kFp8Warps);
-    const auto* wb = static_cast<const uint8_t*>(w);
-    switch (M) {
-      case 1: fp8_gemv_kernel<1><<<grid, kFp8Warps * 32, 0, stream>>>(x, wb, bias, N, K, out); break;
-      case 2: fp8_gemv_kernel<2><<<grid, kFp8Warps * 32, 0, stream>>>(x, wb, bias, N, K, out); break;
-      case 3: fp8_gemv_kernel<3><<<grid, kFp8Warps * 32, 0, stream>>>(x, wb, bias, N, K, out); break;
-      default: fp8_gemv_kernel<4><<<grid, kFp8Warps * 32, 0, stream>>>(x, wb, bias, N, K, out); break;
-    }
-    RH_CUDA_LAUNCHED("fp8_gemv_kernel");
+  if (w_type == DType::kF8B128 &&
+      launch_fused_fp8_gemv(x, nullptr, 0.0f, w, bias, M, N, K, LinearMode::kStore, out, stream))
     return;
-  }
   with_block_type(w_type, [&](auto q) {
     linear_typed<decltype(q)>(x, static_cast<const uint8_t*>(w), bias, M, N, K, out, stream);
   });
