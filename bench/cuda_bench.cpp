@@ -311,9 +311,11 @@ int main(int argc, char** argv) {
       pres.push_back({P, best, flops});
     }
 
+    const std::string weights_desc = dummy_dtype.empty() ? std::string(dtype_name(c.dtype))
+                                                         : dummy_dtype + " projections, " + std::string(dtype_name(c.dtype)) + " rest";
     std::printf("model              %s (%s, dummy %s weights, %.2f B params, %.2f GB)\n", model_dir.c_str(),
-                c.architecture.c_str(), std::string(dtype_name(c.dtype)).c_str(),
-                static_cast<double>(model->num_parameters()) / 1e9, static_cast<double>(model->weight_bytes()) / 1e9);
+                c.architecture.c_str(), weights_desc.c_str(), static_cast<double>(model->num_parameters()) / 1e9,
+                static_cast<double>(model->weight_bytes()) / 1e9);
     std::printf("device             %s, precision %s, CUDA graphs %s\n", backend->name().c_str(), precision.c_str(),
                 graphs ? "on" : "off");
     std::printf("HBM read bandwidth %.0f GB/s (2 GiB streaming read, best of 5)\n", bw / 1e9);

@@ -52,11 +52,17 @@ int cmd_info(const std::vector<std::string>& args) {
                          std::filesystem::exists(std::filesystem::path(model_dir) / "model.safetensors.index.json");
   if (from_checkpoint) {
     Checkpoint ck = Checkpoint::open(model_dir);
+    auto ends_with = [](const std::string& s, const std::string& suffix) {
+      return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
     for (const std::string& n : ck.names()) {
       Tensor t = ck.get(n);
+      weight_bytes += t.nbytes();
+      // An FP8 weight's scales are bytes to hold, not parameters of the model.
+      if (c.fp8 && (ends_with(n, "weight_scale_inv") || ends_with(n, "weight_scale") || ends_with(n, "input_scale")))
+        continue;
       by_dtype[std::string(dtype_name(t.dtype()))] += t.numel();
       params += t.numel();
-      weight_bytes += t.nbytes();
     }
   } else {
     params = estimate_parameters(c);
