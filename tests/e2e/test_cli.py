@@ -122,3 +122,92 @@ def test_chat_template_matches_jinja2(tmp_path):
     r = run("chat-template", "--model", SMOL_TOKENIZER, "--messages", str(f))
     assert r.returncode == 0, r.stderr
     assert r.stdout == want or r.stdout == want + "\n"
+
+
+def write_safetensors(path, tensors):
+    """tensors: name -> (shape, list of float32 values)."""
+    header, blobs, offset = {}, [], 0
+    for name, (shape, values) in tensors.items():
+        blob = struct.pack(f"<{len(values)}f", *values)
+        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def e4m3(byte):
+    """An e4m3 ("fn") byte as a float, written out from the format's definition."""
+    sign = -1.0 if byte & 0x80 else 1.0
+    e, m = (byte >> 3) & 0xF, byte & 7
+    assert not (e == 15 and m == 7), "NaN code"
+    return sign * (m / 8 * 2.0 ** -6 if e == 0 else (1 + m / 8) * 2.0 ** (e - 7))
+
+
+def test_convert_writes_block_scaled_fp8_that_serves(tmp_path):
+    import random
+    rnd = random.Random(7)
+    H, I, V = 128, 256, 64
+    src, out = tmp_path / "src", tmp_path / "fp8"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "hidden_size": H, "intermediate_size": I,
+        "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": V,
+        "max_position_embeddings": 128, "rms_norm_eps": 1e-5, "tie_word_embeddings": True,
+        "torch_dtype": "float32"}))
+    def mat(n, k, scale):
+        return ([n, k], [rnd.gauss(0, scale) for _ in range(n * k)])
+    p = "model.layers.0."
+    tensors = {"model.embed_tokens.weight": mat(V, H, 1.0), "model.norm.weight": ([H], [1.0] * H),
+               p + "input_layernorm.weight": ([H], [1.0] * H), p + "post_attention_layernorm.weight": ([H], [1.0] * H),
+               p + "self_attn.q_proj.weight": mat(H, H, 0.09), p + "self_attn.k_proj.weight": mat(64, H, 0.09),
+               p + "self_attn.v_proj.weight": mat(64, H, 0.09), p + "self_attn.o_proj.weight": mat(H, H, 0.09),
+               p + "mlp.gate_proj.weight": mat(I, H, 0.09), p + "mlp.up_proj.weight": mat(I, H, 0.09),
+               p + "mlp.down_proj.weight": mat(H, I, 0.06)}
+    tensors[p + "self_attn.o_proj.weight"][1][5] = 2.5  # an outlier in one 128x128 block
+    write_safetensors(src / "model.safetensors", tensors)
+
+    r = run("convert", "--model", str(src), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "7 weights quantized to FP8" in r.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["quantization_config"] == {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                                             "weight_block_size": [128, 128]}
+
+    # Read the FP8 tensors back and check them against the format, independently of redhare.
+    with open(out / "model.safetensors", "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    for name, (shape, values) in tensors.items():
+        if not name.endswith("_proj.weight"):
+            assert header[name]["dtype"] == "F32"
+            continue
+        e, s = header[name], header[name + "_scale_inv"]
+        rows, cols = shape
+        assert e["dtype"] == "F8_E4M3" and e["shape"] == shape
+        assert s["dtype"] == "F32" and s["shape"] == [(rows + 127) // 128, cols // 128]
+        q = data[e["data_offsets"][0]:e["data_offsets"][1]]
+        sb, se = s["data_offsets"]
+        scales = struct.unpack(f"<{(se - sb) // 4}f", data[sb:se])
+        for br in range(s["shape"][0]):
+            for bc in range(s["shape"][1]):
+                block = [(r, c) for r in range(br * 128, min(rows, br * 128 + 128)) for c in range(bc * 128, bc * 128 + 128)]
+                amax = max(abs(values[r * cols + c]) for r, c in block)
+                scale = scales[br * s["shape"][1] + bc]
+                assert abs(scale - amax / 448) <= 1e-6 * scale
+                for r, c in block[::7]:
+                    v, back = values[r * cols + c], e4m3(q[r * cols + c]) * scale
+                    assert abs(back - v) <= max(abs(v) / 16, 2.0 ** -10 * scale) * 1.001, (name, r, c)
+
+    r = run("info", "--model", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["parameters_by_dtype"]["f8_e4m3"] == 2 * H * H + 2 * 64 * H + 3 * H * I
+    r = run("generate", "--model", str(out), "--prompt-ids", "1,2,3", "--max-tokens", "4", "--json", "--ignore-eos")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["output_ids"]) == 4
+    r = run("convert", "--model", str(src), "--out", str(out))
+    assert r.returncode != 0 and "already holds model.safetensors" in r.stderr and len(r.stderr.strip().splitlines()) == 1
