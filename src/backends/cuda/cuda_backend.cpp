@@ -69,8 +69,10 @@ void check_attention_batch(const AttentionBatch& batch, int64_t num_blocks, int6
   for (int32_t s : batch.slot_mapping) RH_CHECK(s >= -1 && s < slots, "slot ", s, " out of range");
   for (int64_t i = 0; i < S; ++i) {
     const int32_t q0 = batch.query_start[i], nq = batch.query_start[i + 1] - q0;
+    RH_CHECK(q0 >= 0 && nq >= 0 && q0 + nq <= T, "attention batch: sequence ", i, " has query rows [", q0, ", ",
+             q0 + nq, ") of ", T);
     const bool padding = nq == 1 && batch.slot_mapping[static_cast<size_t>(q0)] < 0;
-    RH_CHECK(nq >= 0 && q0 + nq <= T && (batch.context_lens[i] >= nq || (padding && batch.context_lens[i] == 0)),
+    RH_CHECK(batch.context_lens[i] >= nq || (padding && batch.context_lens[i] == 0),
              "sequence ", i, " context shorter than query");
     RH_CHECK(batch.context_lens[i] <= int64_t{batch.max_blocks} * block_size, "block table too short");
     // Only the blocks holding the context are read; the rest of a row may be padding.
@@ -239,14 +241,9 @@ class CudaBackend final : public Backend {
     if (lt_ && w.dtype() == DType::kF8B128 && x.size(0) > cuda::kGemvMaxRows) {
       // Tensor-core mode, FP8 weights, many rows: widened to bf16 for this product only, then
       // cuBLASLt (an interim path: the weights still cross memory three times).
-      const int64_t M = x.size(0), N = w.size(0), K = x.size(1);
-      Tensor wide = alloc_uninit(DType::kBF16, {N, K});
-      cuda::launch_fp8_to_bf16(w.data(), N, K, wide.data(), stream());
-      Tensor narrow = alloc_uninit(DType::kBF16, {M, K});
-      cuda::launch_narrow(x.data_as<float>(), M * K, narrow.data(), Elem::kBF16, stream());
-      if (lt_->run(narrow.data(), wide.data(), Elem::kBF16, bias ? bias->data_as<float>() : nullptr, M, N, K,
-                   out.data_as<float>(), stream()))
-        return;
+      Tensor wide = alloc_uninit(DType::kBF16, w.shape());
+      cuda::launch_fp8_to_bf16(w.data(), w.size(0), w.size(1), wide.data(), stream());
+      if (tensor_core_product(x, wide, bias, out, false)) return;
     }
     if (is_block_quantized(w.dtype())) {
       RH_CHECK(cuda::quant_kernel_supported(w.dtype()), "CUDA backend: linear does not support ",
@@ -258,12 +255,7 @@ class CudaBackend final : public Backend {
     const Elem wt = elem_of(w, "linear");
     const int64_t M = x.size(0), N = w.size(0), K = x.size(1);
     const float* b = bias ? bias->data_as<float>() : nullptr;
-    if (lt_ && M > cuda::kGemvMaxRows && wt != Elem::kF32) {
-      // The activations rounded to the weights' type, then cuBLASLt on the tensor cores.
-      Tensor narrow = alloc_uninit(w.dtype(), {M, K});
-      cuda::launch_narrow(x.data_as<float>(), M * K, narrow.data(), wt, stream());
-      if (lt_->run(narrow.data(), w.data(), wt, b, M, N, K, out.data_as<float>(), stream())) return;
-    }
+    if (lt_ && M > cuda::kGemvMaxRows && wt != Elem::kF32 && tensor_core_product(x, w, bias, out, false)) return;
     cuda::launch_linear(x.data_as<float>(), w.data(), wt, b, M, N, K, out.data_as<float>(), stream());
   }
 
@@ -285,16 +277,10 @@ class CudaBackend final : public Backend {
       check_f32(*bias, "fused_linear bias");
       RH_CHECK(bias->numel() == N, "fused_linear bias ", bias->str(), " for ", w.str());
     }
+    // Tensor cores: the residual add as the product's beta = 1.
     if (lt_ && M > cuda::kGemvMaxRows && mode == LinearOut::kAccumulate && !norm_weight &&
-        (w.dtype() == DType::kBF16 || w.dtype() == DType::kF16)) {
-      // Tensor cores: the residual add as the product's beta = 1.
-      const Elem wt = elem_of(w, "fused_linear");
-      Tensor narrow = alloc_uninit(w.dtype(), {M, K});
-      cuda::launch_narrow(x.data_as<float>(), M * K, narrow.data(), wt, stream());
-      if (lt_->run(narrow.data(), w.data(), wt, bias ? bias->data_as<float>() : nullptr, M, N, K,
-                   out.data_as<float>(), stream(), /*accumulate=*/true))
-        return;
-    }
+        (w.dtype() == DType::kBF16 || w.dtype() == DType::kF16) && tensor_core_product(x, w, bias, out, true))
+      return;
     if (w.dtype() == DType::kF8B128 &&
         cuda::launch_fused_fp8_gemv(x.data_as<float>(), norm_weight ? norm_weight->data_as<float>() : nullptr, eps,
                                     w.data(), bias ? bias->data_as<float>() : nullptr, M, N, K,
@@ -440,6 +426,17 @@ class CudaBackend final : public Backend {
     return g_meta_;
   }
 
+  // out (+)= x @ w^T on the tensor cores: x rounded to w's type (bf16 or f16), then cuBLASLt
+  // with f32 accumulation. False when cuBLASLt has no algorithm for the shape.
+  bool tensor_core_product(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out, bool accumulate) {
+    const int64_t M = x.size(0), N = w.size(0), K = x.size(1);
+    const Elem wt = elem_of(w, "tensor-core product");
+    Tensor narrow = alloc_uninit(w.dtype(), {M, K});
+    cuda::launch_narrow(x.data_as<float>(), M * K, narrow.data(), wt, stream());
+    return lt_->run(narrow.data(), w.data(), wt, bias ? bias->data_as<float>() : nullptr, M, N, K,
+                    out.data_as<float>(), stream(), accumulate);
+  }
+
   // Device memory without the zeroing alloc() promises, for scratch that is written whole.
   Tensor alloc_uninit(DType dtype, Shape shape) {
     const int64_t bytes = dtype_bytes(dtype, shape_numel(shape));
@@ -569,30 +566,11 @@ void CudaBackend::attention(const Tensor& qkv, KvCacheLayer& cache, const Attent
   RH_CHECK(cache.k.dim() == 4 && cache.k.size(2) == p.num_kv_heads && cache.k.size(3) == p.head_dim &&
                cache.v.shape() == cache.k.shape() && cache.v.dtype() == cache.k.dtype(),
            "kv cache ", cache.k.str(), " / ", cache.v.str());
-  RH_CHECK(static_cast<int64_t>(batch.query_start.size()) == S + 1 &&
-               static_cast<int64_t>(batch.context_lens.size()) == S &&
-               static_cast<int64_t>(batch.slot_mapping.size()) == T &&
-               static_cast<int64_t>(batch.block_tables.size()) >= S * batch.max_blocks,
-           "attention batch arrays");
-  RH_CHECK(batch.query_start[0] == 0, "attention batch: query_start[0] = ", batch.query_start[0]);
-  const int64_t block_size = cache.k.size(1), slots = cache.k.size(0) * block_size;
-  // Slot -1 marks a padding token (a decode batch padded up to a graph's bucket size): nothing is
-  // stored for it and its output row is zeros. Its sequence may be empty (context 0, one query).
-  for (int32_t s : batch.slot_mapping) RH_CHECK(s >= -1 && s < slots, "slot ", s, " out of range");
+  const int64_t block_size = cache.k.size(1);
+  check_attention_batch(batch, cache.k.size(0), block_size);
   int32_t max_query_len = 0;
-  for (int64_t i = 0; i < S; ++i) {
-    const int32_t nq = batch.query_start[i + 1] - batch.query_start[i];
-    max_query_len = std::max(max_query_len, nq);
-    const bool padding_seq = nq == 1 && batch.context_lens[i] == 0 &&
-                             batch.query_start[i] < T && batch.slot_mapping[static_cast<size_t>(batch.query_start[i])] < 0;
-    RH_CHECK(nq >= 0 && (batch.context_lens[i] >= nq || padding_seq), "sequence ", i, " context shorter than query");
-    RH_CHECK(batch.context_lens[i] <= batch.max_blocks * block_size, "block table too short");
-    // Only the blocks holding the context are read; the rest of a row may be padding.
-    for (int64_t j = 0; j < (batch.context_lens[i] + block_size - 1) / block_size; ++j) {
-      const int32_t b = batch.block_tables[static_cast<size_t>(i * batch.max_blocks + j)];
-      RH_CHECK(b >= 0 && b < cache.k.size(0), "sequence ", i, ": block ", b, " out of range");
-    }
-  }
+  for (int64_t i = 0; i < S; ++i)
+    max_query_len = std::max(max_query_len, batch.query_start[i + 1] - batch.query_start[i]);
   if (T == 0) return;
 
   pack_attention_meta(batch, meta_scratch_);

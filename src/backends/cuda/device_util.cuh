@@ -81,4 +81,29 @@ __device__ __forceinline__ void tile_store_4x4(const float (&acc)[4][4], int64_t
   }
 }
 
+// The RMSNorm factor of n values whose squares sum to ss (summed in double), rounded as every
+// norm kernel and the CPU reference round it.
+__device__ __forceinline__ float rms_inverse(double ss, int64_t n, float eps) {
+  return static_cast<float>(1.0 / sqrt(ss / static_cast<double>(n) + eps));
+}
+
+// The decode products' norm prologue: RMSNorm of M rows of K activations, times norm_w, into
+// shared memory `xs` ([M][K]). Every thread of the block takes part; the caller syncs after.
+template <int M>
+__device__ __forceinline__ void stage_rms_norm(const float* __restrict__ x, const float* __restrict__ norm_w,
+                                               float eps, int64_t K, float* __restrict__ xs) {
+  for (int m = 0; m < M; ++m) {
+    double ss = 0;
+    for (int64_t k = threadIdx.x; k < K; k += blockDim.x) ss += static_cast<double>(x[m * K + k]) * x[m * K + k];
+    const float inv = rms_inverse(block_sum(ss), K, eps);
+    for (int64_t k = threadIdx.x; k < K; k += blockDim.x) xs[m * K + k] = __fmul_rn(norm_w[k], __fmul_rn(x[m * K + k], inv));
+  }
+}
+
+// silu(g) * u, rounded as the CPU reference rounds it (expf, not __expf: the intrinsic is off by
+// several ulp for large |g|; no contraction).
+__device__ __forceinline__ float silu_times(float g, float u) {
+  return __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), u);
+}
+
 }  // namespace redhare::cuda

@@ -26,6 +26,11 @@ void launch_head_rms_norm(float* x, int64_t rows, int64_t cols, int64_t first_co
 constexpr int64_t kGemvMaxRows = 4;
 void launch_linear(const float* x, const void* w, Elem w_type, const float* bias, int64_t M,
                    int64_t N, int64_t K, float* out, cudaStream_t stream);
+// Decode products stage normalized activations (M x K floats) in shared memory up to this size.
+constexpr int64_t kGemvMaxStagedBytes = 96 * 1024;
+// Lets `kernel` take kGemvMaxStagedBytes of dynamic shared memory (past 48 KiB a kernel must opt
+// in); the attribute is set once per kernel.
+void allow_staged_shared_memory(const void* kernel);
 // Backend::fused_linear's modes (LinearOut), as the kernels see them.
 enum class LinearMode : int { kStore = 0, kAccumulate = 1, kSiluMul = 2 };
 // The decode product with its norm (norm_w, may be null) and epilogue folded in, for M <=

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
+#include <set>
 #include <type_traits>
 
 #include "backends/cuda/cuda_check.h"
@@ -130,27 +131,13 @@ __device__ __forceinline__ void gemv_rows(const float* __restrict__ x, const W* 
 //   silu(gate) * up to column i of an [M, I] output.
 template <typename W, int M, int R>
 __global__ void __launch_bounds__(kGemvWarps * 32)
-gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, bool staged,
+gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps,
             const W* __restrict__ w, const float* __restrict__ bias, int64_t N, int64_t K, int mode, bool vectorized,
             float* __restrict__ out) {
   extern __shared__ __align__(16) float xs[];
   const float* xin = x;
-  if (staged) {
-    if (norm_w) {
-      for (int m = 0; m < M; ++m) {
-        double ss = 0;
-        for (int64_t k = threadIdx.x; k < K; k += blockDim.x) ss += static_cast<double>(x[m * K + k]) * x[m * K + k];
-        ss = block_sum(ss);
-        const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(K) + eps));
-        for (int64_t k = threadIdx.x; k < K; k += blockDim.x)
-          xs[m * K + k] = __fmul_rn(norm_w[k], __fmul_rn(x[m * K + k], inv));
-      }
-    } else if (vectorized) {
-      for (int64_t i = threadIdx.x; i < M * K / 4; i += blockDim.x)
-        reinterpret_cast<float4*>(xs)[i] = reinterpret_cast<const float4*>(x)[i];
-    } else {
-      for (int64_t i = threadIdx.x; i < M * K; i += blockDim.x) xs[i] = x[i];
-    }
+  if (norm_w) {
+    stage_rms_norm<M>(x, norm_w, eps, K, xs);
     __syncthreads();
     xin = xs;
   }
@@ -176,8 +163,7 @@ gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float
     if (lane != 0) continue;
     if constexpr (R == 2) {
       const float g = bias ? s[0] + bias[n] : s[0], u = bias ? s[1] + bias[n + cols] : s[1];
-      // As silu_mul_kernel: expf, and no contraction.
-      out[m * cols + n] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), u);
+      out[m * cols + n] = silu_times(g, u);
     } else {
       const float v = bias ? s[0] + bias[n] : s[0];
       if (mode == static_cast<int>(LinearMode::kAccumulate)) out[m * N + n] = __fadd_rn(out[m * N + n], v);
@@ -187,8 +173,6 @@ gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float
   }
 }
 
-// Activations staged in shared memory up to this size (M rows of K floats).
-constexpr int64_t kGemvMaxStagedBytes = 96 * 1024;
 
 template <typename W, int R>
 void launch_gemv(const float* x, const float* norm_w, float eps, const W* w, const float* bias, int64_t M,
@@ -198,15 +182,14 @@ void launch_gemv(const float* x, const float* norm_w, float eps, const W* w, con
                           reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
   const int64_t cols = R == 2 ? N / 2 : N;
   const int threads = kGemvWarps * 32;
-  const int64_t staged_bytes = M * K * static_cast<int64_t>(sizeof(float));
   // Only normalized activations are staged: a plain copy gained nothing on the 8B shapes' o and
   // qkv products and cost occupancy on the down product (57 KB of shared memory per block).
-  const bool staged = norm_w != nullptr;
-  RH_CHECK(!staged || staged_bytes <= kGemvMaxStagedBytes, "launch_gemv: activations too large to stage");
-  const size_t smem = staged ? static_cast<size_t>(staged_bytes) : 0;
+  const int64_t staged_bytes = norm_w ? M * K * static_cast<int64_t>(sizeof(float)) : 0;
+  RH_CHECK(staged_bytes <= kGemvMaxStagedBytes, "launch_gemv: activations too large to stage");
+  const size_t smem = static_cast<size_t>(staged_bytes);
   auto go = [&](auto kernel) {
     // The grid: what fits on the GPU at once for this shared-memory size (asked once per kernel
-    // and size); beyond 48 KiB of dynamic shared memory a kernel must opt in, once.
+    // and size).
     static std::mutex mu;
     static std::map<std::pair<const void*, size_t>, int64_t> resident;
     int64_t fit = 0;
@@ -215,8 +198,7 @@ void launch_gemv(const float* x, const float* norm_w, float eps, const W* w, con
       const void* key = reinterpret_cast<const void*>(kernel);
       auto it = resident.find({key, smem});
       if (it == resident.end()) {
-        RH_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     static_cast<int>(kGemvMaxStagedBytes)));
+        if (smem > 0) allow_staged_shared_memory(key);
         int dev = 0, sms = 0, per_sm = 0;
         RH_CUDA(cudaGetDevice(&dev));
         RH_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
@@ -230,8 +212,7 @@ void launch_gemv(const float* x, const float* norm_w, float eps, const W* w, con
     const int64_t per_warp = (cols + fit * kGemvWarps - 1) / (fit * kGemvWarps);
     const int64_t warps = (cols + per_warp - 1) / per_warp;
     const unsigned grid = static_cast<unsigned>((warps + kGemvWarps - 1) / kGemvWarps);
-    kernel<<<grid, threads, smem, stream>>>(x, norm_w, eps, staged, w, bias, N, K, static_cast<int>(mode), vectorized,
-                                            out);
+    kernel<<<grid, threads, smem, stream>>>(x, norm_w, eps, w, bias, N, K, static_cast<int>(mode), vectorized, out);
   };
   switch (M) {
     case 1: go(gemv_kernel<W, 1, R>); break;
@@ -374,6 +355,15 @@ void launch_typed(const float* x, const W* w, const float* bias, int64_t M, int6
 }
 
 }  // namespace
+
+void allow_staged_shared_memory(const void* kernel) {
+  static std::mutex mu;
+  static std::set<const void*> done;
+  std::lock_guard<std::mutex> lock(mu);
+  if (done.insert(kernel).second)
+    RH_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 static_cast<int>(kGemvMaxStagedBytes)));
+}
 
 bool launch_fused_gemv(const float* x, const float* norm_w, float eps, const void* w, Elem w_type,
                        const float* bias, int64_t M, int64_t N, int64_t K, LinearMode mode, float* out,

@@ -45,7 +45,7 @@ __global__ void rms_norm_kernel(float* __restrict__ residual, const float* __res
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss += static_cast<double>(src[i]) * src[i];
   }
   ss = block_sum(ss);
-  const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(n) + eps));
+  const float inv = rms_inverse(ss, n, eps);
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
     out[base + i] = __fmul_rn(weight[i], __fmul_rn(src[i], inv));
 }
@@ -59,7 +59,7 @@ __global__ void head_rms_norm_kernel(float* __restrict__ x, int64_t cols, int64_
   double ss = 0;
   for (int64_t i = threadIdx.x; i < d; i += blockDim.x) ss += static_cast<double>(p[i]) * p[i];
   ss = block_sum(ss);
-  const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(d) + eps));
+  const float inv = rms_inverse(ss, d, eps);
   for (int64_t i = threadIdx.x; i < d; i += blockDim.x) p[i] = __fmul_rn(weight[i], __fmul_rn(p[i], inv));
 }
 
@@ -70,8 +70,7 @@ __global__ void silu_mul_kernel(const float* __restrict__ gu, int64_t tokens, in
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t t = e / inter, i = e % inter;
     const float g = gu[t * 2 * inter + i], u = gu[t * 2 * inter + inter + i];
-    // expf, not __expf: the fast intrinsic is off by several ulp for large |g|.
-    out[e] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), u);
+    out[e] = silu_times(g, u);
   }
 }
 

@@ -23,8 +23,6 @@
 // - M > 4: 64x64 output tiles; each 32-wide K slice of W is dequantized into shared memory as f32
 //   (one 8-value unit per thread) and multiplied like an f32 tile.
 #include <algorithm>
-#include <mutex>
-#include <set>
 
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -228,16 +226,32 @@ struct Q6_K {
   }
 };
 
-// Values k..k+7 of a row (k a multiple of 8).
-// An e4m3 byte as f32, exactly (the "fn" variant: no infinities, S.1111.111 is NaN).
-__device__ __forceinline__ float e4m3_to_f32(uint32_t v) {
-  const uint32_t sign = (v & 0x80u) << 24, e = (v >> 3) & 0xFu, m = v & 7u;
-  if (e == 0xFu && m == 7u) return __uint_as_float(sign | 0x7fc00000u);
-  if (e == 0) {  // subnormal: m * 2^-9
-    const float mag = static_cast<float>(m) * 0.001953125f;
-    return sign ? -mag : mag;
-  }
-  return __uint_as_float(sign | ((e + 120u) << 23) | (m << 20));
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ < 890
+// An e4m3 byte placed in the top byte of a word keeps its sign at bit 31; moving exponent and
+// mantissa down four bits reads as the value times 2^-120, for normal and subnormal codes alike
+// (f32 keeps the subnormals); multiplying by 2^120 is exact.
+__device__ __forceinline__ float e4m3_byte_scaled(uint32_t word, int k) {
+  const uint32_t t = __byte_perm(word, 0u, 0x0444u | (static_cast<uint32_t>(k) << 12));
+  return __uint_as_float((t & 0x80000000u) | ((t >> 4) & 0x07F00000u)) * 1.329227995784916e36f;  // 2^120
+}
+#endif
+
+// The four e4m3 values of a word as f32, exactly. sm_89+ converts two at a time to f16 in one
+// instruction (f16 holds every e4m3 value) and widens them on the FP32 pipe; older GPUs use the
+// integer route.
+__device__ __forceinline__ void e4m3x4_to_f32(uint32_t word, float* v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(word & 0xFFFFu), __NV_E4M3);
+  const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(word >> 16), __NV_E4M3);
+  const float2 a = __half22float2(__half2(lo)), b = __half22float2(__half2(hi));
+  v[0] = a.x;
+  v[1] = a.y;
+  v[2] = b.x;
+  v[3] = b.y;
+#else
+#pragma unroll
+  for (int k = 0; k < 4; ++k) v[k] = e4m3_byte_scaled(word, k);
+#endif
 }
 
 // redhare's FP8 blocks (core/dtype.h): 128 e4m3 bytes, the f32 scale, 12 bytes of padding.
@@ -246,12 +260,15 @@ struct F8B128 {
   __device__ __forceinline__ static void dequant8(const uint8_t* b, int unit, int part, float* v) {
     const float scale = __uint_as_float(word_at(b + 128, 0));
     uint32_t lo, hi;
-    u64_at(b + 32 * unit + 8 * part, lo, hi);
+    u64_aligned(b + 32 * unit + 8 * part, lo, hi);  // 144-byte blocks: every 8 values 8-byte aligned
+    e4m3x4_to_f32(lo, v);
+    e4m3x4_to_f32(hi, v + 4);
 #pragma unroll
-    for (int i = 0; i < 8; ++i) v[i] = __fmul_rn(e4m3_to_f32(byte_of(lo, hi, i)), scale);
+    for (int i = 0; i < 8; ++i) v[i] = __fmul_rn(v[i], scale);
   }
 };
 
+// Values k..k+7 of a row (k a multiple of 8).
 template <class Q>
 __device__ __forceinline__ void dequant_at(const uint8_t* row, int64_t k, float* v) {
   const int64_t blk = k / Q::kElems;
@@ -453,32 +470,6 @@ void embedding_typed(const uint8_t* table, const int32_t* ids, int64_t tokens, i
 // so the weight is bit for bit the CPU reference's.
 constexpr int kFp8Warps = 8, kFp8Unroll = 32;
 
-// An e4m3 byte placed in the top byte of a word keeps its sign at bit 31; moving exponent and
-// mantissa down four bits reads as the value times 2^-120, for normal and subnormal codes alike
-// (f32 keeps the subnormals); multiplying by 2^120 is exact.
-__device__ __forceinline__ float e4m3_byte_scaled(uint32_t word, int k) {
-  const uint32_t t = __byte_perm(word, 0u, 0x0444u | (static_cast<uint32_t>(k) << 12));
-  return __uint_as_float((t & 0x80000000u) | ((t >> 4) & 0x07F00000u)) * 1.329227995784916e36f;  // 2^120
-}
-
-// The four e4m3 values of a word as f32, exactly. sm_89+ converts two at a time to f16 in one
-// instruction (f16 holds every e4m3 value) and widens them on the FP32 pipe; older GPUs use the
-// integer route.
-__device__ __forceinline__ void e4m3x4_to_f32(uint32_t word, float* v) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-  const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(word & 0xFFFFu), __NV_E4M3);
-  const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(word >> 16), __NV_E4M3);
-  const float2 a = __half22float2(__half2(lo)), b = __half22float2(__half2(hi));
-  v[0] = a.x;
-  v[1] = a.y;
-  v[2] = b.x;
-  v[3] = b.y;
-#else
-#pragma unroll
-  for (int k = 0; k < 4; ++k) v[k] = e4m3_byte_scaled(word, k);
-#endif
-}
-
 // The decode product on kF8B128 rows, with Backend::fused_linear's folds as the bf16 kernel
 // has them (kernels_linear.cu): norm_w stages each activation row's RMSNorm in shared memory
 // first; mode 1 adds into `out` (the residual), mode 2 (R = 2) streams rows n and n + N/2
@@ -494,13 +485,7 @@ fp8_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, f
   extern __shared__ __align__(16) float xs[];
   const float* xin = x;
   if (norm_w) {
-    for (int m = 0; m < M; ++m) {
-      double ss = 0;
-      for (int64_t k = threadIdx.x; k < K; k += blockDim.x) ss += static_cast<double>(x[m * K + k]) * x[m * K + k];
-      ss = block_sum(ss);
-      const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(K) + eps));
-      for (int64_t k = threadIdx.x; k < K; k += blockDim.x) xs[m * K + k] = __fmul_rn(norm_w[k], __fmul_rn(x[m * K + k], inv));
-    }
+    stage_rms_norm<M>(x, norm_w, eps, K, xs);
     __syncthreads();
     xin = xs;
   }
@@ -572,7 +557,7 @@ fp8_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, f
         const int64_t o = first + p;
         if (o >= cols) break;
         const float g = bias ? s[p] + bias[o] : s[p], u = bias ? s[P + p] + bias[o + cols] : s[P + p];
-        out[m * cols + o] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), u);
+        out[m * cols + o] = silu_times(g, u);
       }
     } else {
 #pragma unroll
@@ -595,13 +580,7 @@ void launch_fp8_gemv(const float* x, const float* norm_w, float eps, const uint8
   const unsigned grid = static_cast<unsigned>((groups + kFp8Warps - 1) / kFp8Warps);
   const size_t smem = norm_w ? static_cast<size_t>(M * K) * sizeof(float) : 0;
   auto go = [&](auto kernel) {
-    if (smem > 48 * 1024) {
-      static std::mutex mu;
-      static std::set<const void*> opted_in;
-      std::lock_guard<std::mutex> lock(mu);
-      if (opted_in.insert(reinterpret_cast<const void*>(kernel)).second)
-        RH_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024));
-    }
+    if (smem > 0) allow_staged_shared_memory(reinterpret_cast<const void*>(kernel));
     kernel<<<grid, kFp8Warps * 32, smem, stream>>>(x, norm_w, eps, w, bias, N, K, mode, out);
   };
   switch (M) {
@@ -671,7 +650,7 @@ bool launch_fused_fp8_gemv(const float* x, const float* norm_w, float eps, const
                            int64_t M, int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream) {
   if (M < 1 || M > kGemvMaxRows || N == 0 || K % 128 != 0) return false;
   if (reinterpret_cast<uintptr_t>(w) % 16 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
-  if (norm_w && M * K * static_cast<int64_t>(sizeof(float)) > 96 * 1024) return false;
+  if (norm_w && M * K * static_cast<int64_t>(sizeof(float)) > kGemvMaxStagedBytes) return false;
   if (mode == LinearMode::kSiluMul && N % 2 != 0) return false;
   const auto* wb = static_cast<const uint8_t*>(w);
   if (mode == LinearMode::kSiluMul) launch_fp8_gemv<4, true>(x, norm_w, eps, wb, bias, M, N, K, 2, out, stream);
