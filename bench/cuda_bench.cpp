@@ -6,12 +6,14 @@
 //   bandwidth and FLOPs / matrix rate (both measured here: a 2 GiB streaming read, and a
 //   8192^3 product in the tensor-core mode's own cuBLASLt configuration);
 // - prefill: FLOPs (2 per weight and token, plus causal attention) over the matrix rate.
-// Steps run as the engine runs them: greedy rows, so only token ids come back, and decode steps
+// Steps run as the engine runs them: tokens drawn on the GPU (greedy unless --temperature is
+// set; --top-p and --top-k then restrict the draw), so only token ids come back, and decode steps
 // replayed from CUDA graphs unless --graphs 0.
 //
 //   bench_cuda [--model configs/llama-3.1-8b] [--batches 1,8,64,256] [--context 1024]
 //              [--steps 32] [--prefill 512,4096] [--precision bf16|f32] [--graphs 1] [--profile 0]
 //              [--dummy-dtype f8_e4m3_b128|q8_0|...]  (projection weights in that block type)
+//              [--temperature 0] [--top-p 1] [--top-k 0]
 //
 // --profile 1 adds a per-op table of one batch-1 decode step, each op synchronized on its own.
 #include <algorithm>
@@ -108,6 +110,9 @@ class TimedBackend final : public Backend {
   Tensor argmax_rows(const Tensor& logits) override {
     return timed("argmax_rows", 0, [&] { return inner_->argmax_rows(logits); });
   }
+  std::vector<SampledToken> sample_rows(const Tensor& logits, const std::vector<RowSampling>& draws) override {
+    return timed("sample_rows", 0, [&] { return inner_->sample_rows(logits, draws); });
+  }
   Device device() const override { return inner_->device(); }
   Tensor alloc(DType dt, Shape shape) override {
     return timed("alloc", 0, [&] { return inner_->alloc(dt, std::move(shape)); });
@@ -187,6 +192,7 @@ int main(int argc, char** argv) {
   int64_t context = 1024, steps = 32;
   std::string precision = "bf16", dummy_dtype;
   bool graphs = true, profile = false;
+  RowSampling sampling;  // greedy
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i], v = argv[i + 1];
     if (a == "--model") model_dir = v;
@@ -198,6 +204,9 @@ int main(int argc, char** argv) {
     else if (a == "--graphs") graphs = v != "0";
     else if (a == "--profile") profile = v != "0";
     else if (a == "--dummy-dtype") dummy_dtype = v;
+    else if (a == "--temperature") sampling.temperature = std::stof(v);
+    else if (a == "--top-p") sampling.top_p = std::stof(v);
+    else if (a == "--top-k") sampling.top_k = std::stoi(v);
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
@@ -230,6 +239,7 @@ int main(int argc, char** argv) {
     KvCache kv = backend->alloc_kv_cache(
         model->kv_spec(std::max(max_batch * blocks_per_seq, prefill_blocks), bs, DType::kBF16));
 
+    std::vector<SampledToken> sampled;
     // One decode step for `n` sequences at context `ctx` (sequence s owns blocks s * bps ...).
     auto decode_batch = [&](int64_t n, int64_t ctx) {
       ForwardBatch b;
@@ -245,7 +255,8 @@ int main(int argc, char** argv) {
         for (int64_t j = 0; j < blocks_per_seq; ++j) b.attn.block_tables.push_back(static_cast<int32_t>(s * blocks_per_seq + j));
         b.logit_rows.push_back(static_cast<int32_t>(s));
       }
-      b.argmax_only = true;
+      b.sampling.assign(static_cast<size_t>(n), sampling);
+      b.sampled = &sampled;
       return b;
     };
     model->forward(decode_batch(1, 16), kv);  // module load, pool growth, first graph
@@ -298,7 +309,8 @@ int main(int argc, char** argv) {
       b.attn.max_blocks = static_cast<int32_t>(prefill_blocks);
       for (int64_t j = 0; j < prefill_blocks; ++j) b.attn.block_tables.push_back(static_cast<int32_t>(j));
       b.logit_rows = {static_cast<int32_t>(P - 1)};
-      b.argmax_only = true;
+      b.sampling = {sampling};
+      b.sampled = &sampled;
       model->forward(b, kv);  // warm-up at this size
       double best = 1e30;
       for (int r = 0; r < 3; ++r) {
@@ -318,6 +330,11 @@ int main(int argc, char** argv) {
                 static_cast<double>(model->weight_bytes()) / 1e9);
     std::printf("device             %s, precision %s, CUDA graphs %s\n", backend->name().c_str(), precision.c_str(),
                 graphs ? "on" : "off");
+    if (sampling.temperature > 0)
+      std::printf("sampling           temperature %g, top-p %g, top-k %d (drawn on the GPU)\n", sampling.temperature,
+                  sampling.top_p, sampling.top_k);
+    else
+      std::printf("sampling           greedy (argmax on the GPU)\n");
     std::printf("HBM read bandwidth %.0f GB/s (2 GiB streaming read, best of 5)\n", bw / 1e9);
     std::printf("matrix rate        %.0f TFLOP/s (8192^3, bf16 in, f32 out, cuBLASLt, best of 10)\n", mm / 1e12);
     std::printf("start to ready     %.2f s (dummy weights generated and uploaded in %.2f s, KV cache, first step)\n",

@@ -47,6 +47,18 @@ Tensor Backend::argmax_rows(const Tensor& logits) {
   return ids;
 }
 
+std::vector<SampledToken> Backend::sample_rows(const Tensor& logits, const std::vector<RowSampling>& rows) {
+  RH_CHECK(logits.dtype() == DType::kF32 && logits.dim() == 2 && logits.size(0) >= static_cast<int64_t>(rows.size()),
+           "sample_rows: ", rows.size(), " rows of ", logits.str());
+  const Tensor h = to_host(logits.slice_rows(0, static_cast<int64_t>(rows.size())));
+  const int64_t V = h.size(1);
+  std::vector<SampledToken> out;
+  out.reserve(rows.size());
+  for (size_t r = 0; r < rows.size(); ++r)
+    out.push_back(sample_row_reference(h.data_as<float>() + static_cast<int64_t>(r) * V, V, rows[r]));
+  return out;
+}
+
 void Backend::graph_stage(const std::vector<int32_t>&, const std::vector<int32_t>&,
                           const AttentionBatch&, const std::vector<int32_t>&, const KvCache&) {
   fail(name(), " backend does not support graphs");

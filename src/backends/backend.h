@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/sampling.h"
 #include "core/tensor.h"
 
 namespace redhare {
@@ -120,6 +121,10 @@ class Backend {
   // Host int32 [rows]: the index of each row's largest value (the first one on ties), as greedy
   // sampling picks it. Copies back rows of ids instead of rows of logits.
   virtual Tensor argmax_rows(const Tensor& logits);
+  // Draws one token from each of the first rows.size() rows of f32 logits [R, vocab], as
+  // sample_row_reference() does; only tokens (and asked-for logprobs) come back to the host.
+  // The default copies the rows to the host and runs the reference.
+  virtual std::vector<SampledToken> sample_rows(const Tensor& logits, const std::vector<RowSampling>& rows);
 
   // Graphs: a forward step's ops recorded once and replayed (CUDA graphs). Replays read the
   // step's index arrays from fixed device buffers, so before every capture and replay the model

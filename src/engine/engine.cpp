@@ -469,16 +469,16 @@ bool Engine::step() {
     if (done_prompt) fb.logit_rows.push_back(fb.attn.query_start.back() - 1);
     if (s.num_output == 0) counters_.prompt_tokens += chunks[i];
   }
-  const int64_t sample_rows = static_cast<int64_t>(fb.logit_rows.size());
   fb.logit_rows.insert(fb.logit_rows.end(), prompt_row_index.begin(), prompt_row_index.end());
-  // When every sampled row is plain greedy, only the argmax of each row comes back from the
-  // model's device (a GPU step at batch 256 would otherwise copy 256 rows of logits).
-  fb.argmax_only = prompt_rows.empty() && sample_rows > 0;
-  for (size_t i = 0; i < batch.size() && fb.argmax_only; ++i) {
-    const SamplingParams& p = batch[i]->req.sampling;
-    if (wants_logits[i] && !(p.temperature <= 0.0f && p.repetition_penalty == 1.0f && p.frequency_penalty == 0.0f &&
-                             p.presence_penalty == 0.0f && p.logprobs < 0))
-      fb.argmax_only = false;
+  // Sampled rows are drawn on the model's device: only their tokens (and asked-for logprobs) come
+  // back, never rows of logits (a GPU step at batch 256 would otherwise copy 256 rows of them).
+  std::vector<SampledToken> sampled;
+  fb.sampled = &sampled;
+  const int64_t V = model_.config().vocab_size;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (!wants_logits[i]) continue;
+    const Sequence& s = *batch[i];
+    fb.sampling.push_back(row_sampling(s.req.sampling, s.tokens, s.num_output, s.seed, s.num_output, V));
   }
   auto t1 = std::chrono::steady_clock::now();
   Tensor logits;
@@ -498,12 +498,11 @@ bool Engine::step() {
     return true;
   }
   auto t2 = std::chrono::steady_clock::now();
-  const int64_t V = model_.config().vocab_size;
   for (size_t k = 0; k < prompt_rows.size(); ++k) {
     Sequence& s = *batch[prompt_rows[k].first];
     const int64_t pos = prompt_rows[k].second;
     if (pos != static_cast<int64_t>(s.prompt_lps.size())) continue;  // already have it
-    const float* lrow = logits.data_as<float>() + (sample_rows + static_cast<int64_t>(k)) * V;
+    const float* lrow = logits.data_as<float>() + static_cast<int64_t>(k) * V;
     s.prompt_lps.push_back(token_logprob(lrow, V, s.tokens[static_cast<size_t>(pos + 1)], s.req.sampling.prompt_logprobs));
   }
   int64_t row = 0;
@@ -512,14 +511,13 @@ bool Engine::step() {
     s.computed += chunks[i];
     commit_full_blocks(s);
     if (!wants_logits[i]) continue;
-    if (fb.argmax_only) {
-      emit_token(s, logits.data_as<int32_t>()[row++], nullptr);
-      continue;
+    SampledToken& t = sampled[static_cast<size_t>(row++)];
+    if (s.req.sampling.logprobs >= 0) {
+      const TokenLogprob lp = to_token_logprob(std::move(t));
+      emit_token(s, lp.token, &lp);
+    } else {
+      emit_token(s, t.token, nullptr);
     }
-    const float* lrow = logits.data_as<float>() + row * V;
-    ++row;
-    SampleResult r = sample_token(lrow, V, s.req.sampling, s.tokens, s.num_output, s.seed, s.num_output);
-    emit_token(s, r.token, s.req.sampling.logprobs >= 0 ? &r.logprob : nullptr);
   }
   running_.erase(std::remove_if(running_.begin(), running_.end(), [](const auto& s) { return s->finished; }),
                  running_.end());

@@ -124,7 +124,12 @@ class LlamaModel final : public Model {
       logits = backend_.alloc(DType::kF32, {static_cast<int64_t>(b.logit_rows.size()), c.vocab_size});
       step(b, kv, logits);
     }
-    return b.argmax_only ? backend_.argmax_rows(logits) : backend_.to_host(logits);
+    const int64_t sampled = static_cast<int64_t>(b.sampling.size());
+    if (sampled == 0) return backend_.to_host(logits);
+    RH_CHECK(b.sampled && sampled <= logits.size(0), "forward: ", sampled, " rows to sample of ", logits.size(0));
+    *b.sampled = backend_.sample_rows(logits, b.sampling);
+    return sampled == logits.size(0) ? Tensor::empty(DType::kF32, {0, c.vocab_size})
+                                     : backend_.to_host(logits.slice_rows(sampled, logits.size(0)));
   }
 
  private:

@@ -19,9 +19,11 @@ struct ForwardBatch {
   std::vector<int32_t> positions;   // [T]
   AttentionBatch attn;              // where each token's K/V goes and what each sequence sees
   std::vector<int32_t> logit_rows;  // token rows whose logits are wanted (e.g. each sequence's last)
-  // Only each logits row's argmax is wanted (every row greedy): forward returns int32 [rows] ids
-  // and the logits never leave the device.
-  bool argmax_only = false;
+  // Rows drawn on the model's device (Backend::sample_rows): the first sampling.size() logit rows
+  // are sampled and their tokens written to *sampled; only tokens (and asked-for logprobs) leave
+  // the device for them, and forward returns the logits of the remaining rows alone.
+  std::vector<RowSampling> sampling;
+  std::vector<SampledToken>* sampled = nullptr;
 };
 
 struct LoadOptions {
@@ -39,7 +41,7 @@ class Model {
   virtual ~Model() = default;
   const ModelConfig& config() const { return config_; }
   // Runs the step, writing the new tokens' K/V into `kv`; returns f32 logits on the host,
-  // [logit_rows.size(), vocab_size] (with argmax_only: int32 [logit_rows.size()] token ids).
+  // [logit_rows.size() - sampling.size(), vocab_size] (the rows not sampled on the device).
   virtual Tensor forward(const ForwardBatch& batch, KvCache& kv) = 0;
   // The KV cache shape this model needs; the caller picks num_blocks, block_size and dtype.
   KvCacheSpec kv_spec(int64_t num_blocks, int64_t block_size, DType dtype) const;

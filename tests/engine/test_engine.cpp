@@ -375,6 +375,46 @@ TEST(Sampler, FiltersAndPenalties) {
   for (size_t i = 0; i < 5; ++i) EXPECT_NEAR(counts[i] / 20000.0, std::exp(logits[i]) / z, 0.015) << i;
 }
 
+TEST(Sampler, PenaltyHistoryListsEachTokenOnceWithOutputCounts) {
+  RowSampling p;
+  set_penalty_history(p, {3, 5, 3, 7, 5, 5}, 3, 10);
+  EXPECT_TRUE(p.penalty_tokens.empty());  // no penalty set: nothing to list
+  p.frequency_penalty = 0.5f;
+  // Prompt {3, 5, 3}, output {7, 5, 5}; ids outside the vocabulary are left out.
+  set_penalty_history(p, {3, 5, 3, 7, 5, 5, 12}, 4, 10);
+  EXPECT_EQ(p.penalty_tokens, (std::vector<int32_t>{3, 5, 7}));
+  EXPECT_EQ(p.output_counts, (std::vector<int32_t>{0, 2, 1}));
+  EXPECT_ANY_THROW(set_penalty_history(p, {1, 2}, 3, 10));
+}
+
+TEST(Sampler, BackendSampleRowsDrawsEachRowAsTheReference) {
+  auto cpu = make_cpu_backend();
+  const int64_t V = 300;
+  std::vector<float> l(static_cast<size_t>(3 * V));
+  for (size_t i = 0; i < l.size(); ++i) l[i] = static_cast<float>(std::sin(static_cast<double>(i) * 0.37) * 4.0);
+  Tensor logits = Tensor::from_f32(l, {3, V});
+  std::vector<RowSampling> rows(2);
+  rows[0].temperature = 0.9f;
+  rows[0].top_p = 0.8f;
+  rows[0].seed = 5;
+  rows[0].logprobs = 3;
+  rows[1].repetition_penalty = 1.5f;
+  set_penalty_history(rows[1], {17, 17, 40}, 0, V);
+  for (uint64_t step = 0; step < 20; ++step) {
+    rows[0].step = step;
+    const std::vector<SampledToken> got = cpu->sample_rows(logits, rows);  // 2 of the 3 rows
+    ASSERT_EQ(got.size(), 2u);
+    for (size_t r = 0; r < 2; ++r) {
+      const SampledToken ref = sample_row_reference(l.data() + static_cast<int64_t>(r) * V, V, rows[r]);
+      EXPECT_EQ(got[r].token, ref.token);
+      EXPECT_EQ(got[r].logprob, ref.logprob);
+      EXPECT_EQ(got[r].top, ref.top);
+    }
+    EXPECT_EQ(got[0].top.size(), 3u);
+  }
+  EXPECT_ANY_THROW(cpu->sample_rows(logits, std::vector<RowSampling>(4)));
+}
+
 TEST(BlockManager, RefCountsAndLruEviction) {
   BlockManager bm(4, 2, true);
   std::vector<int32_t> toks = {1, 2, 3, 4, 5};

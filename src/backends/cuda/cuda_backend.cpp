@@ -3,6 +3,7 @@
 #include "backends/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -348,6 +349,8 @@ class CudaBackend final : public Backend {
     return to_host(ids);
   }
 
+  std::vector<SampledToken> sample_rows(const Tensor& logits, const std::vector<RowSampling>& rows) override;
+
  private:
   cudaStream_t stream() const { return ctx_->stream; }
 
@@ -548,9 +551,132 @@ class CudaBackend final : public Backend {
   IntMirror ids_, positions_, rows_, attn_meta_;
   std::vector<int32_t> meta_scratch_;
   static constexpr size_t kPinnedOutMax = size_t{16} << 20;
+  static constexpr int64_t kSampleGroup = 32;
   void* pinned_out_ = nullptr;
   size_t pinned_out_capacity_ = 0;
 };
+
+// Rows are drawn in groups so that the scratch (penalised rows, sort keys and ids, CUB's
+// buffers) stays near kSampleGroup * vocab * 28 bytes whatever the batch.
+std::vector<SampledToken> CudaBackend::sample_rows(const Tensor& logits, const std::vector<RowSampling>& rows) {
+  check_f32(logits, "sample_rows logits");
+  const int64_t R = static_cast<int64_t>(rows.size());
+  RH_CHECK(logits.dim() == 2 && logits.size(1) > 0 && logits.size(0) >= R, "sample_rows: ", R, " rows of ",
+           logits.str());
+  const int64_t V = logits.size(1);
+  RH_CHECK(V < std::numeric_limits<int32_t>::max(), "sample_rows: vocabulary of ", V);
+  std::vector<SampledToken> out(static_cast<size_t>(R));
+  if (R == 0) return out;
+  bool plain = true, any_logprobs = false;
+  int32_t max_top = 0;
+  for (const RowSampling& p : rows) {
+    RH_CHECK(std::isfinite(p.temperature) && std::isfinite(p.top_p) && std::isfinite(p.min_p) &&
+                 std::isfinite(p.repetition_penalty) && p.repetition_penalty > 0 &&
+                 std::isfinite(p.frequency_penalty) && std::isfinite(p.presence_penalty),
+             "sample_rows: sampling parameters out of range");
+    RH_CHECK(p.penalty_tokens.size() == p.output_counts.size(), "sample_rows: penalty lists differ in length");
+    for (int32_t t : p.penalty_tokens) RH_CHECK(t >= 0 && t < V, "sample_rows: penalty token ", t, " outside [0, ", V, ")");
+    plain = plain && p.plain_greedy();
+    any_logprobs = any_logprobs || p.logprobs >= 0;
+    max_top = std::max(max_top, static_cast<int32_t>(std::min<int64_t>(p.logprobs, V)));
+  }
+  if (plain) {
+    // Every row greedy: the argmax kernel alone.
+    Tensor ids = argmax_rows(logits.slice_rows(0, R));
+    for (int64_t r = 0; r < R; ++r) out[static_cast<size_t>(r)].token = ids.data_as<int32_t>()[r];
+    return out;
+  }
+  const int64_t top_w = std::max<int32_t>(max_top, 1);
+  for (int64_t g0 = 0; g0 < R; g0 += kSampleGroup) {
+    const int64_t G = std::min<int64_t>(kSampleGroup, R - g0);
+    std::vector<cuda::SampleRowDev> dev(static_cast<size_t>(G));
+    std::vector<int32_t> pen_tokens, pen_counts;
+    int64_t sorted = 0;
+    for (int64_t r = 0; r < G; ++r) {
+      const RowSampling& p = rows[static_cast<size_t>(g0 + r)];
+      cuda::SampleRowDev& d = dev[static_cast<size_t>(r)];
+      d = {};
+      d.temperature = p.temperature;
+      d.top_p = p.top_p;
+      d.min_p = p.min_p;
+      d.repetition_penalty = p.repetition_penalty;
+      d.frequency_penalty = p.frequency_penalty;
+      d.presence_penalty = p.presence_penalty;
+      d.top_k = p.top_k;
+      d.logprobs = p.logprobs < 0 ? -1 : static_cast<int32_t>(std::min<int64_t>(p.logprobs, V));
+      d.pen_begin = static_cast<int32_t>(pen_tokens.size());
+      if (p.has_penalties()) {
+        pen_tokens.insert(pen_tokens.end(), p.penalty_tokens.begin(), p.penalty_tokens.end());
+        pen_counts.insert(pen_counts.end(), p.output_counts.begin(), p.output_counts.end());
+      }
+      d.pen_end = static_cast<int32_t>(pen_tokens.size());
+      d.sort_row = p.temperature > 0.0f ? static_cast<int32_t>(sorted++) : -1;
+      d.seed = p.seed;
+      d.step = p.step;
+    }
+    // One upload: row parameters, then the penalty lists.
+    const size_t row_bytes = dev.size() * sizeof(cuda::SampleRowDev);
+    const size_t pen_bytes = pen_tokens.size() * sizeof(int32_t);
+    std::vector<uint8_t> packed(row_bytes + 2 * pen_bytes);
+    std::memcpy(packed.data(), dev.data(), row_bytes);
+    if (pen_bytes) {
+      std::memcpy(packed.data() + row_bytes, pen_tokens.data(), pen_bytes);
+      std::memcpy(packed.data() + row_bytes + pen_bytes, pen_counts.data(), pen_bytes);
+    }
+    Tensor params = alloc_uninit(DType::kU8, {static_cast<int64_t>(packed.size())});
+    RH_CUDA(cudaMemcpyAsync(params.data(), packed.data(), packed.size(), cudaMemcpyHostToDevice, stream()));
+    const auto* d_rows = static_cast<const cuda::SampleRowDev*>(params.data());
+    const auto* d_pen_tokens = reinterpret_cast<const int32_t*>(static_cast<uint8_t*>(params.data()) + row_bytes);
+    const int32_t* d_pen_counts = d_pen_tokens + pen_tokens.size();
+
+    const float* lg = logits.data_as<float>() + g0 * V;
+    Tensor work = alloc_uninit(DType::kF32, {G, V});
+    Tensor result = alloc_uninit(DType::kU8, {G * static_cast<int64_t>(sizeof(cuda::SampleResultDev))});
+    auto* d_result = static_cast<cuda::SampleResultDev*>(result.data());
+    const int64_t items = sorted * V;
+    Tensor keys = alloc_uninit(DType::kI64, {std::max<int64_t>(2 * items, 1)});
+    Tensor ids = alloc_uninit(DType::kI32, {std::max<int64_t>(2 * items, 1)});
+    auto* k_in = reinterpret_cast<uint64_t*>(keys.data());
+    int32_t* i_in = ids.data_as<int32_t>();
+    cuda::launch_sample_prepare(lg, V, d_rows, G, d_pen_tokens, d_pen_counts, work.data_as<float>(), k_in, i_in,
+                                d_result, stream());
+    if (sorted > 0) {
+      const size_t temp_bytes = cuda::sample_sort_temp_bytes(items, sorted);
+      Tensor temp = alloc_uninit(DType::kU8, {static_cast<int64_t>(std::max<size_t>(temp_bytes, 1))});
+      cuda::launch_sample_sort(temp.data(), temp_bytes, k_in, k_in + items, i_in, i_in + items, items, sorted,
+                               stream());
+      cuda::launch_sample_pick(V, d_rows, G, k_in + items, i_in + items, d_result, stream());
+    }
+    Tensor top_ids = alloc_uninit(DType::kI32, {G * top_w});
+    Tensor top_lp = alloc_uninit(DType::kF32, {G * top_w});
+    if (any_logprobs)
+      cuda::launch_sample_logprobs(lg, V, d_rows, G, static_cast<int>(top_w), d_result, top_ids.data_as<int32_t>(),
+                                   top_lp.data_as<float>(), stream());
+    std::vector<cuda::SampleResultDev> res(static_cast<size_t>(G));
+    std::vector<int32_t> h_top_ids(static_cast<size_t>(G * top_w));
+    std::vector<float> h_top_lp(static_cast<size_t>(G * top_w));
+    RH_CUDA(cudaMemcpyAsync(res.data(), d_result, res.size() * sizeof(cuda::SampleResultDev), cudaMemcpyDeviceToHost,
+                            stream()));
+    if (max_top > 0) {
+      RH_CUDA(cudaMemcpyAsync(h_top_ids.data(), top_ids.data(), h_top_ids.size() * sizeof(int32_t),
+                              cudaMemcpyDeviceToHost, stream()));
+      RH_CUDA(cudaMemcpyAsync(h_top_lp.data(), top_lp.data(), h_top_lp.size() * sizeof(float), cudaMemcpyDeviceToHost,
+                              stream()));
+    }
+    RH_CUDA(cudaStreamSynchronize(stream()));
+    for (int64_t r = 0; r < G; ++r) {
+      const RowSampling& p = rows[static_cast<size_t>(g0 + r)];
+      SampledToken& t = out[static_cast<size_t>(g0 + r)];
+      t.token = res[static_cast<size_t>(r)].token;
+      if (p.logprobs < 0) continue;
+      t.logprob = res[static_cast<size_t>(r)].logprob;
+      const int64_t n = std::min<int64_t>(p.logprobs, V);
+      for (int64_t j = 0; j < n; ++j)
+        t.top.emplace_back(h_top_ids[static_cast<size_t>(r * top_w + j)], h_top_lp[static_cast<size_t>(r * top_w + j)]);
+    }
+  }
+  return out;
+}
 
 void CudaBackend::attention(const Tensor& qkv, KvCacheLayer& cache, const AttentionBatch& batch,
                             const AttentionParams& p, Tensor& out) {

@@ -68,6 +68,38 @@ void launch_narrow(const float* x, int64_t n, void* out, Elem type, cudaStream_t
 // out[r] = index of the first maximum of row r of x [rows, n].
 void launch_argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* out, cudaStream_t stream);
 void launch_add(float* out, const float* x, int64_t n, cudaStream_t stream);
+
+// Sampling (kernels_sampling.cu): one row's draw as the kernels read it (RowSampling, with its
+// penalty list as a range of the group's packed arrays).
+struct SampleRowDev {
+  float temperature, top_p, min_p, repetition_penalty, frequency_penalty, presence_penalty;
+  int32_t top_k, logprobs;
+  int32_t pen_begin, pen_end;
+  int32_t sort_row;  // this row's place among the group's rows that draw at random; -1: greedy
+  int32_t pad;
+  uint64_t seed, step;
+};
+struct SampleResultDev {
+  int32_t token;
+  float logprob;
+  float lse;  // log-sum-exp of the raw row, with logprobs
+  int32_t pad;
+};
+// Penalties, greedy token and log-sum-exp per row; sort keys and ids for rows with sort_row >= 0
+// (work: [rows, V] f32 scratch; keys/ids: [sorted rows, V]).
+void launch_sample_prepare(const float* logits, int64_t V, const SampleRowDev* rows, int64_t num_rows,
+                           const int32_t* pen_tokens, const int32_t* pen_counts, float* work, uint64_t* keys,
+                           int32_t* ids, SampleResultDev* result, cudaStream_t stream);
+size_t sample_sort_temp_bytes(int64_t items, int64_t sorted_rows);
+void launch_sample_sort(void* temp, size_t temp_bytes, const uint64_t* keys_in, uint64_t* keys_out,
+                        const int32_t* ids_in, int32_t* ids_out, int64_t items, int64_t sorted_rows,
+                        cudaStream_t stream);
+// The random draw of every row with sort_row >= 0, from its sorted keys and ids.
+void launch_sample_pick(int64_t V, const SampleRowDev* rows, int64_t num_rows, const uint64_t* keys,
+                        const int32_t* ids, SampleResultDev* result, cudaStream_t stream);
+// The drawn token's logprob and up to max_top best logprobs ([rows, max_top]) for rows that ask.
+void launch_sample_logprobs(const float* logits, int64_t V, const SampleRowDev* rows, int64_t num_rows, int max_top,
+                            SampleResultDev* result, int32_t* top_ids, float* top_lp, cudaStream_t stream);
 void launch_gather_rows(const float* x, const int32_t* rows, int64_t num_rows, int64_t cols,
                         float* out, cudaStream_t stream);
 
