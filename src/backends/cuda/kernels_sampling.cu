@@ -64,8 +64,10 @@ __device__ __forceinline__ double device_uniform(uint64_t seed, uint64_t step) {
 // (value, index) pairs: larger value first, then smaller index.
 __device__ __forceinline__ bool better(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
 
-// Block-wide best (value, index) pair; every thread gets the result.
-__device__ void block_best(float& v, int& idx, float* sv, int* si) {
+// Block-wide reductions: each warp reduces with shuffles, lane 0 of each writes its warp's value,
+// then every warp reads the kWarps (= 32) values one per lane and reduces them again, so every
+// thread ends with the same result without a further barrier or broadcast.
+__device__ __forceinline__ void warp_best(float& v, int& idx) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
     const float ov = __shfl_xor_sync(0xffffffffu, v, o);
@@ -75,6 +77,12 @@ __device__ void block_best(float& v, int& idx, float* sv, int* si) {
       idx = oi;
     }
   }
+}
+
+// Block-wide best (value, index) pair; every thread gets the result.
+__device__ void block_best(float& v, int& idx, float* sv, int* si) {
+  static_assert(kWarps == 32, "one warp value per lane");
+  warp_best(v, idx);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   __syncthreads();  // the previous call's readers are done with sv / si
   if (lane == 0) {
@@ -82,13 +90,9 @@ __device__ void block_best(float& v, int& idx, float* sv, int* si) {
     si[warp] = idx;
   }
   __syncthreads();
-  v = sv[0];
-  idx = si[0];
-  for (int w = 1; w < kWarps; ++w)
-    if (better(sv[w], si[w], v, idx)) {
-      v = sv[w];
-      idx = si[w];
-    }
+  v = sv[lane];
+  idx = si[lane];
+  warp_best(v, idx);
 }
 
 template <typename T>
@@ -99,9 +103,10 @@ __device__ T block_sum(T x, T* scratch) {
   __syncthreads();
   if (lane == 0) scratch[warp] = x;
   __syncthreads();
-  T total = 0;
-  for (int w = 0; w < kWarps; ++w) total += scratch[w];  // the same order in every thread
-  return total;
+  T total = scratch[lane];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(0xffffffffu, total, o);
+  return total;  // the same butterfly order in every warp: the same value everywhere
 }
 
 // Inclusive prefix sum of one value per thread over the block; `total` gets the block's sum.
@@ -115,13 +120,16 @@ __device__ double block_inclusive_scan(double x, double* scratch, double& total)
   __syncthreads();
   if (lane == 31) scratch[warp] = x;
   __syncthreads();
-  double before = 0;
-  total = 0;
-  for (int w = 0; w < kWarps; ++w) {
-    if (w < warp) before += scratch[w];
-    total += scratch[w];
+  // The warps' sums, scanned across lanes: lane w holds warps 0..w.
+  double w = scratch[lane];
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const double y = __shfl_up_sync(0xffffffffu, w, o);
+    if (lane >= o) w += y;
   }
-  return before + x;
+  const double before = __shfl_sync(0xffffffffu, w, (warp + 31) & 31);
+  total = __shfl_sync(0xffffffffu, w, 31);
+  return (warp > 0 ? before : 0.0) + x;
 }
 
 // The smallest `candidate` over the block (INT_MAX where a thread has none).
