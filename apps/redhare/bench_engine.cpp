@@ -30,14 +30,7 @@ OfflineEngine::OfflineEngine(const OfflineOptions& o) {
   ec.max_running = o.max_running;
   ec.max_batched_tokens = o.max_batched_tokens;
   ec.kv_cache_bytes = static_cast<int64_t>(o.kv_cache_gb * static_cast<double>(1ll << 30));
-  if (o.kv_cache_dtype == "bf16")
-    ec.kv_dtype = DType::kBF16;
-  else if (o.kv_cache_dtype == "f16")
-    ec.kv_dtype = DType::kF16;
-  else if (o.kv_cache_dtype == "f32")
-    ec.kv_dtype = DType::kF32;
-  else
-    fail("--kv-cache-dtype '", o.kv_cache_dtype, "' is not one of f32, bf16, f16");
+  ec.kv_dtype = parse_kv_cache_dtype(o.kv_cache_dtype);
   ec.enable_prefix_caching = o.prefix_caching;
   ec.eos_token_ids = assets_.eos_token_ids;
   TextStreamFactory tf;

@@ -376,7 +376,7 @@ int run_offline(const std::vector<std::string>& args) {
       ->capture_default_str();
   app.add_option("--kv-cache-gb", o.kv_cache_gb, "KV cache size (infer.kv_cache_bytes)")
       ->capture_default_str();
-  app.add_option("--kv-cache-dtype", o.kv_cache_dtype, "f32, bf16 or f16 (infer.cache_type)")
+  app.add_option("--kv-cache-dtype", o.kv_cache_dtype, "f32, bf16, f16 or fp8 (infer.cache_type)")
       ->capture_default_str();
   app.add_flag("!--no-prefix-caching", o.prefix_caching,
                "turn the prefix cache off (infer.prefix_caching)");

@@ -34,17 +34,13 @@ int cmd_info(const std::vector<std::string>& args) {
   std::string model_dir, kv_dtype_name = "bf16";
   bool json = false;
   app.add_option("--model", model_dir, "model directory")->required();
-  app.add_option("--kv-dtype", kv_dtype_name, "KV cache element type for the memory estimate (f32, bf16, f16)")
+  app.add_option("--kv-dtype", kv_dtype_name, "KV cache element type for the memory estimate (f32, bf16, f16, fp8)")
       ->capture_default_str();
   app.add_flag("--json", json, "print JSON");
   if (int rc = parse_args(app, args); rc >= 0) return rc;
 
   ModelConfig c = ModelConfig::load(model_dir);
-  DType kv_dtype;
-  if (kv_dtype_name == "f32") kv_dtype = DType::kF32;
-  else if (kv_dtype_name == "bf16") kv_dtype = DType::kBF16;
-  else if (kv_dtype_name == "f16") kv_dtype = DType::kF16;
-  else fail("--kv-dtype '", kv_dtype_name, "' is not one of f32, bf16, f16");
+  const DType kv_dtype = parse_kv_cache_dtype(kv_dtype_name);
 
   std::map<std::string, int64_t> by_dtype;
   int64_t params = 0, weight_bytes = 0;
@@ -69,7 +65,14 @@ int cmd_info(const std::vector<std::string>& args) {
     by_dtype[std::string(dtype_name(c.dtype))] = params;
     weight_bytes = dtype_bytes(c.dtype, params);
   }
-  const int64_t kv_per_token = 2 * c.num_layers * c.num_kv_heads * c.head_dim * dtype_info(kv_dtype).block_bytes;
+  KvCacheSpec one_token;
+  one_token.num_layers = c.num_layers;
+  one_token.num_blocks = 1;
+  one_token.block_size = 1;
+  one_token.num_kv_heads = c.num_kv_heads;
+  one_token.head_dim = c.head_dim;
+  one_token.dtype = kv_dtype;
+  const int64_t kv_per_token = one_token.bytes_per_block();
   const int64_t kv_full = kv_per_token * c.max_position_embeddings;
   bool supported = false;
   for (const std::string& a : supported_architectures()) supported = supported || a == c.architecture;

@@ -1,6 +1,7 @@
 #include "backends/backend.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/error.h"
 
@@ -9,10 +10,40 @@ namespace redhare {
 KvCache Backend::alloc_kv_cache(const KvCacheSpec& spec) {
   KvCache kv;
   kv.spec = spec;
+  RH_CHECK(spec.dtype == DType::kF32 || spec.dtype == DType::kBF16 || spec.dtype == DType::kF16 ||
+               spec.dtype == DType::kF8E4M3,
+           "KV cache dtype ", dtype_name(spec.dtype), " is not one of f32, bf16, f16, f8_e4m3");
   Shape shape{spec.num_blocks, spec.block_size, spec.num_kv_heads, spec.head_dim};
-  for (int64_t l = 0; l < spec.num_layers; ++l)
-    kv.layers.push_back({alloc(spec.dtype, shape), alloc(spec.dtype, shape)});
+  Shape scales{spec.num_blocks, spec.block_size, spec.num_kv_heads};
+  for (int64_t l = 0; l < spec.num_layers; ++l) {
+    KvCacheLayer layer{alloc(spec.dtype, shape), alloc(spec.dtype, shape), {}, {}};
+    if (spec.dtype == DType::kF8E4M3) {
+      layer.k_scale = alloc(DType::kF32, scales);
+      layer.v_scale = alloc(DType::kF32, scales);
+    }
+    kv.layers.push_back(std::move(layer));
+  }
   return kv;
+}
+
+DType parse_kv_cache_dtype(const std::string& name) {
+  if (name == "f32") return DType::kF32;
+  if (name == "bf16") return DType::kBF16;
+  if (name == "f16") return DType::kF16;
+  if (name == "fp8" || name == "f8_e4m3") return DType::kF8E4M3;
+  fail("KV cache type '", name, "' is not one of f32, bf16, f16, fp8");
+}
+
+void store_kv_fp8(const float* x, int64_t D, uint8_t* dst, float* scale) {
+  float amax = 0.0f;
+  for (int64_t d = 0; d < D; ++d) amax = std::max(amax, std::fabs(x[d]));
+  const float s = amax > 0.0f ? amax / kKvFp8Max : 1.0f;
+  *scale = s;
+  for (int64_t d = 0; d < D; ++d) dst[d] = f32_to_f8e4m3(x[d] / s);
+}
+
+void load_kv_fp8(const uint8_t* src, float scale, int64_t D, float* out) {
+  for (int64_t d = 0; d < D; ++d) out[d] = f8e4m3_to_f32(src[d]) * scale;
 }
 
 void Backend::fused_linear(const Tensor& x, const Tensor* norm_weight, float eps, const Tensor& w,

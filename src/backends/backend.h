@@ -30,10 +30,22 @@ struct AttentionBatch {
 };
 
 // One layer's K and V pools: [num_blocks, block_size, num_kv_heads, head_dim] each.
+//
+// An FP8 cache (dtype kF8E4M3) stores each token's K (and V) vector of one KV head as e4m3
+// bytes x / s with s = max|x| / 448 (s = 1 for an all-zero vector), rounded to nearest even, and
+// keeps s in f32 in k_scale / v_scale [num_blocks, block_size, num_kv_heads]; a value reads back
+// as e4m3 * s (store_kv_fp8 / load_kv_fp8). 1 + 4 / head_dim bytes per value instead of 2.
 struct KvCacheLayer {
   Tensor k;
   Tensor v;
+  Tensor k_scale;  // FP8 caches only
+  Tensor v_scale;
 };
+
+inline constexpr float kKvFp8Max = 448.0f;
+// One head vector of D values into e4m3 bytes and its scale (see KvCacheLayer).
+void store_kv_fp8(const float* x, int64_t D, uint8_t* dst, float* scale);
+void load_kv_fp8(const uint8_t* src, float scale, int64_t D, float* out);
 
 struct KvCacheSpec {
   int64_t num_layers = 0;
@@ -43,10 +55,14 @@ struct KvCacheSpec {
   int64_t head_dim = 0;
   DType dtype = DType::kF32;
   int64_t bytes_per_block() const {
-    return 2 * num_layers * block_size * num_kv_heads * head_dim *
-           dtype_info(dtype).block_bytes;
+    const int64_t scale_bytes = dtype == DType::kF8E4M3 ? 4 : 0;  // one f32 per (token, KV head)
+    return 2 * num_layers * block_size * num_kv_heads * (head_dim * dtype_info(dtype).block_bytes + scale_bytes);
   }
 };
+
+// A KV cache element type by its setting name: f32, bf16, f16 or fp8 (e4m3 with per-head scales;
+// "f8_e4m3" is accepted too). Anything else is an error naming the choices.
+DType parse_kv_cache_dtype(const std::string& name);
 
 struct KvCache {
   KvCacheSpec spec;

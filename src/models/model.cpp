@@ -246,6 +246,8 @@ Tensor DecodeGraphs::run(const ForwardBatch& b, KvCache& kv, Backend& backend, i
   for (const KvCacheLayer& l : kv.layers) {
     pools.push_back(l.k.data());
     pools.push_back(l.v.data());
+    pools.push_back(l.k_scale.data());
+    pools.push_back(l.v_scale.data());
   }
   if (pools != kv_) {
     backend.graph_clear();

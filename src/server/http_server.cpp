@@ -88,11 +88,7 @@ void load(ServerState& st, const Settings& s) {
   // A GPU holds little but the model: by default the KV cache takes most of what is left.
   if (ec.kv_memory_fraction == 0 && st.backend->device().type == DeviceType::kCUDA) ec.kv_memory_fraction = 0.9;
   ec.enable_prefix_caching = s.boolean("infer.prefix_caching");
-  const std::string ct = s.str("infer.cache_type");
-  if (ct == "f32") ec.kv_dtype = DType::kF32;
-  else if (ct == "bf16") ec.kv_dtype = DType::kBF16;
-  else if (ct == "f16") ec.kv_dtype = DType::kF16;
-  else fail("infer.cache_type '", ct, "' is not one of f32, bf16, f16");
+  ec.kv_dtype = parse_kv_cache_dtype(s.str("infer.cache_type"));
   ec.eos_token_ids = assets.eos_token_ids;
   st.engine = std::make_unique<Engine>(*st.model, *st.backend, ec, detokenizer_streams(*st.tokenizer));
   st.engine->start();

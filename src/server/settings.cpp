@@ -67,7 +67,7 @@ const std::vector<SettingDef>& Settings::schema() {
       {"infer.max_seq_len", "int", 0, "context length limit (0 = the model's)"},
       {"infer.max_batched_tokens", "int", 512, "tokens per engine step (prefill chunk budget)"},
       {"infer.max_waiting", "int", 1024, "requests queued before new ones get 429"},
-      {"infer.cache_type", "string", "bf16", "KV cache element type: f32, bf16 or f16"},
+      {"infer.cache_type", "string", "bf16", "KV cache element type: f32, bf16, f16 or fp8 (e4m3 with a scale per token and KV head: half the memory of bf16)"},
       {"infer.block_size", "int", 16, "tokens per KV block"},
       {"infer.kv_cache_bytes", "int", 1ll << 30, "KV cache size when infer.memory_utilization is 0"},
       {"infer.memory_utilization", "float", 0.0,

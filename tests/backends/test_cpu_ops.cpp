@@ -189,7 +189,16 @@ TEST_P(AttentionOp, FastMatchesReferenceOnMixedBatch) {
   Shape kv_shape{num_blocks, c.block_size, c.kv_heads, D};
   // The cached prefix (positions before each query) is random; both versions see the same cache.
   Tensor k1 = random_tensor(c.kv_dtype, kv_shape), v1 = random_tensor(c.kv_dtype, kv_shape);
-  KvCacheLayer ref_cache{copy_of(k1), copy_of(v1)}, fast_cache{copy_of(k1), copy_of(v1)};
+  KvCacheLayer ref_cache{copy_of(k1), copy_of(v1), {}, {}}, fast_cache{copy_of(k1), copy_of(v1), {}, {}};
+  if (c.kv_dtype == DType::kF8E4M3) {
+    // Per-(token, head) scales of an FP8 cache, as the store would have written them.
+    Shape scale_shape{num_blocks, c.block_size, c.kv_heads};
+    std::uniform_real_distribution<float> sd(0.005f, 0.05f);
+    Tensor ks = Tensor::empty(DType::kF32, scale_shape), vs = Tensor::empty(DType::kF32, scale_shape);
+    for (int64_t i = 0; i < ks.numel(); ++i) ks.data_as<float>()[i] = sd(rng()), vs.data_as<float>()[i] = sd(rng());
+    ref_cache.k_scale = copy_of(ks), ref_cache.v_scale = copy_of(vs);
+    fast_cache.k_scale = copy_of(ks), fast_cache.v_scale = copy_of(vs);
+  }
   Tensor qkv = random_tensor(DType::kF32, {T, (c.heads + 2 * c.kv_heads) * D});
   Tensor a = poisoned({T, c.heads * D}), o = poisoned({T, c.heads * D});
   cpu::ref::attention(qkv, ref_cache, b, p, a);
@@ -197,6 +206,25 @@ TEST_P(AttentionOp, FastMatchesReferenceOnMixedBatch) {
   EXPECT_LT(rel_error(o, a), 2e-6);
   EXPECT_EQ(std::memcmp(ref_cache.k.data(), fast_cache.k.data(), static_cast<size_t>(k1.nbytes())), 0);
   EXPECT_EQ(std::memcmp(ref_cache.v.data(), fast_cache.v.data(), static_cast<size_t>(v1.nbytes())), 0);
+  if (c.kv_dtype == DType::kF8E4M3) {
+    EXPECT_EQ(std::memcmp(ref_cache.k_scale.data(), fast_cache.k_scale.data(), static_cast<size_t>(ref_cache.k_scale.nbytes())), 0);
+    EXPECT_EQ(std::memcmp(ref_cache.v_scale.data(), fast_cache.v_scale.data(), static_cast<size_t>(ref_cache.v_scale.nbytes())), 0);
+    // The new tokens' K came back through the FP8 store: within half an e4m3 step of the input.
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t h = 0; h < c.kv_heads; ++h) {
+        std::vector<float> back(static_cast<size_t>(D));
+        const int64_t slot = b.slot_mapping[static_cast<size_t>(t)];
+        cpu::load_kv_head(ref_cache.k, ref_cache.k_scale, slot, h, c.kv_heads, D, back.data());
+        const float* x = qkv.data_as<float>() + t * qkv.size(1) + (c.heads + h) * D;
+        const float s = ref_cache.k_scale.data_as<float>()[slot * c.kv_heads + h];
+        float amax = 0;
+        for (int64_t d = 0; d < D; ++d) amax = std::max(amax, std::fabs(x[d]));
+        EXPECT_FLOAT_EQ(s, amax / kKvFp8Max);
+        for (int64_t d = 0; d < D; ++d)
+          EXPECT_LE(std::fabs(back[static_cast<size_t>(d)] - x[d]), std::max(std::fabs(x[d]) / 16, s / 1024) * 1.0001f)
+              << "token " << t << " head " << h << " dim " << d;
+      }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionOp,
@@ -205,7 +233,9 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionOp,
                                            AttnCase{5, 5, 20, 3, 0, DType::kF32},
                                            AttnCase{8, 2, 32, 16, 7, DType::kF32},
                                            AttnCase{4, 2, 64, 8, 0, DType::kBF16},
-                                           AttnCase{3, 1, 10, 5, 4, DType::kF16}));
+                                           AttnCase{3, 1, 10, 5, 4, DType::kF16},
+                                           AttnCase{4, 2, 64, 16, 0, DType::kF8E4M3},
+                                           AttnCase{6, 3, 20, 4, 5, DType::kF8E4M3}));
 
 }  // namespace
 }  // namespace redhare

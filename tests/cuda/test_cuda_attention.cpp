@@ -83,7 +83,7 @@ Result run_step(Backend& gpu, const std::vector<Seq>& seqs, int64_t H, int64_t H
   AttentionParams p{H, Hkv, D, 1.0f / std::sqrt(static_cast<float>(D)), window};
   Shape kv_shape{st.num_blocks, block_size, Hkv, D};
   Tensor k = random_tensor(kv_dtype, kv_shape), v = random_tensor(kv_dtype, kv_shape);
-  KvCacheLayer ref_cache{copy_of(k), copy_of(v)}, gpu_cache{gpu.upload(k), gpu.upload(v)};
+  KvCacheLayer ref_cache{copy_of(k), copy_of(v), {}, {}}, gpu_cache{gpu.upload(k), gpu.upload(v), {}, {}};
   Tensor qkv = random_tensor(DType::kF32, {T, cols});
   Tensor ref_qkv = Tensor::empty(DType::kF32, {std::max<int64_t>(Tr, 1), cols});
   for (int64_t t = 0; t < T; ++t)

@@ -211,7 +211,7 @@ TEST_P(CudaAttention, MatchesReferenceOnMixedBatch) {
     AttentionParams p{c.heads, c.kv_heads, D, 1.0f / std::sqrt(static_cast<float>(D)), c.window};
     Shape kv_shape{num_blocks, c.block_size, c.kv_heads, D};
     Tensor k = random_tensor(c.kv_dtype, kv_shape), v = random_tensor(c.kv_dtype, kv_shape);
-    KvCacheLayer ref_cache{copy_of(k), copy_of(v)}, gpu_cache{gpu->upload(k), gpu->upload(v)};
+    KvCacheLayer ref_cache{copy_of(k), copy_of(v), {}, {}}, gpu_cache{gpu->upload(k), gpu->upload(v), {}, {}};
     Tensor qkv = random_tensor(DType::kF32, {T, (c.heads + 2 * c.kv_heads) * D});
     Tensor ref = poisoned({T, c.heads * D}), out = gpu->upload(poisoned({T, c.heads * D}));
     cpu::ref::attention(qkv, ref_cache, b, p, ref);

@@ -267,8 +267,8 @@ void attention(const Tensor& qkv, KvCacheLayer& cache, const AttentionBatch& bat
     for (int64_t t = t0; t < t1; ++t) {
       const float* row = qkv.data_as<float>() + t * cols;
       int64_t slot = batch.slot_mapping[static_cast<size_t>(t)];
-      convert_from_f32(row + H * D, kt, static_cast<uint8_t*>(cache.k.data()) + dtype_bytes(kt, slot * slot_elems), slot_elems);
-      convert_from_f32(row + (H + Hkv) * D, kt, static_cast<uint8_t*>(cache.v.data()) + dtype_bytes(kt, slot * slot_elems), slot_elems);
+      store_kv_row(row + H * D, cache.k, cache.k_scale, slot, Hkv, D);
+      store_kv_row(row + (H + Hkv) * D, cache.v, cache.v_scale, slot, Hkv, D);
     }
   });
   // One work item per (token, kv head): the G query heads sharing that kv head read each cached
@@ -293,7 +293,7 @@ void attention(const Tensor& qkv, KvCacheLayer& cache, const AttentionBatch& bat
         if (f32_cache) {
           k = reinterpret_cast<const float*>(kv_ptr(cache.k, slot, kvh));
         } else {
-          convert_to_f32(kt, kv_ptr(cache.k, slot, kvh), kbuf.data(), D);
+          load_kv_head(cache.k, cache.k_scale, slot, kvh, Hkv, D, kbuf.data());
           k = kbuf.data();
         }
         for (int64_t g = 0; g < G; ++g) {
@@ -325,7 +325,7 @@ void attention(const Tensor& qkv, KvCacheLayer& cache, const AttentionBatch& bat
         if (f32_cache) {
           v = reinterpret_cast<const float*>(kv_ptr(cache.v, slot, kvh));
         } else {
-          convert_to_f32(kt, kv_ptr(cache.v, slot, kvh), kbuf.data(), D);
+          load_kv_head(cache.v, cache.v_scale, slot, kvh, Hkv, D, kbuf.data());
           v = kbuf.data();
         }
         for (int64_t g = 0; g < G; ++g) {

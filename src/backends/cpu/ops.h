@@ -36,6 +36,12 @@ REDHARE_CPU_OPS
 void check_linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& out);
 void check_attention(const Tensor& qkv, const KvCacheLayer& cache, const AttentionBatch& batch,
                      const AttentionParams& params, const Tensor& out);
+// One token's K or V row (Hkv heads of D values, f32) into slot `slot` of a cache pool of any
+// cache dtype (FP8 pools quantize each head with its own scale, see KvCacheLayer).
+void store_kv_row(const float* x, Tensor& pool, Tensor& scales, int64_t slot, int64_t Hkv, int64_t D);
+// Head kvh of slot `slot` as f32.
+void load_kv_head(const Tensor& pool, const Tensor& scales, int64_t slot, int64_t kvh, int64_t Hkv, int64_t D,
+                  float* out);
 void set_int8_activations(bool on);
 // Copies row `row` of a 2-D tensor (plain float or block-quantized) into dst as f32.
 void row_to_f32(const Tensor& t, int64_t row, float* dst);

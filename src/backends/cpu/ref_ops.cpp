@@ -36,12 +36,38 @@ void check_attention(const Tensor& qkv, const KvCacheLayer& cache, const Attenti
   RH_CHECK(static_cast<int32_t>(batch.context_lens.size()) == batch.num_seqs, "context lens");
   RH_CHECK(p.num_heads % p.num_kv_heads == 0, "heads");
   int64_t slots = cache.k.size(0) * cache.k.size(1);
+  RH_CHECK(cache.v.shape() == cache.k.shape() && cache.v.dtype() == cache.k.dtype(), "kv cache ", cache.k.str(),
+           " and ", cache.v.str());
+  if (cache.k.dtype() == DType::kF8E4M3) {
+    const Shape scales{cache.k.size(0), cache.k.size(1), p.num_kv_heads};
+    RH_CHECK(cache.k_scale.dtype() == DType::kF32 && cache.k_scale.shape() == scales &&
+                 cache.v_scale.dtype() == DType::kF32 && cache.v_scale.shape() == scales,
+             "FP8 kv cache needs f32 scales [blocks, block_size, kv heads], has ", cache.k_scale.str());
+  }
   for (int32_t s : batch.slot_mapping) RH_CHECK(s >= 0 && s < slots, "slot ", s, " out of range");
   for (int32_t i = 0; i < batch.num_seqs; ++i) {
     int32_t nq = batch.query_start[i + 1] - batch.query_start[i];
     RH_CHECK(nq >= 0 && batch.context_lens[i] >= nq, "sequence ", i, " context shorter than query");
     RH_CHECK(batch.context_lens[i] <= batch.max_blocks * cache.k.size(1), "block table too short");
   }
+}
+
+void store_kv_row(const float* x, Tensor& pool, Tensor& scales, int64_t slot, int64_t Hkv, int64_t D) {
+  const DType t = pool.dtype();
+  uint8_t* dst = static_cast<uint8_t*>(pool.data()) + dtype_bytes(t, slot * Hkv * D);
+  if (t != DType::kF8E4M3) {
+    convert_from_f32(x, t, dst, Hkv * D);
+    return;
+  }
+  for (int64_t h = 0; h < Hkv; ++h) store_kv_fp8(x + h * D, D, dst + h * D, scales.data_as<float>() + slot * Hkv + h);
+}
+
+void load_kv_head(const Tensor& pool, const Tensor& scales, int64_t slot, int64_t kvh, int64_t Hkv, int64_t D,
+                  float* out) {
+  const DType t = pool.dtype();
+  const uint8_t* src = static_cast<const uint8_t*>(pool.data()) + dtype_bytes(t, (slot * Hkv + kvh) * D);
+  if (t == DType::kF8E4M3) load_kv_fp8(src, scales.data_as<float>()[slot * Hkv + kvh], D, out);
+  else convert_to_f32(t, src, out, D);
 }
 
 namespace ref {
@@ -142,17 +168,12 @@ void attention(const Tensor& qkv, KvCacheLayer& cache, const AttentionBatch& bat
   check_attention(qkv, cache, batch, p, out);
   const int64_t D = p.head_dim, H = p.num_heads, Hkv = p.num_kv_heads;
   const int64_t cols = qkv.size(1), bs = cache.k.size(1);
-  const int64_t slot_elems = Hkv * D;
   // Store the new tokens' K and V.
   for (int64_t t = 0; t < batch.num_tokens(); ++t) {
     const float* row = qkv.data_as<float>() + t * cols;
     int64_t slot = batch.slot_mapping[static_cast<size_t>(t)];
-    convert_from_f32(row + H * D, cache.k.dtype(),
-                     static_cast<uint8_t*>(cache.k.data()) + dtype_bytes(cache.k.dtype(), slot * slot_elems),
-                     slot_elems);
-    convert_from_f32(row + (H + Hkv) * D, cache.v.dtype(),
-                     static_cast<uint8_t*>(cache.v.data()) + dtype_bytes(cache.v.dtype(), slot * slot_elems),
-                     slot_elems);
+    store_kv_row(row + H * D, cache.k, cache.k_scale, slot, Hkv, D);
+    store_kv_row(row + (H + Hkv) * D, cache.v, cache.v_scale, slot, Hkv, D);
   }
   std::vector<float> kbuf(static_cast<size_t>(D)), vbuf(static_cast<size_t>(D));
   for (int32_t s = 0; s < batch.num_seqs; ++s) {
@@ -168,10 +189,7 @@ void attention(const Tensor& qkv, KvCacheLayer& cache, const AttentionBatch& bat
         std::vector<double> scores;
         for (int64_t j = first; j <= pos; ++j) {
           int64_t slot = table[j / bs] * bs + j % bs;
-          convert_to_f32(cache.k.dtype(),
-                         static_cast<const uint8_t*>(cache.k.data()) +
-                             dtype_bytes(cache.k.dtype(), slot * slot_elems + kvh * D),
-                         kbuf.data(), D);
+          load_kv_head(cache.k, cache.k_scale, slot, kvh, Hkv, D, kbuf.data());
           double dot = 0;
           for (int64_t d = 0; d < D; ++d) dot += static_cast<double>(q[d]) * kbuf[static_cast<size_t>(d)];
           scores.push_back(dot * p.scale);
@@ -182,10 +200,7 @@ void attention(const Tensor& qkv, KvCacheLayer& cache, const AttentionBatch& bat
         std::vector<double> acc(static_cast<size_t>(D), 0.0);
         for (int64_t j = first; j <= pos; ++j) {
           int64_t slot = table[j / bs] * bs + j % bs;
-          convert_to_f32(cache.v.dtype(),
-                         static_cast<const uint8_t*>(cache.v.data()) +
-                             dtype_bytes(cache.v.dtype(), slot * slot_elems + kvh * D),
-                         vbuf.data(), D);
+          load_kv_head(cache.v, cache.v_scale, slot, kvh, Hkv, D, vbuf.data());
           double wgt = scores[static_cast<size_t>(j - first)] / sum;
           for (int64_t d = 0; d < D; ++d) acc[static_cast<size_t>(d)] += wgt * vbuf[static_cast<size_t>(d)];
         }
