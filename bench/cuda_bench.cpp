@@ -13,7 +13,7 @@
 //   bench_cuda [--model configs/llama-3.1-8b] [--batches 1,8,64,256] [--context 1024]
 //              [--steps 32] [--prefill 512,4096] [--precision bf16|f32] [--graphs 1] [--profile 0]
 //              [--dummy-dtype f8_e4m3_b128|q8_0|...]  (projection weights in that block type)
-//              [--temperature 0] [--top-p 1] [--top-k 0]
+//              [--temperature 0] [--top-p 1] [--top-k 0] [--kv-dtype bf16|fp8]
 //
 // --profile 1 adds a per-op table of one batch-1 decode step, each op synchronized on its own.
 #include <algorithm>
@@ -193,6 +193,7 @@ int main(int argc, char** argv) {
   std::string precision = "bf16", dummy_dtype;
   bool graphs = true, profile = false;
   RowSampling sampling;  // greedy
+  DType kv_dtype = DType::kBF16;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i], v = argv[i + 1];
     if (a == "--model") model_dir = v;
@@ -204,6 +205,7 @@ int main(int argc, char** argv) {
     else if (a == "--graphs") graphs = v != "0";
     else if (a == "--profile") profile = v != "0";
     else if (a == "--dummy-dtype") dummy_dtype = v;
+    else if (a == "--kv-dtype") kv_dtype = parse_kv_cache_dtype(v);
     else if (a == "--temperature") sampling.temperature = std::stof(v);
     else if (a == "--top-p") sampling.top_p = std::stof(v);
     else if (a == "--top-k") sampling.top_k = std::stoi(v);
@@ -237,7 +239,7 @@ int main(int argc, char** argv) {
     const int64_t blocks_per_seq = (context + steps + 4 + bs - 1) / bs;
     const int64_t prefill_blocks = (*std::max_element(prefills.begin(), prefills.end()) + bs - 1) / bs;
     KvCache kv = backend->alloc_kv_cache(
-        model->kv_spec(std::max(max_batch * blocks_per_seq, prefill_blocks), bs, DType::kBF16));
+        model->kv_spec(std::max(max_batch * blocks_per_seq, prefill_blocks), bs, kv_dtype));
 
     std::vector<SampledToken> sampled;
     // One decode step for `n` sequences at context `ctx` (sequence s owns blocks s * bps ...).
@@ -269,7 +271,7 @@ int main(int argc, char** argv) {
     // Per step every weight is read once; an untied embedding table is only looked up (one row).
     const double weight_read = static_cast<double>(model->weight_bytes() - (c.tie_word_embeddings ? 0 : embed_bytes));
     const double matrix_params = static_cast<double>(model->num_parameters() - (c.tie_word_embeddings ? 0 : c.vocab_size * c.hidden_size));
-    const double kv_token_bytes = 2.0 * static_cast<double>(c.num_layers * c.num_kv_heads * c.head_dim) * 2;  // bf16
+    const double kv_token_bytes = static_cast<double>(model->kv_spec(1, 1, kv_dtype).bytes_per_block());
     const double attn_flops_per_key = 4.0 * static_cast<double>(c.num_layers * c.num_heads * c.head_dim);
 
     std::vector<Decode> decodes;
@@ -328,8 +330,8 @@ int main(int argc, char** argv) {
     std::printf("model              %s (%s, dummy %s weights, %.2f B params, %.2f GB)\n", model_dir.c_str(),
                 c.architecture.c_str(), weights_desc.c_str(), static_cast<double>(model->num_parameters()) / 1e9,
                 static_cast<double>(model->weight_bytes()) / 1e9);
-    std::printf("device             %s, precision %s, CUDA graphs %s\n", backend->name().c_str(), precision.c_str(),
-                graphs ? "on" : "off");
+    std::printf("device             %s, precision %s, CUDA graphs %s, KV cache %s (%.0f bytes per token)\n",
+                backend->name().c_str(), precision.c_str(), graphs ? "on" : "off", std::string(dtype_name(kv_dtype)).c_str(), kv_token_bytes);
     if (sampling.temperature > 0)
       std::printf("sampling           temperature %g, top-p %g, top-k %d (drawn on the GPU)\n", sampling.temperature,
                   sampling.top_p, sampling.top_k);

@@ -84,6 +84,15 @@ Result run_step(Backend& gpu, const std::vector<Seq>& seqs, int64_t H, int64_t H
   Shape kv_shape{st.num_blocks, block_size, Hkv, D};
   Tensor k = random_tensor(kv_dtype, kv_shape), v = random_tensor(kv_dtype, kv_shape);
   KvCacheLayer ref_cache{copy_of(k), copy_of(v), {}, {}}, gpu_cache{gpu.upload(k), gpu.upload(v), {}, {}};
+  if (kv_dtype == DType::kF8E4M3) {
+    // The cached prefix's per-(token, head) scales, the same on both sides.
+    Tensor ks = Tensor::empty(DType::kF32, {st.num_blocks, block_size, Hkv});
+    Tensor vs = Tensor::empty(DType::kF32, {st.num_blocks, block_size, Hkv});
+    std::uniform_real_distribution<float> sd(0.005f, 0.05f);
+    for (int64_t i = 0; i < ks.numel(); ++i) ks.data_as<float>()[i] = sd(rng()), vs.data_as<float>()[i] = sd(rng());
+    ref_cache.k_scale = copy_of(ks), ref_cache.v_scale = copy_of(vs);
+    gpu_cache.k_scale = gpu.upload(ks), gpu_cache.v_scale = gpu.upload(vs);
+  }
   Tensor qkv = random_tensor(DType::kF32, {T, cols});
   Tensor ref_qkv = Tensor::empty(DType::kF32, {std::max<int64_t>(Tr, 1), cols});
   for (int64_t t = 0; t < T; ++t)
@@ -106,6 +115,9 @@ Result run_step(Backend& gpu, const std::vector<Seq>& seqs, int64_t H, int64_t H
   }
   r.rel = Tr > 0 ? rel_error(got_rows, ref) : 0.0;
   r.cache_same = same_bytes(gpu.to_host(gpu_cache.k), ref_cache.k) && same_bytes(gpu.to_host(gpu_cache.v), ref_cache.v);
+  if (kv_dtype == DType::kF8E4M3)
+    r.cache_same = r.cache_same && same_bytes(gpu.to_host(gpu_cache.k_scale), ref_cache.k_scale) &&
+                   same_bytes(gpu.to_host(gpu_cache.v_scale), ref_cache.v_scale);
   return r;
 }
 
@@ -122,6 +134,33 @@ TEST_F(CudaAttentionExact, DecodeLongContextsSplitIntoPartitions) {
     EXPECT_LT(r.rel, kExactTol) << dtype_info(dt).name;
     EXPECT_TRUE(r.cache_same) << dtype_info(dt).name;
   }
+}
+
+TEST_F(CudaAttentionExact, Fp8CacheStoresAsTheHostAndAttendsExactly) {
+  // FP8 KV cache: quantized K/V (bytes and scales) bit-identical to the host's store, attention
+  // over the dequantized values at the exact path's tolerance; decodes over long and short
+  // contexts, a prefill chunk over a cached prefix, padding, GQA, MHA, a sliding window.
+  const std::vector<Seq> seqs = {{1, 2048}, {1, 0}, {1, 17}, {37, 300}, {1, 700}, {5, 5}};
+  struct Shape4 {
+    int64_t H, Hkv, D, window;
+  };
+  for (const Shape4& c : {Shape4{32, 8, 128, 0}, Shape4{8, 8, 64, 0}, Shape4{12, 4, 96, 0}, Shape4{16, 2, 128, 100},
+                          Shape4{6, 1, 256, 0}}) {
+    Result r = run_step(*gpu, seqs, c.H, c.Hkv, c.D, 16, DType::kF8E4M3, c.window);
+    const std::string what = "H=" + std::to_string(c.H) + " Hkv=" + std::to_string(c.Hkv) + " D=" + std::to_string(c.D);
+    EXPECT_LT(r.rel, kExactTol) << what;
+    EXPECT_TRUE(r.cache_same) << what;
+    EXPECT_TRUE(r.padding_zero) << what;
+  }
+  // Tensor-core mode keeps FP8 caches on the exact split kernel, prefill chunks included.
+  CudaOptions tc;
+  tc.tensor_cores = true;
+  auto tc_gpu = make_cuda_backend(0, tc);
+  Result r = run_step(*tc_gpu, {{64, 200}, {1, 900}}, 32, 8, 128, 16, DType::kF8E4M3, 0);
+  EXPECT_LT(r.rel, kExactTol);
+  EXPECT_TRUE(r.cache_same);
+  // Head dims the FP8 path cannot take are refused.
+  EXPECT_ANY_THROW(run_step(*gpu, {{1, 10}}, 4, 2, 40, 16, DType::kF8E4M3, 0));
 }
 
 TEST_F(CudaAttentionExact, PaddingTokensWriteZerosAndStoreNothing) {

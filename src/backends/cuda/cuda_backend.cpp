@@ -715,6 +715,17 @@ void CudaBackend::attention(const Tensor& qkv, KvCacheLayer& cache, const Attent
                              static_cast<int32_t>(p.head_dim), static_cast<int32_t>(block_size),
                              p.scale, static_cast<int32_t>(p.sliding_window)};
   shape.tensor_cores = options_.tensor_cores;
+  if (cache.k.dtype() == DType::kF8E4M3) {
+    const Shape scales{cache.k.size(0), block_size, p.num_kv_heads};
+    RH_CHECK(cache.k_scale.dtype() == DType::kF32 && cache.k_scale.shape() == scales &&
+                 cache.v_scale.dtype() == DType::kF32 && cache.v_scale.shape() == scales,
+             "FP8 kv cache needs f32 scales [blocks, block_size, kv heads], has ", cache.k_scale.str());
+    check_on_device(cache.k_scale, "kv cache k scales");
+    check_on_device(cache.v_scale, "kv cache v scales");
+    cuda::launch_attention_fp8(qkv.data_as<float>(), cache.k.data(), cache.v.data(), cache.k_scale.data_as<float>(),
+                               cache.v_scale.data_as<float>(), meta, shape, out.data_as<float>(), stream());
+    return;
+  }
   cuda::launch_attention(qkv.data_as<float>(), cache.k.data(), cache.v.data(), elem_of(cache.k, "attention kv cache"),
                          meta, shape, out.data_as<float>(), stream());
 }

@@ -137,5 +137,9 @@ constexpr int32_t kFlashMinQuery = 16;
 void launch_attention(const float* qkv, void* k_cache, void* v_cache, Elem kv_type,
                       const AttentionMeta& meta, const AttentionShape& shape, float* out,
                       cudaStream_t stream);
+// The same over an FP8 cache (e4m3 bytes with an f32 scale per token and KV head, see
+// KvCacheLayer): the store quantizes, and every query runs on the exact split kernel.
+void launch_attention_fp8(const float* qkv, void* k_cache, void* v_cache, float* k_scale, float* v_scale,
+                          const AttentionMeta& meta, const AttentionShape& shape, float* out, cudaStream_t stream);
 
 }  // namespace redhare::cuda

@@ -24,10 +24,12 @@
 //
 // Head dims the split kernel cannot take fall back to the scalar kernel: one block per
 // (query token, head), chunks of keys scored one per thread.
+#include <cuda_fp8.h>
 #include <mma.h>
 
 #include <algorithm>
 #include <cfloat>
+#include <type_traits>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device_util.cuh"
@@ -69,6 +71,11 @@ __device__ __forceinline__ int64_t slot_of_key(const int32_t* table, int j, int 
   return static_cast<int64_t>(table[j / bs]) * bs + j % bs;
 }
 
+// An FP8 cache element (e4m3 byte); its scale per (token, KV head) lives in a separate pool.
+struct Fp8Kv {
+  uint8_t bits;
+};
+
 template <typename KV>
 __global__ void store_kv_kernel(const float* __restrict__ qkv, int64_t cols, int64_t q_cols,
                                 int64_t kv_cols, const int32_t* __restrict__ slot_mapping,
@@ -80,6 +87,31 @@ __global__ void store_kv_kernel(const float* __restrict__ qkv, int64_t cols, int
   for (int64_t i = threadIdx.x; i < kv_cols; i += blockDim.x) {
     k_cache[slot * kv_cols + i] = from_f32<KV>(k[i]);
     v_cache[slot * kv_cols + i] = from_f32<KV>(v[i]);
+  }
+}
+
+// FP8 cache: a warp per (token, KV head) vector: s = max|x| / 448 (1 for all zeros), bytes
+// e4m3(x / s) rounded to nearest even and saturated, as store_kv_fp8() on the host.
+__global__ void store_kv_fp8_kernel(const float* __restrict__ qkv, int64_t cols, int64_t q_cols, int Hkv, int D,
+                                    const int32_t* __restrict__ slot_mapping, uint8_t* __restrict__ k_cache,
+                                    uint8_t* __restrict__ v_cache, float* __restrict__ k_scale,
+                                    float* __restrict__ v_scale) {
+  const int64_t t = blockIdx.x, slot = slot_mapping[t];
+  if (slot < 0) return;  // padding token
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
+  for (int item = warp; item < 2 * Hkv; item += nwarps) {
+    const bool is_v = item >= Hkv;
+    const int h = is_v ? item - Hkv : item;
+    const float* x = qkv + t * cols + q_cols + (is_v ? static_cast<int64_t>(Hkv) * D : 0) + static_cast<int64_t>(h) * D;
+    float amax = 0.0f;
+    for (int d = lane; d < D; d += 32) amax = fmaxf(amax, fabsf(x[d]));
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    const float sc = amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
+    uint8_t* dst = (is_v ? v_cache : k_cache) + (slot * Hkv + h) * D;
+    for (int d = lane; d < D; d += 32)
+      dst[d] = static_cast<uint8_t>(__nv_cvt_float_to_fp8(__fdiv_rn(x[d], sc), __NV_SATFINITE, __NV_E4M3));
+    if (lane == 0) (is_v ? v_scale : k_scale)[slot * Hkv + h] = sc;
   }
 }
 
@@ -210,9 +242,17 @@ struct Vec16 {
 
 template <typename KV>
 __device__ __forceinline__ void widen(const uint4& raw, float (&f)[Vec16<KV>::kN]) {
-  const KV* e = reinterpret_cast<const KV*>(&raw);
+  if constexpr (std::is_same_v<KV, Fp8Kv>) {
+    // Sixteen e4m3 bytes, each exactly (f16 holds every e4m3 value); the caller applies the scale.
+    const uint8_t* b = reinterpret_cast<const uint8_t*>(&raw);
 #pragma unroll
-  for (int i = 0; i < Vec16<KV>::kN; ++i) f[i] = to_f32(e[i]);
+    for (int i = 0; i < 16; ++i)
+      f[i] = __half2float(__half(__nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(b[i]), __NV_E4M3)));
+  } else {
+    const KV* e = reinterpret_cast<const KV*>(&raw);
+#pragma unroll
+    for (int i = 0; i < Vec16<KV>::kN; ++i) f[i] = to_f32(e[i]);
+  }
 }
 
 // Lanes that share one key: enough 16-byte loads to cover the head, a power of two, at most 32.
@@ -225,6 +265,7 @@ __host__ __device__ inline int split_lanes(int vecs_per_row) {
 template <typename KV, int G>
 __global__ void __launch_bounds__(kSplitThreads)
 split_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache, const KV* __restrict__ v_cache,
+             const float* __restrict__ k_scale, const float* __restrict__ v_scale,
              AttentionMeta meta, AttentionShape shape, int token_begin, int nparts, int partition,
              int skip_query_len, float* __restrict__ out, float* __restrict__ part_ml,
              float* __restrict__ part_o) {
@@ -232,7 +273,8 @@ split_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache, cons
   constexpr int NI = (kSplitMaxDim / V + 31) / 32;  // 16-byte loads per lane per row
   // Keys in flight per lane group: as many as the registers allow (q, acc, K and V rows).
   constexpr int U = NI == 1 ? (G <= 4 ? 8 : 4) : 2;
-  __shared__ float red[1024 * G];                    // groups * G * D <= 128 * V * G
+  // groups * G * D <= kSplitThreads * V * G (a lane group covers the head in loads of V values)
+  __shared__ float red[(V > 8 ? kSplitThreads * V : 1024) * G];
   __shared__ float red_m[kSplitThreads * G], red_l[kSplitThreads * G];
 
   const int local_t = blockIdx.x, t = token_begin + local_t, p = blockIdx.z, tid = threadIdx.x;
@@ -298,10 +340,18 @@ split_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache, cons
   for (int base = kbeg; base < kend; base += ngroups * U) {
     const int j0 = base + grp * U;
     uint4 kr[U][NI], vr[U][NI];
+    float ks[U], vs[U];  // FP8 caches: each key's K and V scale
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int j = min(j0 + u, kend - 1);  // clamped keys are masked below
-      const int64_t row = (seg_ok ? static_cast<int64_t>(seg[j / bs - b0]) * bs + j % bs : slot_of_key(table, j, bs)) * kv_cols;
+      const int64_t slot = seg_ok ? static_cast<int64_t>(seg[j / bs - b0]) * bs + j % bs : slot_of_key(table, j, bs);
+      const int64_t row = slot * kv_cols;
+      if constexpr (std::is_same_v<KV, Fp8Kv>) {
+        ks[u] = k_scale[slot * Hkv + kvh];
+        vs[u] = v_scale[slot * Hkv + kvh];
+      } else {
+        ks[u] = vs[u] = 1.0f;
+      }
 #pragma unroll
       for (int i = 0; i < NI; ++i) {
         const int vi = i * lanes + lane;
@@ -322,6 +372,9 @@ split_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache, cons
       for (int i = 0; i < NI; ++i) {
         float kf[V];
         widen<KV>(kr[u][i], kf);
+        if constexpr (std::is_same_v<KV, Fp8Kv>)
+#pragma unroll
+          for (int e = 0; e < V; ++e) kf[e] *= ks[u];
 #pragma unroll
         for (int g = 0; g < G; ++g)
 #pragma unroll
@@ -357,6 +410,9 @@ split_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache, cons
       for (int i = 0; i < NI; ++i) {
         float vf[V];
         widen<KV>(vr[u][i], vf);
+        if constexpr (std::is_same_v<KV, Fp8Kv>)
+#pragma unroll
+          for (int e = 0; e < V; ++e) vf[e] *= vs[u];
 #pragma unroll
         for (int g = 0; g < G; ++g)
 #pragma unroll
@@ -616,8 +672,9 @@ flash_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache, cons
 // Launches.
 
 template <typename KV, int G>
-void launch_split(const float* qkv, const KV* k_cache, const KV* v_cache, const AttentionMeta& meta,
-                  const AttentionShape& shape, int skip_query_len, float* out, cudaStream_t stream) {
+void launch_split(const float* qkv, const KV* k_cache, const KV* v_cache, const float* k_scale, const float* v_scale,
+                  const AttentionMeta& meta, const AttentionShape& shape, int skip_query_len, float* out,
+                  cudaStream_t stream) {
   const int64_t D = shape.head_dim, H = shape.num_heads, Hkv = shape.num_kv_heads;
   const int group_size = static_cast<int>(H / Hkv), nsub = (group_size + G - 1) / G;
   const int64_t max_keys = std::max<int64_t>(1, static_cast<int64_t>(meta.max_blocks) * shape.block_size);
@@ -648,7 +705,8 @@ void launch_split(const float* qkv, const KV* k_cache, const KV* v_cache, const 
   for (int64_t t0 = 0; t0 < meta.tokens; t0 += slice_tokens) {
     const int64_t n = std::min<int64_t>(slice_tokens, meta.tokens - t0);
     dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(Hkv * nsub), static_cast<unsigned>(nparts));
-    split_kernel<KV, G><<<grid, kSplitThreads, 0, stream>>>(qkv, k_cache, v_cache, meta, shape, static_cast<int>(t0),
+    split_kernel<KV, G><<<grid, kSplitThreads, 0, stream>>>(qkv, k_cache, v_cache, k_scale, v_scale, meta, shape,
+                                                            static_cast<int>(t0),
                                                             nparts, static_cast<int>(partition), skip_query_len,
                                                             out, part_ml, part_o);
     RH_CUDA_LAUNCHED("split_kernel");
@@ -661,6 +719,25 @@ void launch_split(const float* qkv, const KV* k_cache, const KV* v_cache, const 
     }
   }
   if (scratch) RH_CUDA(cudaFreeAsync(scratch, stream));
+}
+
+template <typename KV>
+void launch_split_grouped(const float* qkv, const KV* k_cache, const KV* v_cache, const float* k_scale,
+                          const float* v_scale, const AttentionMeta& meta, const AttentionShape& shape,
+                          int skip_query_len, float* out, cudaStream_t stream) {
+  const int64_t group_size = shape.num_heads / shape.num_kv_heads;
+  if (group_size <= 1)
+    launch_split<KV, 1>(qkv, k_cache, v_cache, k_scale, v_scale, meta, shape, skip_query_len, out, stream);
+  else if (group_size <= 2)
+    launch_split<KV, 2>(qkv, k_cache, v_cache, k_scale, v_scale, meta, shape, skip_query_len, out, stream);
+  else if (group_size <= 4)
+    launch_split<KV, 4>(qkv, k_cache, v_cache, k_scale, v_scale, meta, shape, skip_query_len, out, stream);
+  else if constexpr (std::is_same_v<KV, Fp8Kv>)
+    // 16 values per load double the merge buffer: larger groups take two or more blocks of 4.
+    launch_split<KV, 4>(qkv, k_cache, v_cache, k_scale, v_scale, meta, shape, skip_query_len, out, stream);
+  else
+    launch_split<KV, kMaxGroupPerBlock>(qkv, k_cache, v_cache, k_scale, v_scale, meta, shape, skip_query_len, out,
+                                        stream);
 }
 
 template <typename KV>
@@ -696,18 +773,32 @@ void launch_typed(const float* qkv, KV* k_cache, KV* v_cache, const AttentionMet
     RH_CUDA_LAUNCHED("flash_kernel");
     skip_query_len = kFlashMinQuery;
   }
-  const int64_t group_size = H / Hkv;
-  if (group_size <= 1)
-    launch_split<KV, 1>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, stream);
-  else if (group_size <= 2)
-    launch_split<KV, 2>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, stream);
-  else if (group_size <= 4)
-    launch_split<KV, 4>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, stream);
-  else
-    launch_split<KV, kMaxGroupPerBlock>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, stream);
+  launch_split_grouped<KV>(qkv, k_cache, v_cache, nullptr, nullptr, meta, shape, skip_query_len, out, stream);
+}
+
+// FP8 cache: the store quantizes each head vector; every query goes through the split kernel
+// (exact f32 over the dequantized keys and values).
+void launch_fp8(const float* qkv, Fp8Kv* k_cache, Fp8Kv* v_cache, float* k_scale, float* v_scale,
+                const AttentionMeta& meta, const AttentionShape& shape, float* out, cudaStream_t stream) {
+  const int64_t D = shape.head_dim, H = shape.num_heads, Hkv = shape.num_kv_heads;
+  RH_CHECK(D % 16 == 0 && D <= kSplitMaxDim, "CUDA FP8 KV cache needs head_dim a multiple of 16 up to ", kSplitMaxDim,
+           ", not ", D);
+  const int threads = static_cast<int>(std::min<int64_t>(1024, 2 * Hkv * 32));
+  store_kv_fp8_kernel<<<static_cast<unsigned>(meta.tokens), threads, 0, stream>>>(
+      qkv, (H + 2 * Hkv) * D, H * D, static_cast<int>(Hkv), static_cast<int>(D), meta.slot_mapping,
+      reinterpret_cast<uint8_t*>(k_cache), reinterpret_cast<uint8_t*>(v_cache), k_scale, v_scale);
+  RH_CUDA_LAUNCHED("store_kv_fp8_kernel");
+  launch_split_grouped<Fp8Kv>(qkv, k_cache, v_cache, k_scale, v_scale, meta, shape, 0, out, stream);
 }
 
 }  // namespace
+
+void launch_attention_fp8(const float* qkv, void* k_cache, void* v_cache, float* k_scale, float* v_scale,
+                          const AttentionMeta& meta, const AttentionShape& shape, float* out, cudaStream_t stream) {
+  if (meta.tokens == 0) return;
+  launch_fp8(qkv, static_cast<Fp8Kv*>(k_cache), static_cast<Fp8Kv*>(v_cache), k_scale, v_scale, meta, shape, out,
+             stream);
+}
 
 void launch_attention(const float* qkv, void* k_cache, void* v_cache, Elem kv_type,
                       const AttentionMeta& meta, const AttentionShape& shape, float* out,
