@@ -242,13 +242,32 @@ TEST_P(CudaAttentionTensorCores, PrefillMatchesReference) {
               std::string(dtype_info(c.kv).name).c_str(), r.rel);
 }
 
+TEST_P(CudaAttentionTensorCores, LongPromptsMatchReference) {
+  const FlashCase c = GetParam();
+  // Many key tiles: a 1000-token prompt, a 129-token chunk (one query past a 128-query tile) on a
+  // 2000-token prefix, a 200-token chunk whose prefix is not a multiple of the 64-key tile, and a
+  // decode between them.
+  const std::vector<Seq> seqs = {{1000, 1000}, {129, 2000}, {1, 700}, {200, 1337}};
+  Result r = run_step(*gpu, seqs, c.H, c.Hkv, c.D, c.block_size, c.kv, c.window);
+  EXPECT_LT(r.rel, kTensorCoreTol);
+  EXPECT_TRUE(r.cache_same);
+  std::printf("long prompts H %lld/%lld D %lld window %lld %s: rel error %.3g\n", static_cast<long long>(c.H),
+              static_cast<long long>(c.Hkv), static_cast<long long>(c.D), static_cast<long long>(c.window),
+              std::string(dtype_info(c.kv).name).c_str(), r.rel);
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttentionTensorCores,
                          ::testing::Values(FlashCase{32, 8, 128, 16, 0, DType::kBF16},
                                            FlashCase{4, 4, 64, 16, 0, DType::kF16},
                                            FlashCase{8, 1, 64, 16, 77, DType::kF32},
                                            FlashCase{8, 2, 80, 32, 0, DType::kBF16},
                                            FlashCase{4, 2, 256, 16, 0, DType::kBF16},
-                                           FlashCase{6, 3, 128, 5, 300, DType::kF16}));
+                                           FlashCase{6, 3, 128, 5, 300, DType::kF16},
+                                           FlashCase{8, 2, 96, 16, 0, DType::kF16},
+                                           FlashCase{4, 1, 128, 16, 0, DType::kF32},
+                                           FlashCase{8, 4, 64, 16, 100, DType::kBF16},
+                                           FlashCase{8, 2, 128, 16, 1000, DType::kBF16},
+                                           FlashCase{4, 2, 112, 16, 0, DType::kBF16}));  // older WMMA kernel
 
 // ---------------------------------------------------------------------------------------------
 // Benchmark: run with --gtest_also_run_disabled_tests --gtest_filter='*CudaAttentionBench*'.

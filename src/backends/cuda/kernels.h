@@ -130,7 +130,8 @@ struct AttentionShape {
   float scale;
   int32_t sliding_window;  // 0 = whole context
   // Prefill chunks of at least kFlashMinQuery tokens go through a tensor-core kernel that rounds
-  // Q, K, P and V to bf16 (f32 accumulation). Off: every query uses exact f32 math.
+  // Q, K, P and V to bf16, or to f16 over an f16 cache (f32 accumulation and softmax). Off: every
+  // query uses exact f32 math.
   bool tensor_cores = false;
 };
 

@@ -16,11 +16,23 @@
 //   fill the GPU); many tokens get one block per (token, KV head) and no combine pass, since
 //   every block pays a fixed latency for its loads and merges. A token's result therefore
 //   depends on how many tokens share its launch, not on what they are.
-// * Flash kernel (opt-in tensor_cores, head_dim a multiple of 16 up to 256): query chunks of at
-//   least kFlashMinQuery tokens. A block takes 64 queries of one head, gathers 64-key tiles from
-//   the cache into shared memory as bf16, computes S = Q K^T and O += P V with WMMA bf16 mma
-//   (f32 accumulation) and keeps the online softmax in f32. The split kernel then skips those
-//   sequences and handles the rest of the batch (decodes).
+// * Flash kernel (opt-in tensor_cores, head_dim 64, 80, 96 or 128): query chunks of at least
+//   kFlashMinQuery tokens. A block of 12 warps takes 192 queries of one head and walks the keys in
+//   64-key tiles gathered through the block table into shared memory (16-byte rows of padding keep
+//   ldmatrix free of bank conflicts). Each warp owns 16 query rows and keeps everything of them in
+//   registers: Q as mma A fragments (scaled by scale * log2 e before rounding, so scores come out
+//   in log2 units and exp2 needs no extra multiply), S = Q K^T and O += P V through
+//   mma.sync m16n8k16 with f32 accumulation, the online softmax in f32, and P rounded straight
+//   from the S accumulators into A fragments. K fragments come from ldmatrix, V fragments from
+//   ldmatrix.trans. bf16 and f16 caches are copied into a double-buffered stage with cp.async (the
+//   next tile lands while this one is used; one barrier per tile) and multiply in their own type
+//   (f16 caches with f16 Q and P); f32 caches are rounded to bf16 through registers. A warp skips
+//   tiles wholly past its rows or wholly before their window and masks only the tiles that cross
+//   one. Padding rows (slot < 0) get zeros. Blocks run heads fastest and the longest query tiles
+//   of a causal prompt first. Other
+//   multiples of 16 up to 256 use the older WMMA kernel: 64 queries a block, S and O kept in
+//   shared memory as f32. The split kernel then skips those sequences and handles the rest of the
+//   batch (decodes).
 //
 // Head dims the split kernel cannot take fall back to the scalar kernel: one block per
 // (query token, head), chunks of keys scored one per thread.
@@ -669,6 +681,310 @@ flash_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache, cons
 }
 
 // ---------------------------------------------------------------------------------------------
+// Register-resident flash kernel (mma.sync m16n8k16, head_dim 64, 80, 96 or 128).
+
+// 12 warps (192 queries) a block and two stages measured fastest on an H200 for the 8B prefill
+// shape (4096 tokens: 198 TFLOP/s, against 184 with 8 warps and 168 with 4; a third stage gained
+// nothing with 8 warps and lost with 4). At 168 registers a thread one block fills an SM's
+// register file; 192-query tiles cost a little on short prompts (512 tokens: 51 against 55).
+constexpr int kFaWarps = 12, kFaStages = 2;
+constexpr int kFaKeys = 64;  // keys per K/V tile
+constexpr float kLog2e = 1.4426950408889634f;
+
+// The 16-bit type the tensor cores multiply: a 16-bit cache's own type, bf16 for an f32 cache.
+template <typename KV>
+struct MmaType {
+  using T = KV;
+};
+template <>
+struct MmaType<float> {
+  using T = __nv_bfloat16;
+};
+
+// Bytes of shared memory: ST stages of one K and one V tile, rows padded by 16 bytes so that the
+// eight rows one ldmatrix phase reads fall on distinct bank groups.
+template <int D, int ST>
+constexpr int fa_smem_bytes() {
+  return ST * 2 * kFaKeys * (D + 8) * 2;
+}
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// Two floats rounded to a 16-bit pair, the first in the low half (the lower column).
+template <typename T16>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi);
+template <>
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
+  __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// c += a * b for a 16x16 A fragment, a 16x8 B fragment and a 16x8 f32 accumulator.
+template <typename T16>
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same_v<T16, __half>) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+
+// 16 bytes global -> shared without passing through registers; live == false writes zeros.
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool live) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(live ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Keys j0 .. j0 + kFaKeys - 1 of one KV head into a K and a V tile of 16-bit rows (LD elements
+// apart); keys at or past kend become zero rows. 16-bit caches copy asynchronously (the caller
+// commits and waits); f32 caches are rounded to bf16 through registers.
+template <typename KV, int D, int NT>
+__device__ __forceinline__ void fa_load_tile(typename MmaType<KV>::T* sk, typename MmaType<KV>::T* sv,
+                                             const KV* k_head, const KV* v_head, const int32_t* table, int bs,
+                                             int64_t kv_cols, int j0, int kend, int tid) {
+  using T16 = typename MmaType<KV>::T;
+  constexpr int C = D / 8, LD = D + 8, kChunks = kFaKeys * C;
+#pragma unroll 1
+  for (int i = 0; i < (kChunks + NT - 1) / NT; ++i) {
+    const int idx = tid + i * NT;
+    if (kChunks % NT != 0 && idx >= kChunks) break;
+    const int r = idx / C, c = idx % C, j = j0 + r;
+    const bool live = j < kend;
+    const int64_t at = live ? slot_of_key(table, j, bs) * kv_cols + c * 8 : 0;
+    if constexpr (sizeof(KV) == 2) {
+      cp_async16(smem_u32(sk + r * LD + c * 8), k_head + at, live);
+      cp_async16(smem_u32(sv + r * LD + c * 8), v_head + at, live);
+    } else {
+      const float4 z = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      const float4 k0 = live ? *reinterpret_cast<const float4*>(k_head + at) : z;
+      const float4 k1 = live ? *reinterpret_cast<const float4*>(k_head + at + 4) : z;
+      const float4 v0 = live ? *reinterpret_cast<const float4*>(v_head + at) : z;
+      const float4 v1 = live ? *reinterpret_cast<const float4*>(v_head + at + 4) : z;
+      *reinterpret_cast<uint4*>(sk + r * LD + c * 8) =
+          make_uint4(pack2<T16>(k0.x, k0.y), pack2<T16>(k0.z, k0.w), pack2<T16>(k1.x, k1.y), pack2<T16>(k1.z, k1.w));
+      *reinterpret_cast<uint4*>(sv + r * LD + c * 8) =
+          make_uint4(pack2<T16>(v0.x, v0.y), pack2<T16>(v0.z, v0.w), pack2<T16>(v1.x, v1.y), pack2<T16>(v1.z, v1.w));
+    }
+  }
+}
+
+// A block of NW warps takes NW * 16 consecutive queries of one head; each warp owns 16 rows and
+// keeps their scores, softmax state and output in registers. Fragment layouts (m16n8k16): lane
+// = 4 * g + tq holds rows g and g + 8 of a 16-row fragment, columns 2 tq, 2 tq + 1 (and + 8).
+template <typename KV, int D, int NW, int ST>
+__global__ void __launch_bounds__(NW * 32)
+fa_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache, const KV* __restrict__ v_cache,
+          AttentionMeta meta, AttentionShape shape, float* __restrict__ out) {
+  using T16 = typename MmaType<KV>::T;
+  constexpr int R = NW * 16, LD = D + 8, KS = D / 16, ND = D / 8, NK = kFaKeys / 8, kTile = kFaKeys * LD;
+  extern __shared__ __align__(128) unsigned char smem[];
+  T16* tiles = reinterpret_cast<T16*>(smem);  // [stage][K, V][kFaKeys][LD]
+  // Heads vary fastest (the q heads of one GQA group read the same K/V tiles close together in
+  // time) and the longest query tiles of a causal prompt start first.
+  const int h = blockIdx.x, s = blockIdx.y, qt = static_cast<int>(gridDim.z - 1 - blockIdx.z);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, tq = lane % 4;
+  const int q0 = meta.query_start[s], nq = meta.query_start[s + 1] - q0;
+  if (nq < kFlashMinQuery || qt * R >= nq) return;
+  const int H = shape.num_heads, Hkv = shape.num_kv_heads, bs = shape.block_size, W = shape.sliding_window;
+  const int rows = min(R, nq - qt * R), t0 = q0 + qt * R;
+  const int pos0 = meta.context_lens[s] - nq + qt * R;  // position of the tile's row 0
+  const int kvh = h / (H / Hkv);
+  const int64_t cols = static_cast<int64_t>(H + 2 * Hkv) * D, kv_cols = static_cast<int64_t>(Hkv) * D;
+  const int32_t* table = meta.block_tables + static_cast<int64_t>(s) * meta.max_blocks;
+  const KV* k_head = k_cache + static_cast<int64_t>(kvh) * D;
+  const KV* v_head = v_cache + static_cast<int64_t>(kvh) * D;
+  const int kmin = W > 0 ? max(0, pos0 - W + 1) : 0, kend = pos0 + rows;
+  const int ntiles = (kend - kmin + kFaKeys - 1) / kFaKeys;
+
+  // Up to ST - 1 tiles in flight ahead of the one in use; every step commits one (possibly empty)
+  // group, so waiting for all but the newest ST - 2 groups means the current tile has landed.
+#pragma unroll
+  for (int st = 0; st < ST - 1; ++st) {
+    if (st < ntiles)
+      fa_load_tile<KV, D, NW * 32>(tiles + st * 2 * kTile, tiles + st * 2 * kTile + kTile, k_head, v_head, table, bs,
+                                   kv_cols, kmin + st * kFaKeys, kend, tid);
+    cp_async_commit();
+  }
+
+  // Q as A fragments, scaled by scale * log2(e) before rounding: scores come out in log2 units.
+  const int wr0 = warp * 16, wpos = pos0 + wr0;  // the warp's first row and its position
+  const bool warp_live = wr0 < rows;
+  uint32_t qf[KS][4];
+  {
+    const float qs = shape.scale * kLog2e;
+    const int ra = min(wr0 + g, rows - 1), rb = min(wr0 + g + 8, rows - 1);
+    const float* qa = qkv + static_cast<int64_t>(t0 + ra) * cols + static_cast<int64_t>(h) * D + 2 * tq;
+    const float* qb = qkv + static_cast<int64_t>(t0 + rb) * cols + static_cast<int64_t>(h) * D + 2 * tq;
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      const float2 a0 = *reinterpret_cast<const float2*>(qa + ks * 16);
+      const float2 a1 = *reinterpret_cast<const float2*>(qb + ks * 16);
+      const float2 a2 = *reinterpret_cast<const float2*>(qa + ks * 16 + 8);
+      const float2 a3 = *reinterpret_cast<const float2*>(qb + ks * 16 + 8);
+      qf[ks][0] = pack2<T16>(a0.x * qs, a0.y * qs);
+      qf[ks][1] = pack2<T16>(a1.x * qs, a1.y * qs);
+      qf[ks][2] = pack2<T16>(a2.x * qs, a2.y * qs);
+      qf[ks][3] = pack2<T16>(a3.x * qs, a3.y * qs);
+    }
+  }
+
+  float o[ND][4];
+#pragma unroll
+  for (int d = 0; d < ND; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;  // rows g and g + 8; l is this lane's part
+  const int p0 = wpos + g, p1 = p0 + 8;
+  // ldmatrix row addresses: lanes 8i .. 8i + 7 give the rows of matrix i. For K (B of S = Q K^T)
+  // the matrices are (keys 0-7, dims 0-7), (0-7, 8-15), (8-15, 0-7), (8-15, 8-15): the two B
+  // registers of two key n-tiles. For V (B of O += P V, transposed on load) they are
+  // (keys 0-7, dims 0-7), (8-15, 0-7), (0-7, 8-15), (8-15, 8-15): two dim n-tiles.
+  const int k_off = ((lane % 8) + (lane / 16) * 8) * LD + ((lane / 8) % 2) * 8;
+  const int v_off = ((lane % 8) + ((lane / 8) % 2) * 8) * LD + (lane / 16) * 8;
+
+  for (int it = 0; it < ntiles; ++it) {
+    const int j0 = kmin + it * kFaKeys;
+    cp_async_wait<ST - 2>();
+    __syncthreads();  // tile it has landed for every thread, and every warp is done with tile it - 1
+    if (it + ST - 1 < ntiles) {  // refill the stage tile it - 1 used
+      T16* nk = tiles + ((it + ST - 1) % ST) * 2 * kTile;
+      fa_load_tile<KV, D, NW * 32>(nk, nk + kTile, k_head, v_head, table, bs, kv_cols, j0 + (ST - 1) * kFaKeys, kend,
+                                   tid);
+    }
+    cp_async_commit();
+    // A warp skips tiles wholly after its rows (causal) or wholly before their window.
+    const bool skip = !warp_live || j0 > wpos + 15 || (W > 0 && j0 + kFaKeys - 1 < wpos - W + 1);
+    if (!skip) {
+      const T16* sk = tiles + (it % ST) * 2 * kTile;
+      const T16* sv = sk + kTile;
+      float sc[NK][4];
+#pragma unroll
+      for (int n = 0; n < NK; ++n) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+      const uint32_t kb = smem_u32(sk + k_off);
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks)
+#pragma unroll
+        for (int np = 0; np < NK / 2; ++np) {
+          uint32_t b[4];
+          ldsm_x4(b, kb + (np * 16 * LD + ks * 16) * 2);
+          mma16816<T16>(sc[2 * np], qf[ks], b[0], b[1]);
+          mma16816<T16>(sc[2 * np + 1], qf[ks], b[2], b[3]);
+        }
+      // Only tiles reaching past a row's position or before its window need the per-key mask.
+      if (j0 + kFaKeys - 1 > wpos || (W > 0 && j0 < wpos + 16 - W)) {
+#pragma unroll
+        for (int n = 0; n < NK; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int j = j0 + n * 8 + 2 * tq + (e & 1), p = e < 2 ? p0 : p1;
+            if (j > p || (W > 0 && j <= p - W)) sc[n][e] = -INFINITY;
+          }
+      }
+      // Online softmax in f32; a row with no live key so far keeps base 0 (its weights are 0).
+      float mx0 = m0, mx1 = m1;
+#pragma unroll
+      for (int n = 0; n < NK; ++n) {
+        mx0 = fmaxf(mx0, fmaxf(sc[n][0], sc[n][1]));
+        mx1 = fmaxf(mx1, fmaxf(sc[n][2], sc[n][3]));
+      }
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+      const float base0 = mx0 == -INFINITY ? 0.0f : mx0, base1 = mx1 == -INFINITY ? 0.0f : mx1;
+      const float c0 = fast_exp2(m0 - base0), c1 = fast_exp2(m1 - base1);
+      m0 = mx0, m1 = mx1;
+      float rs0 = 0.0f, rs1 = 0.0f;
+#pragma unroll
+      for (int n = 0; n < NK; ++n) {
+        sc[n][0] = fast_exp2(sc[n][0] - base0);
+        sc[n][1] = fast_exp2(sc[n][1] - base0);
+        sc[n][2] = fast_exp2(sc[n][2] - base1);
+        sc[n][3] = fast_exp2(sc[n][3] - base1);
+        rs0 += sc[n][0] + sc[n][1];
+        rs1 += sc[n][2] + sc[n][3];
+      }
+      l0 = l0 * c0 + rs0;
+      l1 = l1 * c1 + rs1;
+#pragma unroll
+      for (int d = 0; d < ND; ++d) {
+        o[d][0] *= c0, o[d][1] *= c0;
+        o[d][2] *= c1, o[d][3] *= c1;
+      }
+      // O += P V: the S accumulators of key n-tiles 2k and 2k + 1 are exactly the A fragment of
+      // key step k.
+      const uint32_t vb = smem_u32(sv + v_off);
+#pragma unroll
+      for (int ks = 0; ks < NK / 2; ++ks) {
+        const uint32_t a[4] = {pack2<T16>(sc[2 * ks][0], sc[2 * ks][1]), pack2<T16>(sc[2 * ks][2], sc[2 * ks][3]),
+                               pack2<T16>(sc[2 * ks + 1][0], sc[2 * ks + 1][1]),
+                               pack2<T16>(sc[2 * ks + 1][2], sc[2 * ks + 1][3])};
+#pragma unroll
+        for (int dp = 0; dp < ND / 2; ++dp) {
+          uint32_t b[4];
+          ldsm_x4_trans(b, vb + (ks * 16 * LD + dp * 16) * 2);
+          mma16816<T16>(o[2 * dp], a, b[0], b[1]);
+          mma16816<T16>(o[2 * dp + 1], a, b[2], b[3]);
+        }
+      }
+    }
+  }
+
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = wr0 + g + half * 8;
+    if (r >= rows) continue;
+    const int64_t t = t0 + r;
+    const bool pad = meta.slot_mapping[t] < 0;  // padding rows are zero, as everywhere else
+    const float inv = 1.0f / (half ? l1 : l0);
+    float* orow = out + t * H * D + static_cast<int64_t>(h) * D + 2 * tq;
+#pragma unroll
+    for (int d = 0; d < ND; ++d) {
+      const float x = pad ? 0.0f : o[d][2 * half] * inv, y = pad ? 0.0f : o[d][2 * half + 1] * inv;
+      *reinterpret_cast<float2*>(orow + d * 8) = make_float2(x, y);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Launches.
 
 template <typename KV, int G>
@@ -740,6 +1056,43 @@ void launch_split_grouped(const float* qkv, const KV* k_cache, const KV* v_cache
                                         stream);
 }
 
+// The register-resident flash kernel for the sequences of at least kFlashMinQuery queries.
+template <typename KV, int D>
+void launch_fa(const float* qkv, const KV* k_cache, const KV* v_cache, const AttentionMeta& meta,
+               const AttentionShape& shape, float* out, cudaStream_t stream) {
+  constexpr int NW = kFaWarps, ST = kFaStages, bytes = fa_smem_bytes<D, ST>(), rows = NW * 16;
+  static const bool attr_set = [] {
+    RH_CUDA(cudaFuncSetAttribute(fa_kernel<KV, D, NW, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    RH_CUDA(cudaFuncSetAttribute(fa_kernel<KV, D, NW, ST>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 cudaSharedmemCarveoutMaxShared));
+    return true;
+  }();
+  (void)attr_set;
+  const int64_t qtiles = (meta.max_query_len + rows - 1) / rows;
+  RH_CHECK(qtiles <= 65535 && meta.num_seqs <= 65535, "flash attention: too many query tiles or sequences");
+  dim3 grid(static_cast<unsigned>(shape.num_heads), static_cast<unsigned>(meta.num_seqs),
+            static_cast<unsigned>(qtiles));
+  fa_kernel<KV, D, NW, ST><<<grid, NW * 32, bytes, stream>>>(qkv, k_cache, v_cache, meta, shape, out);
+  RH_CUDA_LAUNCHED("fa_kernel");
+}
+
+// The WMMA flash kernel, for the head dims the register-resident one is not built for.
+template <typename KV>
+void launch_wmma_flash(const float* qkv, const KV* k_cache, const KV* v_cache, const AttentionMeta& meta,
+                       const AttentionShape& shape, float* out, cudaStream_t stream) {
+  const FlashLayout lay(shape.head_dim);
+  static const bool attr_set = [] {
+    RH_CUDA(cudaFuncSetAttribute(flash_kernel<KV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 static_cast<int>(FlashLayout(kFlashMaxDim).bytes)));
+    return true;
+  }();
+  (void)attr_set;
+  dim3 grid(static_cast<unsigned>((meta.max_query_len + kFlashRows - 1) / kFlashRows),
+            static_cast<unsigned>(meta.num_seqs), static_cast<unsigned>(shape.num_heads));
+  flash_kernel<KV><<<grid, kFlashThreads, lay.bytes, stream>>>(qkv, k_cache, v_cache, meta, shape, out);
+  RH_CUDA_LAUNCHED("flash_kernel");
+}
+
 template <typename KV>
 void launch_typed(const float* qkv, KV* k_cache, KV* v_cache, const AttentionMeta& meta,
                   const AttentionShape& shape, float* out, cudaStream_t stream) {
@@ -760,17 +1113,16 @@ void launch_typed(const float* qkv, KV* k_cache, KV* v_cache, const AttentionMet
   int skip_query_len = 0;
   if (shape.tensor_cores && D % 16 == 0 && D <= kFlashMaxDim && meta.max_query_len >= kFlashMinQuery) {
     RH_CHECK(meta.num_seqs > 0, "attention meta: num_seqs not set for the tensor-core path");
-    const FlashLayout lay(static_cast<int>(D));
-    static const bool attr_set = [] {
-      RH_CUDA(cudaFuncSetAttribute(flash_kernel<KV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   static_cast<int>(FlashLayout(kFlashMaxDim).bytes)));
-      return true;
-    }();
-    (void)attr_set;
-    dim3 grid(static_cast<unsigned>((meta.max_query_len + kFlashRows - 1) / kFlashRows),
-              static_cast<unsigned>(meta.num_seqs), static_cast<unsigned>(H));
-    flash_kernel<KV><<<grid, kFlashThreads, lay.bytes, stream>>>(qkv, k_cache, v_cache, meta, shape, out);
-    RH_CUDA_LAUNCHED("flash_kernel");
+    if (D == 64)
+      launch_fa<KV, 64>(qkv, k_cache, v_cache, meta, shape, out, stream);
+    else if (D == 80)
+      launch_fa<KV, 80>(qkv, k_cache, v_cache, meta, shape, out, stream);
+    else if (D == 96)
+      launch_fa<KV, 96>(qkv, k_cache, v_cache, meta, shape, out, stream);
+    else if (D == 128)
+      launch_fa<KV, 128>(qkv, k_cache, v_cache, meta, shape, out, stream);
+    else
+      launch_wmma_flash(qkv, k_cache, v_cache, meta, shape, out, stream);
     skip_query_len = kFlashMinQuery;
   }
   launch_split_grouped<KV>(qkv, k_cache, v_cache, nullptr, nullptr, meta, shape, skip_query_len, out, stream);
