@@ -361,11 +361,12 @@ int main(int argc, char** argv) {
           Tensor x = backend->alloc(DType::kF32, {rows, s.K});
           Tensor nw = backend->alloc(DType::kF32, {s.K});
           Tensor out = backend->alloc(DType::kF32, {rows, s.mode == LinearOut::kSiluMul ? s.N / 2 : s.N});
-          for (int i = 0; i < 5; ++i) backend->fused_linear(x, s.norm ? &nw : nullptr, 1e-5f, w, nullptr, s.mode, out);
+          const Tensor* norm = s.norm ? &nw : nullptr;
+          for (int i = 0; i < 5; ++i) backend->fused_linear(x, norm, 1e-5f, w, nullptr, s.mode, out);
           backend->to_host(out);
           const int reps = 50;
           auto tg = Clock::now();
-          for (int i = 0; i < reps; ++i) backend->fused_linear(x, s.norm ? &nw : nullptr, 1e-5f, w, nullptr, s.mode, out);
+          for (int i = 0; i < reps; ++i) backend->fused_linear(x, norm, 1e-5f, w, nullptr, s.mode, out);
           backend->to_host(out);
           const double us = seconds_since(tg) * 1e6 / reps, gbs = static_cast<double>(w.nbytes()) / (us * 1e3);
           std::printf("%-24s %10.1f %10.0f %7.1f%%\n", s.name, us, gbs, 100.0 * gbs * 1e9 / bw);

@@ -33,7 +33,7 @@ Tensor random_fp8(int64_t N, int64_t K) {
   return pack_fp8_weight(w, Tensor::from_f32(ch, {N}), {}, "random");
 }
 
-constexpr int64_t kFp8GemvRows = 8;  // cuda::kFp8GemvMaxRows
+constexpr int64_t kFp8WidenRows = 128;  // cuda::kFp8WidenRows
 
 struct Fp8Case {
   int64_t M, N, K;
@@ -97,9 +97,9 @@ TEST_F(CudaFp8Linear, FusedDecodeProductsMatchTheComposition) {
   }
 }
 
-// Tensor-core mode, more than four rows: the FP8 decode kernel up to kFp8GemvMaxRows rows (exact
-// f32) and the W8A16 tensor-core kernel past it (or where a decode kernel's staged norm does not
-// fit), through fused_linear with every mode, bias and norm, and through linear.
+// Tensor-core mode, more than four rows: the W8A16 tensor-core kernel below kFp8WidenRows rows,
+// through fused_linear with every mode, bias and norm, and through linear; from kFp8WidenRows the
+// weights widened to bf16 for cuBLASLt.
 struct Fp8TcCase {
   int64_t M, N, K;
   LinearOut mode;
@@ -126,14 +126,22 @@ TEST_P(CudaFp8TensorCore, MatchesBf16ActivationsTimesExactWeights) {
     xin = Tensor::empty(DType::kF32, {c.M, c.K});
     cpu::ref::rms_norm(x, nw, 1e-5f, xin);
   }
-  const bool tensor_cores = c.M > kFp8GemvRows || (c.norm && c.M * c.K * 4 > 96 * 1024);
-  if (tensor_cores) {
-    std::vector<float> v = xin.to_f32_vector();
+  auto round_bf16 = [](std::vector<float> v) {
     for (float& f : v) f = bf16_to_f32(f32_to_bf16(f));
-    xin = Tensor::from_f32(v, {c.M, c.K});
+    return v;
+  };
+  xin = Tensor::from_f32(round_bf16(xin.to_f32_vector()), {c.M, c.K});
+  Tensor wref = w;  // the mma kernel: exact weights
+  if (c.M >= kFp8WidenRows) {
+    std::vector<float> wf(static_cast<size_t>(c.N * c.K));
+    for (int64_t r = 0; r < c.N; ++r)
+      dequantize_row_ref(DType::kF8B128,
+                         static_cast<const uint8_t*>(w.data()) + r * dtype_bytes(DType::kF8B128, c.K),
+                         wf.data() + r * c.K, c.K);
+    wref = Tensor::from_f32(round_bf16(wf), {c.N, c.K});
   }
   Tensor p = poisoned({c.M, c.N});
-  cpu::ref::linear(xin, w, c.bias ? &b : nullptr, p);
+  cpu::ref::linear(xin, wref, c.bias ? &b : nullptr, p);
   Tensor ref = copy_of(start);
   if (c.mode == LinearOut::kStore) ref = p;
   else if (c.mode == LinearOut::kAccumulate) cpu::ref::add(ref, p);
@@ -142,11 +150,11 @@ TEST_P(CudaFp8TensorCore, MatchesBf16ActivationsTimesExactWeights) {
   Tensor out = tc->upload(c.mode == LinearOut::kAccumulate ? start : poisoned({c.M, cols}));
   if (c.mode == LinearOut::kStore && !c.norm) tc->linear(tc->upload(x), dw, c.bias ? &db : nullptr, out);
   else tc->fused_linear(tc->upload(x), c.norm ? &dnw : nullptr, 1e-5f, dw, c.bias ? &db : nullptr, c.mode, out);
-  // The products of bf16 activations and e4m3 weights are exact in f32; what differs from the
-  // reference is the f32 summation (tensor-core order, one rounding per 128-value block when its
-  // scale is applied, split-K partials added last): ~1e-7 relative per step, well under 1e-5 over
-  // K <= 4096. A weight rounded to bf16 (2^-9 relative) or an activation left unrounded would show
-  // as ~1e-3.
+  // The products of bf16 activations and e4m3 (or, widened, bf16) weights are exact in f32; what
+  // differs from the reference is the f32 summation (tensor-core order, one rounding per 128-value
+  // block when its scale is applied, split-K partials added last): ~1e-7 relative per step, well
+  // under 1e-5 over K <= 4096. A weight rounded to bf16 where it should not be (2^-9 relative) or an
+  // activation left unrounded would show as ~1e-3.
   EXPECT_LT(rel_error(tc->to_host(out), ref), 1e-5)
       << "M=" << c.M << " N=" << c.N << " K=" << c.K << " mode " << static_cast<int>(c.mode) << " bias " << c.bias
       << " norm " << c.norm;
@@ -162,7 +170,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Fp8TcCase{17, 200, 4096, kA, true, false}, Fp8TcCase{33, 130, 1024, kS, true, true},
                       Fp8TcCase{33, 448, 2048, kU, false, false}, Fp8TcCase{64, 384, 512, kA, false, true},
                       Fp8TcCase{100, 200, 128, kS, true, false}, Fp8TcCase{100, 448, 4096, kU, true, true},
-                      Fp8TcCase{129, 448, 384, kA, true, true}, Fp8TcCase{257, 448, 4096, kS, false, false},
+                      Fp8TcCase{127, 2120, 1024, kA, true, false}, Fp8TcCase{129, 448, 384, kA, true, true},
+                      Fp8TcCase{257, 448, 4096, kS, false, false},
                       Fp8TcCase{257, 200, 1024, kU, true, false}, Fp8TcCase{300, 2120, 256, kA, true, false},
                       Fp8TcCase{300, 2120, 256, kU, false, true}, Fp8TcCase{520, 136, 640, kS, true, true}),
     [](const ::testing::TestParamInfo<Fp8TcCase>& p) {

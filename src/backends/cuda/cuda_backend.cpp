@@ -238,9 +238,16 @@ class CudaBackend final : public Backend {
       check_f32(*bias, "linear bias");
       RH_CHECK(bias->numel() == w.size(0), "linear bias ", bias->str(), " for ", w.str());
     }
-    if (lt_ && w.dtype() == DType::kF8B128 && x.size(0) > cuda::fp8_gemv_max_rows()) {
-      fp8_product(x, nullptr, 0.0f, w, bias, LinearOut::kStore, out);
-      return;
+    if (lt_ && w.dtype() == DType::kF8B128 && x.size(0) > cuda::kGemvMaxRows) {
+      if (x.size(0) < cuda::kFp8WidenRows) {
+        fp8_product(x, nullptr, 0.0f, w, bias, LinearOut::kStore, out);
+        return;
+      }
+      // Many rows: widened to bf16 for this product only, then cuBLASLt (the weights cross memory
+      // three times, but cuBLASLt's matrix rate outweighs that from kFp8WidenRows rows).
+      Tensor wide = alloc_uninit(DType::kBF16, w.shape());
+      cuda::launch_fp8_to_bf16(w.data(), w.size(0), w.size(1), wide.data(), stream());
+      if (tensor_core_product(x, wide, bias, out, false)) return;
     }
     if (is_block_quantized(w.dtype())) {
       RH_CHECK(cuda::quant_kernel_supported(w.dtype()), "CUDA backend: linear does not support ",
@@ -279,14 +286,15 @@ class CudaBackend final : public Backend {
         (w.dtype() == DType::kBF16 || w.dtype() == DType::kF16) && tensor_core_product(x, w, bias, out, true))
       return;
     if (w.dtype() == DType::kF8B128) {
-      if (cuda::launch_fused_fp8_gemv(x.data_as<float>(), norm_weight ? norm_weight->data_as<float>() : nullptr, eps,
+      if ((!lt_ || M <= cuda::kGemvMaxRows) &&
+          cuda::launch_fused_fp8_gemv(x.data_as<float>(), norm_weight ? norm_weight->data_as<float>() : nullptr, eps,
                                       w.data(), bias ? bias->data_as<float>() : nullptr, M, N, K,
                                       static_cast<cuda::LinearMode>(static_cast<int>(mode)), out.data_as<float>(),
                                       stream()))
         return;
-      // Tensor cores: norm, product and epilogue in the FP8 kernels (also the decode sizes whose
-      // normalized rows do not fit the decode kernel's shared memory).
-      if (lt_ && M > cuda::kGemvMaxRows) {
+      // Tensor cores, more than 4 rows: norm, product and epilogue in the FP8 kernels; from
+      // kFp8WidenRows rows the composition below, whose product linear() widens.
+      if (lt_ && M > cuda::kGemvMaxRows && M < cuda::kFp8WidenRows) {
         fp8_product(x, norm_weight, eps, w, bias, mode, out);
         return;
       }

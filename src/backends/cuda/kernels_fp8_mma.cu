@@ -1,29 +1,37 @@
-// The tensor-core product on FP8 (kF8B128) weights for more than a decode's rows: W8A16 on
-// mma.sync m16n8k16 (bf16 in, f32 accumulation), the weights read once from memory as e4m3 bytes.
+// The tensor-core product on FP8 (kF8B128) weights for 5 to kFp8WidenRows - 1 activation rows:
+// W8A16 on mma.sync m16n8k16 with f32 accumulation, the weights read once from memory as e4m3 bytes.
 //
-// Activations are staged first (fp8_mma_stage_kernel): each f32 row, RMS-normalized when the
-// fused_linear asks for it, rounded to bf16 into scratch, as the bf16 tensor-core mode rounds them.
-// The product kernel then streams both operands into shared memory with cp.async (a ring of
-// kStages k-tiles; a k-tile is 128 wide, exactly one FP8 block per weight row, so each stage carries
-// one scale per weight row) and builds its mma fragments from there:
-// - weights: an e4m3 pair becomes two bf16 exactly in registers (e4m3 fits bf16's precision and
-//   range), so the mma sees the unscaled e4m3 values. Each 128-wide k-tile accumulates into its own
-//   f32 fragment, which is then multiplied by its weight row's block scale and added to the
-//   running sum in one fma. The weights are therefore exact; the rounding is in the bf16
-//   activations, the tensor cores' f32 accumulation and one rounding per block (partial * scale +
-//   sum), never in a bf16 weight.
-// - K order: the dot product does not depend on the order of k, so the k16 fragments use a
-//   permuted one in which lane t's values are 8 consecutive k (8t..8t+7 of each 32): one 16-byte
-//   shared load per activation row and one 8-byte load per weight row feed two mma, in place of
-//   ldmatrix. Row strides are padded so that those loads meet no bank conflicts.
+// Numerics are those of the bf16 tensor-core mode's activations times the exact weights:
+// - activations: staged first (fp8_mma_stage_kernel), each f32 row RMS-normalized when the
+//   fused_linear asks for it and rounded to bf16, as the bf16 tensor-core mode rounds them. The
+//   staged copy is f16, scaled per row by a power of two 2^-e chosen so the row's largest value
+//   lands in [2^15, 2^16): a bf16 value (8 significant bits) within 2^-29 of its row's largest is
+//   then an f16 exactly, and 2^e is applied to the row's sums in the epilogue (exact). Only values
+//   below that (whose products are under 2^-29 of the largest) lose low bits. f16 rather than bf16
+//   because e4m3 becomes f16 in one instruction (sm_89+) and bf16 only through five: with bf16
+//   operands the conversions bounded the kernel (Llama-3.1-8B decode on an H200: 1220 / 4048 tok/s
+//   at batch 8 / 64 against 1295 / 4366 with f16).
+// - weights: an e4m3 pair becomes two f16 exactly in registers, so the mma sees the unscaled e4m3
+//   values. Each 128-wide k-tile (one FP8 block per weight row) accumulates into its own f32
+//   fragment, which is then multiplied by its row's block scale and added to the running sum in
+//   one fma: no weight is ever rounded; the rounding is in the bf16 activations, the tensor cores'
+//   f32 accumulation and one rounding per block (partial * scale + sum).
+// The product kernel streams both operands into shared memory with cp.async (a ring of kStages
+// k-tiles, each carrying one block scale per weight row) and builds its mma fragments there. The
+// dot product does not depend on the order of k, so the k16 fragments use a permuted one in which
+// lane t's values are 8 consecutive k (8t..8t+7 of each 32): one 16-byte shared load per
+// activation row and one 8-byte load per weight row feed two mma, in place of ldmatrix; row
+// strides are padded so those loads meet no bank conflicts.
 // Output columns are "tile columns": a weight row each, except for the SiLU mode, whose tile column
 // 2i is gate row i and 2i + 1 up row I + i, so one thread holds both halves of an output and the
 // epilogue writes silu(gate) * up straight from registers. When the tiles alone would not fill the
 // GPU, K is split over blockIdx.z: each split writes f32 partial sums, and a second kernel adds
 // them in split order (deterministic) and applies the epilogue (bias, store / add / SiLU).
 #include <algorithm>
+#include <utility>
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
 #include "backends/cuda/cuda_check.h"
@@ -35,7 +43,7 @@ namespace {
 
 constexpr int kBK = 128;                // k per tile: one FP8 block
 constexpr int kBlockBytes = 144;        // an FP8 block: 128 e4m3 bytes, f32 scale, padding
-constexpr int kAStride = 2 * kBK + 64;  // bytes per staged activation row (320: rows g, g + 1 hit other banks)
+constexpr int kAStride = 2 * kBK + 64;  // bytes per staged activation row (320: rows g, g + 1 on other banks)
 constexpr int kBStride = kBK + 32;      // bytes per staged weight row (160: four rows span all banks)
 
 // MT m16 tiles per warp along M, WM x WN warps, each warp 32 tile columns (four n8 tiles).
@@ -47,9 +55,16 @@ struct Fp8MmaConfig {
   static constexpr int kStageBytes = kABytes + kBBytes + kSBytes;
   static constexpr int kSmem = S * kStageBytes;
 };
+// Tile shapes by M, chosen by measuring Llama-3.1-8B decode steps on an H200 (bench_cuda): at
+// batch 8 the 16-row tile (1295 tok/s; the 64 x 256 one: 992), at 64 the 64 x 256 one (4502;
+// 32 x 128: 4366); 17 to 32 rows take the 32-row tile (not measured apart). A 128 x 128 tile
+// (8 warps) was slower than widening the weights for cuBLASLt from 256 rows up (5193 against 6322
+// tok/s at batch 256; at 127 / 128 rows the two measured 4778 / 4814), which is why products of
+// kFp8WidenRows rows and more widen.
+using Tile16 = Fp8MmaConfig<1, 1, 4, 4>;     // 16 x 128, 4 warps: M <= 16
 using SmallTile = Fp8MmaConfig<2, 1, 4, 3>;  // 32 x 128, 4 warps: M <= 32
-using MidTile = Fp8MmaConfig<2, 2, 4, 3>;    // 64 x 128, 8 warps: M <= 128
-using BigTile = Fp8MmaConfig<4, 2, 4, 3>;    // 128 x 128, 8 warps
+using MidTile = Fp8MmaConfig<2, 2, 4, 3>;    // 64 x 128, 8 warps: M > 64
+using WideTile = Fp8MmaConfig<4, 1, 8, 3>;   // 64 x 256, 8 warps: M <= 64 (each weight converted once)
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -70,38 +85,31 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
-// d += a * b on one m16n8k16 tile (row-major A 16x16, column-major B 16x8, f32 C).
-__device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+// d += a * b on one m16n8k16 tile (row-major A 16x16, column-major B 16x8, f16 in, f32 C).
+__device__ __forceinline__ void mma_f16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                        uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// Two e4m3 bytes (low 16 bits of `pair`, first value in the low byte) as two bf16, exactly.
-// sm_89+: the paired hardware conversion to f16 (exact: every e4m3 value is a normal f16 or 0);
-// an f16 whose low 7 mantissa bits are zero, shifted down 3 bits under its sign, reads as bf16
-// with the same fraction and the exponent 112 lower, and multiplying by 2^112 in bf16 is exact.
-__device__ __forceinline__ uint32_t e4m3x2_to_bf16x2(uint32_t pair) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ < 890
+// The integer route from e4m3 to f32 (GPUs before sm_89): the byte's exponent and mantissa moved
+// under an f32 sign read as the value times 2^-120 (subnormals included), and times 2^120 is exact.
+__device__ __forceinline__ float e4m3_to_f32_int(uint32_t b) {
+  return __uint_as_float(((b & 0x80u) << 24) | ((b & 0x7Fu) << 20)) * 1.329227995784916e36f;
+}
+#endif
+
+// Two e4m3 bytes (low 16 bits of `pair`, first value in the low byte) as two f16, exactly: every
+// e4m3 value is a normal f16 or 0. sm_89+: the paired hardware conversion, one instruction.
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t pair) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
   const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair & 0xFFFFu), __NV_E4M3);
-  const uint32_t v = static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
-  const uint32_t t = ((v >> 3) & 0x0FFF0FFFu) | (v & 0x80008000u);
-  uint32_t r;
-  // 0x7780 = 2^112 in bf16; the addend -0 keeps a product of zero and its sign as they are.
-  asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(t), "r"(0x77807780u), "r"(0x80008000u));
-  return r;
+  return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
 #else
-  // The integer route: the byte's exponent and mantissa moved under an f32 sign read as the
-  // value times 2^-120 (subnormals included), and times 2^120 is exact.
-  float f[2];
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const uint32_t b = (pair >> (8 * i)) & 0xFFu;
-    f[i] = __uint_as_float(((b & 0x80u) << 24) | ((b & 0x7Fu) << 20)) * 1.329227995784916e36f;
-  }
-  const __nv_bfloat162 p = __floats2bfloat162_rn(f[0], f[1]);
+  const __half2 p = __floats2half2_rn(e4m3_to_f32_int(pair & 0xFFu), e4m3_to_f32_int((pair >> 8) & 0xFFu));
   return *reinterpret_cast<const uint32_t*>(&p);
 #endif
 }
@@ -133,31 +141,109 @@ __device__ __forceinline__ void finish_pair(float v0, float v1, int64_t m, int64
   }
 }
 
-// One row of activations per block: a[m, :] = bf16(x[m, :]), or of the RMSNorm times norm_w
-// rounded as the norm kernels round it.
-__global__ void fp8_mma_stage_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps,
-                                     int64_t K, __nv_bfloat16* __restrict__ a) {
+__device__ __forceinline__ float block_max(float v) {
+  __shared__ float partial[32];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  float r = 0.0f;
+  for (int i = 0; i < static_cast<int>(blockDim.x >> 5); ++i) r = fmaxf(r, partial[i]);
+  return r;
+}
+
+// An activation as the kernels see it: x (or its RMSNorm times norm_w, rounded as the norm
+// kernels round it) rounded to bf16.
+__device__ __forceinline__ float staged_value(float x, const float* __restrict__ norm_w, int64_t k, float inv) {
+  const float v = norm_w ? __fmul_rn(norm_w[k], __fmul_rn(x, inv)) : x;
+  return __bfloat162float(__float2bfloat16_rn(v));
+}
+
+// The f16 staging's row factor: 2^e with the row's largest |value| times 2^-e in [2^15, 2^16), so
+// every value within 2^-29 of it is a normal f16 after the (exact) scaling, and its 8 bits fit.
+__device__ __forceinline__ int row_exponent(float mx) {
+  if (!(mx > 0.0f) || !isfinite(mx)) return 0;
+  return min(max(ilogbf(mx) - 15, -100), 112);
+}
+
+// One row of activations per block into a[m, :]: the staged values times 2^-e as f16 (exact, see
+// row_exponent), and row_scale[m] = 2^e. kVec > 0: the row is read once, kVec float4 per thread
+// held in registers (K <= 4 * kVec * blockDim.x, x 16-byte aligned); kVec = 0: any row, read again
+// per pass.
+constexpr int kStageThreads = 512, kStageVec = 8;
+
+__device__ __forceinline__ void store_staged(uint16_t* dst, float v, float factor) {
+  *dst = __half_as_ushort(__float2half_rn(__fmul_rn(v, factor)));
+}
+
+template <int kVec>
+__global__ void __launch_bounds__(kStageThreads)
+fp8_mma_stage_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, int64_t K,
+                     uint16_t* __restrict__ a, float* __restrict__ row_scale) {
   const int64_t m = blockIdx.x;
   const float* row = x + m * K;
-  float inv = 1.0f;
-  if (norm_w) {
+  uint16_t* dst = a + m * K;
+  float inv = 1.0f, mx = 0.0f;
+  if constexpr (kVec > 0) {
+    const int64_t n4 = K / 4;
+    float v[kVec][4];
     double ss = 0;
-    for (int64_t k = threadIdx.x; k < K; k += blockDim.x) ss += static_cast<double>(row[k]) * row[k];
-    inv = rms_inverse(block_sum(ss), K, eps);
-  }
-  for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
-    const float v = norm_w ? __fmul_rn(norm_w[k], __fmul_rn(row[k], inv)) : row[k];
-    a[m * K + k] = __float2bfloat16_rn(v);
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) {
+      const int64_t j = threadIdx.x + static_cast<int64_t>(i) * kStageThreads;
+      const float4 f = j < n4 ? reinterpret_cast<const float4*>(row)[j] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      v[i][0] = f.x;
+      v[i][1] = f.y;
+      v[i][2] = f.z;
+      v[i][3] = f.w;
+#pragma unroll
+      for (int q = 0; q < 4; ++q) ss += static_cast<double>(v[i][q]) * v[i][q];
+    }
+    if (norm_w) inv = rms_inverse(block_sum(ss), K, eps);
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) {
+      const int64_t j = threadIdx.x + static_cast<int64_t>(i) * kStageThreads;
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        v[i][q] = j < n4 ? staged_value(v[i][q], norm_w, 4 * j + q, inv) : 0.0f;
+        mx = fmaxf(mx, fabsf(v[i][q]));
+      }
+    }
+    const int e = row_exponent(block_max(mx));
+    const float factor = __int_as_float((127 - e) << 23);
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) {
+      const int64_t j = threadIdx.x + static_cast<int64_t>(i) * kStageThreads;
+      if (j >= n4) break;
+#pragma unroll
+      for (int q = 0; q < 4; ++q) store_staged(dst + 4 * j + q, v[i][q], factor);
+    }
+    if (threadIdx.x == 0) row_scale[m] = __int_as_float((127 + e) << 23);
+  } else {
+    if (norm_w) {
+      double ss = 0;
+      for (int64_t k = threadIdx.x; k < K; k += blockDim.x) ss += static_cast<double>(row[k]) * row[k];
+      inv = rms_inverse(block_sum(ss), K, eps);
+    }
+    for (int64_t k = threadIdx.x; k < K; k += blockDim.x) mx = fmaxf(mx, fabsf(staged_value(row[k], norm_w, k, inv)));
+    const int e = row_exponent(block_max(mx));
+    const float factor = __int_as_float((127 - e) << 23);
+    for (int64_t k = threadIdx.x; k < K; k += blockDim.x)
+      store_staged(dst + k, staged_value(row[k], norm_w, k, inv), factor);
+    if (threadIdx.x == 0) row_scale[m] = __int_as_float((127 + e) << 23);
   }
 }
 
-// a [M, K] bf16, w [N, K] kF8B128. Block (x, y, z): tile columns x * BN.., rows y * BM.., k-tiles
-// [z * tiles_per_split, ...). partial == nullptr: the epilogue here; else raw sums to partial[z].
+// a [M, K] staged activations (f16, row factors row_scale), w [N, K] kF8B128. Block (x, y, z):
+// tile columns x * BN.., rows y * BM.., k-tiles [z * tiles_per_split, ...). partial == nullptr:
+// the epilogue here; else the sums (row factors applied) to partial[z].
 template <class C>
 __global__ void __launch_bounds__(C::kThreads, 1)
-fp8_mma_kernel(const __nv_bfloat16* __restrict__ a, const uint8_t* __restrict__ w, const float* __restrict__ bias,
-               int64_t M, int64_t N, int64_t K, int mode, int tiles_per_split, float* __restrict__ out,
-               float* __restrict__ partial) {
+fp8_mma_kernel(const uint16_t* __restrict__ a, const uint8_t* __restrict__ w, const float* __restrict__ bias,
+               const float* __restrict__ row_scale, int64_t M, int64_t N, int64_t K, int mode, int tiles_per_split,
+               float* __restrict__ out, float* __restrict__ partial) {
   extern __shared__ __align__(16) uint8_t smem[];
   constexpr int MT = C::kMT, NT = C::kNT, BM = C::kBM, BN = C::kBN, S = C::kStages;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -171,7 +257,7 @@ fp8_mma_kernel(const __nv_bfloat16* __restrict__ a, const uint8_t* __restrict__ 
   // The rows this thread copies are the same for every k-tile: their sources are set once.
   constexpr int kAChunks = BM * 16 / C::kThreads, kBChunks = BN * 8 / C::kThreads;
   static_assert(BM * 16 % C::kThreads == 0 && BN * 8 % C::kThreads == 0, "copy split");
-  const __nv_bfloat16* a_src[kAChunks];
+  const uint16_t* a_src[kAChunks];
   bool a_ok[kAChunks];
 #pragma unroll
   for (int i = 0; i < kAChunks; ++i) {
@@ -246,14 +332,14 @@ fp8_mma_kernel(const __nv_bfloat16* __restrict__ a, const uint8_t* __restrict__ 
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
         const uint2 q = *reinterpret_cast<const uint2*>(sb + j * 8 * kBStride + c * 32);
-        const uint32_t b0 = e4m3x2_to_bf16x2(q.x), b1 = e4m3x2_to_bf16x2(q.x >> 16);
-        const uint32_t b2 = e4m3x2_to_bf16x2(q.y), b3 = e4m3x2_to_bf16x2(q.y >> 16);
+        const uint32_t b0 = e4m3x2_to_f16x2(q.x), b1 = e4m3x2_to_f16x2(q.x >> 16);
+        const uint32_t b2 = e4m3x2_to_f16x2(q.y), b3 = e4m3x2_to_f16x2(q.y >> 16);
 #pragma unroll
         for (int i = 0; i < MT; ++i) {
           // First k16 step: this lane's k 8t, 8t+1 (fragment k 2t, 2t+1) and 8t+2, 8t+3 (2t+8, 2t+9);
           // second: 8t+4 .. 8t+7. A and B use the same map, so the sum is the same.
-          mma_bf16(part[i][j], af[i][0].x, af[i][1].x, af[i][0].y, af[i][1].y, b0, b1);
-          mma_bf16(part[i][j], af[i][0].z, af[i][1].z, af[i][0].w, af[i][1].w, b2, b3);
+          mma_f16(part[i][j], af[i][0].x, af[i][1].x, af[i][0].y, af[i][1].y, b0, b1);
+          mma_f16(part[i][j], af[i][0].z, af[i][1].z, af[i][0].w, af[i][1].w, b2, b3);
         }
       }
     }
@@ -278,11 +364,12 @@ fp8_mma_kernel(const __nv_bfloat16* __restrict__ a, const uint8_t* __restrict__ 
     for (int h = 0; h < 2; ++h) {
       const int64_t m = m0 + wm * MT * 16 + i * 16 + h * 8 + g;
       if (m >= M) continue;
+      const float rs = row_scale[m];  // a power of two: exact
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
         const int64_t col = n0 + wn * 32 + j * 8 + 2 * t;
         if (col >= N) continue;
-        const float v0 = acc[i][j][2 * h], v1 = acc[i][j][2 * h + 1];
+        const float v0 = acc[i][j][2 * h] * rs, v1 = acc[i][j][2 * h + 1] * rs;
         if (partial) {
           float* p = partial + (static_cast<int64_t>(blockIdx.z) * M + m) * N + col;
           p[0] = v0;
@@ -310,13 +397,28 @@ __global__ void fp8_mma_reduce_kernel(const float* __restrict__ partial, int spl
   finish_pair(v0, v1, m, j, N, bias, mode, out);
 }
 
-int config_for(int64_t M) { return M <= SmallTile::kBM ? 0 : M <= 2 * MidTile::kBM ? 1 : 2; }
-
 template <class F>
-void with_config(int cfg, F&& f) {
-  if (cfg == 0) f(SmallTile{});
-  else if (cfg == 1) f(MidTile{});
-  else f(BigTile{});
+void with_config(int64_t M, F&& f) {
+  if (M <= Tile16::kBM) f(Tile16{});
+  else if (M <= SmallTile::kBM) f(SmallTile{});
+  else if (M <= WideTile::kBM) f(WideTile{});
+  else f(MidTile{});
+}
+
+using Fp8MmaKernel = void (*)(const uint16_t*, const uint8_t*, const float*, const float*, int64_t, int64_t, int64_t,
+                             int, int, float*, float*);
+
+// The kernel of config C, opted in to its shared memory, and how many of its blocks an SM holds.
+template <class C>
+std::pair<Fp8MmaKernel, int> kernel_of() {
+  static const int per_sm = [] {
+    RH_CUDA(cudaFuncSetAttribute(reinterpret_cast<const void*>(fp8_mma_kernel<C>),
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
+    int n = 0;
+    RH_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, fp8_mma_kernel<C>, C::kThreads, C::kSmem));
+    return std::max(n, 1);
+  }();
+  return {fp8_mma_kernel<C>, per_sm};
 }
 
 int sm_count() {
@@ -335,27 +437,30 @@ constexpr int64_t align256(int64_t n) { return (n + 255) / 256 * 256; }
 
 Fp8MmaPlan plan_fp8_mma(int64_t M, int64_t N, int64_t K) {
   Fp8MmaPlan p;
-  with_config(config_for(M), [&](auto c) {
+  with_config(M, [&](auto c) {
     using C = decltype(c);
-    const int per_sm = C::kSmem * 2 <= 227 * 1024 ? 2 : 1;  // blocks an SM holds, by shared memory
+    const int per_sm = kernel_of<C>().second;
     const int64_t slots = static_cast<int64_t>(sm_count()) * per_sm;
     const int64_t tiles = (M + C::kBM - 1) / C::kBM * ((N + C::kBN - 1) / C::kBN);
     const int64_t blocks = K / kBK;
-    // Splits of K: the fewest that bring the last wave of blocks to within 10% of the best
-    // fill of the GPU, each split keeping at least 4 k-tiles (the pipeline's depth and more).
+    // Splits of K: each block pays a fixed cost (its pipeline filling and draining, about
+    // kBlockOverhead k-tiles' time) and a wave of blocks lasts as long as its longest, so the
+    // estimate is waves x (k-tiles per split + overhead); the fewest splits that minimize it, each
+    // keeping at least 4 k-tiles.
+    constexpr int64_t kBlockOverhead = 3;
     const int64_t most = std::max<int64_t>(1, std::min<int64_t>(16, blocks / 4));
-    auto fill = [&](int64_t s) {
-      const int64_t n = tiles * s;
-      return static_cast<double>(n) / static_cast<double>((n + slots - 1) / slots * slots);
+    auto cost = [&](int64_t s) {
+      const int64_t n = tiles * s, per = (blocks + s - 1) / s;
+      return (n + slots - 1) / slots * (per + kBlockOverhead);
     };
-    double best = 0;
-    for (int64_t s = 1; s <= most; ++s) best = std::max(best, fill(s));
     int64_t splits = 1;
-    while (splits < most && fill(splits) < best - 0.1) ++splits;
+    for (int64_t s = 2; s <= most; ++s)
+      if (cost(s) < cost(splits)) splits = s;
     p.tiles_per_split = static_cast<int>((blocks + splits - 1) / splits);
     p.splits = static_cast<int>((blocks + p.tiles_per_split - 1) / p.tiles_per_split);
   });
-  p.scratch_bytes = align256(M * K * 2) + (p.splits > 1 ? p.splits * M * N * static_cast<int64_t>(sizeof(float)) : 0);
+  p.scratch_bytes = align256(M * K * 2) + align256(M * static_cast<int64_t>(sizeof(float))) +
+                    (p.splits > 1 ? p.splits * M * N * static_cast<int64_t>(sizeof(float)) : 0);
   return p;
 }
 
@@ -366,26 +471,22 @@ void launch_fp8_mma(const float* x, const float* norm_w, float eps, const void* 
   RH_CHECK(K % kBK == 0 && K > 0, "FP8 product: a row of ", K, " values is not a whole number of 128-value blocks");
   RH_CHECK(mode != LinearMode::kSiluMul || N % 2 == 0, "FP8 product: SiLU needs an even N, got ", N);
   RH_CHECK(reinterpret_cast<uintptr_t>(w) % 16 == 0, "FP8 product: weights not 16-byte aligned");
-  auto* a = static_cast<__nv_bfloat16*>(scratch);
-  float* partial = plan.splits > 1 ? reinterpret_cast<float*>(static_cast<uint8_t*>(scratch) + align256(M * K * 2))
-                                   : nullptr;
-  fp8_mma_stage_kernel<<<static_cast<unsigned>(M), 256, 0, stream>>>(x, norm_w, eps, K, a);
+  auto* a = static_cast<uint16_t*>(scratch);
+  auto* row_scale = reinterpret_cast<float*>(static_cast<uint8_t*>(scratch) + align256(M * K * 2));
+  float* partial = plan.splits > 1 ? row_scale + align256(M * static_cast<int64_t>(sizeof(float))) / 4 : nullptr;
+  const bool vec = K <= 4 * kStageVec * kStageThreads && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const auto stage = vec ? fp8_mma_stage_kernel<kStageVec> : fp8_mma_stage_kernel<0>;
+  stage<<<static_cast<unsigned>(M), kStageThreads, 0, stream>>>(x, norm_w, eps, K, a, row_scale);
   RH_CUDA_LAUNCHED("fp8_mma_stage_kernel");
   const int m = static_cast<int>(mode);
-  with_config(config_for(M), [&](auto c) {
+  with_config(M, [&](auto c) {
     using C = decltype(c);
-    const auto kernel = fp8_mma_kernel<C>;
-    static const bool opted_in = [&] {
-      RH_CUDA(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   C::kSmem));
-      return true;
-    }();
-    (void)opted_in;
+    const auto kernel = kernel_of<C>().first;
     const int64_t gy = (M + C::kBM - 1) / C::kBM;
     RH_CHECK(gy < 65536, "FP8 product: M = ", M, " exceeds the grid");
     const dim3 grid(static_cast<unsigned>((N + C::kBN - 1) / C::kBN), static_cast<unsigned>(gy),
                     static_cast<unsigned>(plan.splits));
-    kernel<<<grid, C::kThreads, C::kSmem, stream>>>(a, static_cast<const uint8_t*>(w), bias, M, N, K, m,
+    kernel<<<grid, C::kThreads, C::kSmem, stream>>>(a, static_cast<const uint8_t*>(w), bias, row_scale, M, N, K, m,
                                                       plan.tiles_per_split, out, partial);
   });
   RH_CUDA_LAUNCHED("fp8_mma_kernel");
