@@ -14,6 +14,7 @@
 //              [--steps 32] [--prefill 512,4096] [--precision bf16|f32] [--graphs 1] [--profile 0]
 //              [--dummy-dtype f8_e4m3_b128|q8_0|...]  (projection weights in that block type)
 //              [--temperature 0] [--top-p 1] [--top-k 0] [--kv-dtype bf16|fp8]
+//              [--product-rows 1,8,...]  (activation rows of the per-product table)
 //
 // --profile 1 adds a per-op table of one batch-1 decode step, each op synchronized on its own.
 #include <algorithm>
@@ -188,7 +189,7 @@ int main(int argc, char** argv) {
   const auto process_start = Clock::now();
   const char* env = std::getenv("REDHARE_SOURCE_DIR");
   std::string model_dir = std::string(env && *env ? env : REDHARE_SOURCE_DIR) + "/configs/llama-3.1-8b";
-  std::vector<int64_t> batches = {1, 8, 64, 256}, prefills = {512, 4096};
+  std::vector<int64_t> batches = {1, 8, 64, 256}, prefills = {512, 4096}, product_rows = {1};
   int64_t context = 1024, steps = 32;
   std::string precision = "bf16", dummy_dtype;
   bool graphs = true, profile = false;
@@ -209,6 +210,7 @@ int main(int argc, char** argv) {
     else if (a == "--temperature") sampling.temperature = std::stof(v);
     else if (a == "--top-p") sampling.top_p = std::stof(v);
     else if (a == "--top-k") sampling.top_k = std::stoi(v);
+    else if (a == "--product-rows") product_rows = parse_list(v);
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
@@ -367,23 +369,27 @@ int main(int argc, char** argv) {
                               {"o (+= residual)", H, c.num_heads * c.head_dim, false, LinearOut::kAccumulate},
                               {"gate_up (norm, SiLU)", 2 * I, H, true, LinearOut::kSiluMul},
                               {"down (+= residual)", H, I, false, LinearOut::kAccumulate}};
-      std::printf("\n%-24s %10s %10s %8s\n", "decode product (M=1)", "us", "GB/s", "of read");
-      for (const Shape& s : shapes) {
-        DType wt = c.dtype;
-        for (int i = 0; i < static_cast<int>(DType::kCount) && !dummy_dtype.empty(); ++i)
-          if (dtype_name(static_cast<DType>(i)) == dummy_dtype) wt = static_cast<DType>(i);
-        Tensor w = backend->alloc(wt, {s.N, s.K});
-        Tensor x = backend->alloc(DType::kF32, {1, s.K});
-        Tensor nw = backend->alloc(DType::kF32, {s.K});
-        Tensor out = backend->alloc(DType::kF32, {1, s.mode == LinearOut::kSiluMul ? s.N / 2 : s.N});
-        for (int i = 0; i < 5; ++i) backend->fused_linear(x, s.norm ? &nw : nullptr, 1e-5f, w, nullptr, s.mode, out);
-        backend->to_host(out);
-        const int reps = 50;
-        auto tg = Clock::now();
-        for (int i = 0; i < reps; ++i) backend->fused_linear(x, s.norm ? &nw : nullptr, 1e-5f, w, nullptr, s.mode, out);
-        backend->to_host(out);
-        const double us = seconds_since(tg) * 1e6 / reps, gbs = static_cast<double>(w.nbytes()) / (us * 1e3);
-        std::printf("%-24s %10.1f %10.0f %7.1f%%\n", s.name, us, gbs, 100.0 * gbs * 1e9 / bw);
+      for (int64_t rows : product_rows) {
+        std::printf("\n%-24s %10s %10s %8s\n", ("decode product (M=" + std::to_string(rows) + ")").c_str(), "us",
+                    "GB/s", "of read");
+        for (const Shape& s : shapes) {
+          DType wt = c.dtype;
+          for (int i = 0; i < static_cast<int>(DType::kCount) && !dummy_dtype.empty(); ++i)
+            if (dtype_name(static_cast<DType>(i)) == dummy_dtype) wt = static_cast<DType>(i);
+          Tensor w = backend->alloc(wt, {s.N, s.K});
+          Tensor x = backend->alloc(DType::kF32, {rows, s.K});
+          Tensor nw = backend->alloc(DType::kF32, {s.K});
+          Tensor out = backend->alloc(DType::kF32, {rows, s.mode == LinearOut::kSiluMul ? s.N / 2 : s.N});
+          const Tensor* norm = s.norm ? &nw : nullptr;
+          for (int i = 0; i < 5; ++i) backend->fused_linear(x, norm, 1e-5f, w, nullptr, s.mode, out);
+          backend->to_host(out);
+          const int reps = 50;
+          auto tg = Clock::now();
+          for (int i = 0; i < reps; ++i) backend->fused_linear(x, norm, 1e-5f, w, nullptr, s.mode, out);
+          backend->to_host(out);
+          const double us = seconds_since(tg) * 1e6 / reps, gbs = static_cast<double>(w.nbytes()) / (us * 1e3);
+          std::printf("%-24s %10.1f %10.0f %7.1f%%\n", s.name, us, gbs, 100.0 * gbs * 1e9 / bw);
+        }
       }
     }
 

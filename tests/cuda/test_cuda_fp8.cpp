@@ -1,5 +1,6 @@
 // FP8 (kF8B128) weights on the GPU: the block-quantized products against the CPU reference at
-// odd sizes (decode kernel and tiles), and a converted model on the GPU against the CPU backend.
+// odd sizes (decode kernel and tiles; in tensor-core mode the decode kernel and the W8A16 mma
+// kernel, every fused_linear mode), and a converted model on the GPU against the CPU backend.
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -32,6 +33,8 @@ Tensor random_fp8(int64_t N, int64_t K) {
   return pack_fp8_weight(w, Tensor::from_f32(ch, {N}), {}, "random");
 }
 
+constexpr int64_t kFp8WidenRows = 128;  // cuda::kFp8WidenRows
+
 struct Fp8Case {
   int64_t M, N, K;
 };
@@ -52,7 +55,8 @@ TEST_P(CudaFp8Linear, MatchesReference) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaFp8Linear,
                          ::testing::Values(Fp8Case{1, 37, 384}, Fp8Case{3, 300, 128}, Fp8Case{4, 9000, 256},
-                                           Fp8Case{5, 37, 384}, Fp8Case{70, 130, 640}, Fp8Case{1, 64, 4096}),
+                                           Fp8Case{5, 37, 384}, Fp8Case{7, 9000, 256}, Fp8Case{8, 300, 1024},
+                                           Fp8Case{9, 200, 384}, Fp8Case{70, 130, 640}, Fp8Case{1, 64, 4096}),
                          [](const ::testing::TestParamInfo<Fp8Case>& p) {
                            std::string name = "M";  // built with += (GCC 12 warns on + chains)
                            name += std::to_string(p.param.M);
@@ -65,7 +69,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaFp8Linear,
 
 TEST_F(CudaFp8Linear, FusedDecodeProductsMatchTheComposition) {
   // fused_linear on FP8 weights at decode sizes: norm folded in (staged), residual add, SiLU.
-  for (int64_t M : {1, 4}) {
+  for (int64_t M : {1, 4, 6, 8}) {
     for (LinearOut mode : {LinearOut::kStore, LinearOut::kAccumulate, LinearOut::kSiluMul}) {
       const int64_t N = 192, K = 1024, cols = mode == LinearOut::kSiluMul ? N / 2 : N;
       const bool norm = mode != LinearOut::kAccumulate;
@@ -93,30 +97,95 @@ TEST_F(CudaFp8Linear, FusedDecodeProductsMatchTheComposition) {
   }
 }
 
-TEST_F(CudaFp8Linear, TensorCoreModeWidensToBf16ForManyRows) {
-  // More than four rows in tensor-core mode: the weights widened to bf16, the activations rounded
-  // to bf16, cuBLASLt. Reference: the same roundings on the CPU, then an exact product.
+// Tensor-core mode, more than four rows: the W8A16 tensor-core kernel below kFp8WidenRows rows,
+// through fused_linear with every mode, bias and norm, and through linear; from kFp8WidenRows the
+// weights widened to bf16 for cuBLASLt.
+struct Fp8TcCase {
+  int64_t M, N, K;
+  LinearOut mode;
+  bool bias, norm;
+};
+
+class CudaFp8TensorCore : public CudaTest, public ::testing::WithParamInterface<Fp8TcCase> {};
+
+TEST_P(CudaFp8TensorCore, MatchesBf16ActivationsTimesExactWeights) {
+  const Fp8TcCase c = GetParam();
   CudaOptions o;
   o.tensor_cores = true;
   auto tc = make_cuda_backend(0, o);
-  const int64_t M = 33, N = 96, K = 640;
-  Tensor w = random_fp8(N, K);
-  std::vector<float> wf(static_cast<size_t>(N * K));
-  for (int64_t r = 0; r < N; ++r)
-    dequantize_row_ref(DType::kF8B128, static_cast<const uint8_t*>(w.data()) + r * dtype_bytes(DType::kF8B128, K),
-                       wf.data() + r * K, K);
+  const int64_t cols = c.mode == LinearOut::kSiluMul ? c.N / 2 : c.N;
+  Tensor w = random_fp8(c.N, c.K);
+  Tensor x = random_tensor(DType::kF32, {c.M, c.K});
+  Tensor nw = random_tensor(DType::kF32, {c.K}, 0.5f);
+  Tensor b = random_tensor(DType::kF32, {c.N});
+  Tensor start = random_tensor(DType::kF32, {c.M, cols});
+  // Reference: the activations as the kernels see them (normalized in f32 as the norm op rounds,
+  // then rounded to bf16), times the exactly dequantized weights, summed in f32 on the CPU.
+  Tensor xin = x;
+  if (c.norm) {
+    xin = Tensor::empty(DType::kF32, {c.M, c.K});
+    cpu::ref::rms_norm(x, nw, 1e-5f, xin);
+  }
   auto round_bf16 = [](std::vector<float> v) {
     for (float& f : v) f = bf16_to_f32(f32_to_bf16(f));
     return v;
   };
-  Tensor x = random_tensor(DType::kF32, {M, K});
-  Tensor ref = poisoned({M, N});
-  cpu::ref::linear(Tensor::from_f32(round_bf16(x.to_f32_vector()), {M, K}), Tensor::from_f32(round_bf16(wf), {N, K}),
-                   nullptr, ref);
-  Tensor out = tc->upload(poisoned({M, N}));
-  tc->linear(tc->upload(x), tc->upload(w), nullptr, out);
-  EXPECT_LT(rel_error(tc->to_host(out), ref), 2e-5);
+  xin = Tensor::from_f32(round_bf16(xin.to_f32_vector()), {c.M, c.K});
+  Tensor wref = w;  // the mma kernel: exact weights
+  if (c.M >= kFp8WidenRows) {
+    std::vector<float> wf(static_cast<size_t>(c.N * c.K));
+    for (int64_t r = 0; r < c.N; ++r)
+      dequantize_row_ref(DType::kF8B128,
+                         static_cast<const uint8_t*>(w.data()) + r * dtype_bytes(DType::kF8B128, c.K),
+                         wf.data() + r * c.K, c.K);
+    wref = Tensor::from_f32(round_bf16(wf), {c.N, c.K});
+  }
+  Tensor p = poisoned({c.M, c.N});
+  cpu::ref::linear(xin, wref, c.bias ? &b : nullptr, p);
+  Tensor ref = copy_of(start);
+  if (c.mode == LinearOut::kStore) ref = p;
+  else if (c.mode == LinearOut::kAccumulate) cpu::ref::add(ref, p);
+  else cpu::ref::silu_mul(p, ref);
+  Tensor dnw = tc->upload(nw), db = tc->upload(b), dw = tc->upload(w);
+  Tensor out = tc->upload(c.mode == LinearOut::kAccumulate ? start : poisoned({c.M, cols}));
+  if (c.mode == LinearOut::kStore && !c.norm) tc->linear(tc->upload(x), dw, c.bias ? &db : nullptr, out);
+  else tc->fused_linear(tc->upload(x), c.norm ? &dnw : nullptr, 1e-5f, dw, c.bias ? &db : nullptr, c.mode, out);
+  // The products of bf16 activations and e4m3 (or, widened, bf16) weights are exact in f32; what
+  // differs from the reference is the f32 summation (tensor-core order, one rounding per 128-value
+  // block when its scale is applied, split-K partials added last): ~1e-7 relative per step, well
+  // under 1e-5 over K <= 4096. A weight rounded to bf16 where it should not be (2^-9 relative) or an
+  // activation left unrounded would show as ~1e-3.
+  EXPECT_LT(rel_error(tc->to_host(out), ref), 1e-5)
+      << "M=" << c.M << " N=" << c.N << " K=" << c.K << " mode " << static_cast<int>(c.mode) << " bias " << c.bias
+      << " norm " << c.norm;
 }
+
+constexpr LinearOut kS = LinearOut::kStore, kA = LinearOut::kAccumulate, kU = LinearOut::kSiluMul;
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CudaFp8TensorCore,
+    ::testing::Values(Fp8TcCase{5, 200, 128, kS, true, false}, Fp8TcCase{7, 448, 4096, kU, false, true},
+                      Fp8TcCase{8, 384, 1024, kA, true, false}, Fp8TcCase{6, 200, 4096, kS, true, true},
+                      Fp8TcCase{9, 200, 128, kS, false, false}, Fp8TcCase{13, 448, 640, kU, true, true},
+                      Fp8TcCase{17, 200, 4096, kA, true, false}, Fp8TcCase{33, 130, 1024, kS, true, true},
+                      Fp8TcCase{33, 448, 2048, kU, false, false}, Fp8TcCase{64, 384, 512, kA, false, true},
+                      Fp8TcCase{100, 200, 128, kS, true, false}, Fp8TcCase{100, 448, 4096, kU, true, true},
+                      Fp8TcCase{127, 2120, 1024, kA, true, false}, Fp8TcCase{129, 448, 384, kA, true, true},
+                      Fp8TcCase{257, 448, 4096, kS, false, false},
+                      Fp8TcCase{257, 200, 1024, kU, true, false}, Fp8TcCase{300, 2120, 256, kA, true, false},
+                      Fp8TcCase{300, 2120, 256, kU, false, true}, Fp8TcCase{520, 136, 640, kS, true, true}),
+    [](const ::testing::TestParamInfo<Fp8TcCase>& p) {
+      std::string name = "M";
+      name += std::to_string(p.param.M);
+      name += "_N";
+      name += std::to_string(p.param.N);
+      name += "_K";
+      name += std::to_string(p.param.K);
+      name += p.param.mode == kS ? "_store" : p.param.mode == kA ? "_add" : "_silu";
+      if (p.param.bias) name += "_bias";
+      if (p.param.norm) name += "_norm";
+      return name;
+    });
 
 TEST_F(CudaFp8Linear, ConvertedModelMatchesTheCpuBackend) {
   // A random Llama with 128-multiple rows, converted to FP8, run on both backends.

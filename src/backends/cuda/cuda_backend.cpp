@@ -240,8 +240,12 @@ class CudaBackend final : public Backend {
       RH_CHECK(bias->numel() == w.size(0), "linear bias ", bias->str(), " for ", w.str());
     }
     if (lt_ && w.dtype() == DType::kF8B128 && x.size(0) > cuda::kGemvMaxRows) {
-      // Tensor-core mode, FP8 weights, many rows: widened to bf16 for this product only, then
-      // cuBLASLt (an interim path: the weights still cross memory three times).
+      if (x.size(0) < cuda::kFp8WidenRows) {
+        fp8_product(x, nullptr, 0.0f, w, bias, LinearOut::kStore, out);
+        return;
+      }
+      // Many rows: widened to bf16 for this product only, then cuBLASLt (the weights cross memory
+      // three times, but cuBLASLt's matrix rate outweighs that from kFp8WidenRows rows).
       Tensor wide = alloc_uninit(DType::kBF16, w.shape());
       cuda::launch_fp8_to_bf16(w.data(), w.size(0), w.size(1), wide.data(), stream());
       if (tensor_core_product(x, wide, bias, out, false)) return;
@@ -282,12 +286,20 @@ class CudaBackend final : public Backend {
     if (lt_ && M > cuda::kGemvMaxRows && mode == LinearOut::kAccumulate && !norm_weight &&
         (w.dtype() == DType::kBF16 || w.dtype() == DType::kF16) && tensor_core_product(x, w, bias, out, true))
       return;
-    if (w.dtype() == DType::kF8B128 &&
-        cuda::launch_fused_fp8_gemv(x.data_as<float>(), norm_weight ? norm_weight->data_as<float>() : nullptr, eps,
-                                    w.data(), bias ? bias->data_as<float>() : nullptr, M, N, K,
-                                    static_cast<cuda::LinearMode>(static_cast<int>(mode)), out.data_as<float>(),
-                                    stream()))
-      return;
+    if (w.dtype() == DType::kF8B128) {
+      if ((!lt_ || M <= cuda::kGemvMaxRows) &&
+          cuda::launch_fused_fp8_gemv(x.data_as<float>(), norm_weight ? norm_weight->data_as<float>() : nullptr, eps,
+                                      w.data(), bias ? bias->data_as<float>() : nullptr, M, N, K,
+                                      static_cast<cuda::LinearMode>(static_cast<int>(mode)), out.data_as<float>(),
+                                      stream()))
+        return;
+      // Tensor cores, more than 4 rows: norm, product and epilogue in the FP8 kernels; from
+      // kFp8WidenRows rows the composition below, whose product linear() widens.
+      if (lt_ && M > cuda::kGemvMaxRows && M < cuda::kFp8WidenRows) {
+        fp8_product(x, norm_weight, eps, w, bias, mode, out);
+        return;
+      }
+    }
     if (is_block_quantized(w.dtype()) || M > cuda::kGemvMaxRows) {
       Backend::fused_linear(x, norm_weight, eps, w, bias, mode, out);
       return;
@@ -438,6 +450,19 @@ class CudaBackend final : public Backend {
     cuda::launch_narrow(x.data_as<float>(), M * K, narrow.data(), wt, stream());
     return lt_->run(narrow.data(), w.data(), wt, bias ? bias->data_as<float>() : nullptr, M, N, K,
                     out.data_as<float>(), stream(), accumulate);
+  }
+
+  // out (+)= the product on kF8B128 weights on the tensor cores (cuda::launch_fp8_mma): activations
+  // (normalized first when norm_weight is set) rounded to bf16, weights read as e4m3, exact.
+  void fp8_product(const Tensor& x, const Tensor* norm_weight, float eps, const Tensor& w, const Tensor* bias,
+                   LinearOut mode, Tensor& out) {
+    const int64_t M = x.size(0), N = w.size(0), K = x.size(1);
+    const cuda::Fp8MmaPlan plan = cuda::plan_fp8_mma(M, N, K);
+    Tensor scratch = alloc_uninit(DType::kU8, {plan.scratch_bytes});
+    cuda::launch_fp8_mma(x.data_as<float>(), norm_weight ? norm_weight->data_as<float>() : nullptr, eps, w.data(),
+                         bias ? bias->data_as<float>() : nullptr, M, N, K,
+                         static_cast<cuda::LinearMode>(static_cast<int>(mode)), out.data_as<float>(), scratch.data(),
+                         plan, stream());
   }
 
   // Device memory without the zeroing alloc() promises, for scratch that is written whole.

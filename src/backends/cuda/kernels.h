@@ -49,12 +49,32 @@ constexpr int64_t kQuantGemvWideRows = 8192;
 bool quant_kernel_supported(DType t);
 void launch_quant_linear(const float* x, const void* w, DType w_type, const float* bias, int64_t M,
                          int64_t N, int64_t K, float* out, cudaStream_t stream);
+// Products on kF8B128 weights: up to kFp8GemvMaxRows rows in exact mode (kGemvMaxRows in
+// tensor-core mode) the FP8 decode kernel (CUDA cores, exact f32, each weight byte read once for
+// all rows); more rows in tensor-core mode the W8A16 kernel (launch_fp8_mma) below kFp8WidenRows
+// and, from there, the weights widened to bf16 per call for cuBLASLt (launch_fp8_to_bf16), which
+// measured faster at 256 rows and more (H200; see kernels_fp8_mma.cu).
+constexpr int64_t kFp8GemvMaxRows = 8;
+constexpr int64_t kFp8WidenRows = 128;
 // fused_linear's decode product on kF8B128 weights (norm, residual add, SiLU folded in as for the
-// plain types); false when the shape does not suit it (nothing launched).
+// plain types), M <= kFp8GemvMaxRows; false when the shape does not suit it (nothing launched).
 bool launch_fused_fp8_gemv(const float* x, const float* norm_w, float eps, const void* w, const float* bias,
                            int64_t M, int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream);
+// The tensor-core product on kF8B128 weights (kernels_fp8_mma.cu): activations (RMS-normalized
+// when norm_w is set) rounded to bf16, weights exact, f32 accumulation, bias and the fused_linear
+// modes in the epilogue. plan_fp8_mma sizes the scratch (staged activations and their row factors,
+// split-K partials) that the caller allocates and passes to launch_fp8_mma with the same M, N, K.
+// K % 128 == 0; kSiluMul needs an even N and writes [M, N / 2].
+struct Fp8MmaPlan {
+  int splits = 1, tiles_per_split = 0;
+  int64_t scratch_bytes = 0;
+};
+Fp8MmaPlan plan_fp8_mma(int64_t M, int64_t N, int64_t K);
+void launch_fp8_mma(const float* x, const float* norm_w, float eps, const void* w, const float* bias, int64_t M,
+                    int64_t N, int64_t K, LinearMode mode, float* out, void* scratch, const Fp8MmaPlan& plan,
+                    cudaStream_t stream);
 // kF8B128 weights [N, K] widened to bf16 (each value as the reference dequantizes it, then
-// rounded to bf16): the tensor-core mode's interim path for FP8 products of many rows.
+// rounded to bf16), for cuBLASLt at kFp8WidenRows rows and more.
 void launch_fp8_to_bf16(const void* w, int64_t N, int64_t K, void* out, cudaStream_t stream);
 // out[t, :] = dequantized table row ids[t] (bitwise the CPU reference's values).
 void launch_quant_embedding(const void* table, DType type, const int32_t* ids, int64_t tokens,
