@@ -581,9 +581,8 @@ class CudaBackend final : public Backend {
   size_t pinned_out_capacity_ = 0;
 };
 
-// Rows are drawn in groups so that the scratch (penalised rows and, for rows whose draw needs the
-// whole row sorted, sort keys, ids and CUB's buffers) stays near kSampleGroup * vocab * 28 bytes
-// whatever the batch.
+// Rows are drawn in groups so that the scratch (penalised rows, sort keys and ids, CUB's
+// buffers) stays near kSampleGroup * vocab * 28 bytes whatever the batch.
 std::vector<SampledToken> CudaBackend::sample_rows(const Tensor& logits, const std::vector<RowSampling>& rows) {
   check_f32(logits, "sample_rows logits");
   const int64_t R = static_cast<int64_t>(rows.size());
@@ -659,42 +658,26 @@ std::vector<SampledToken> CudaBackend::sample_rows(const Tensor& logits, const s
     Tensor work = alloc_uninit(DType::kF32, {G, V});
     Tensor result = alloc_uninit(DType::kU8, {G * static_cast<int64_t>(sizeof(cuda::SampleResultDev))});
     auto* d_result = static_cast<cuda::SampleResultDev*>(result.data());
-    std::vector<cuda::SampleResultDev> res(static_cast<size_t>(G));
-    cuda::launch_sample_prepare(lg, V, d_rows, G, d_pen_tokens, d_pen_counts, work.data_as<float>(), d_result,
-                                stream());
+    const int64_t items = sorted * V;
+    Tensor keys = alloc_uninit(DType::kI64, {std::max<int64_t>(2 * items, 1)});
+    Tensor ids = alloc_uninit(DType::kI32, {std::max<int64_t>(2 * items, 1)});
+    auto* k_in = reinterpret_cast<uint64_t*>(keys.data());
+    int32_t* i_in = ids.data_as<int32_t>();
+    cuda::launch_sample_prepare(lg, V, d_rows, G, d_pen_tokens, d_pen_counts, work.data_as<float>(), k_in, i_in,
+                                d_result, stream());
     if (sorted > 0) {
-      // Draws from each row's likely candidates; rows that cannot be decided there sort the whole row.
-      cuda::launch_sample_candidates(work.data_as<float>(), V, d_rows, G, d_result, stream());
-      RH_CUDA(cudaMemcpyAsync(res.data(), d_result, res.size() * sizeof(cuda::SampleResultDev),
-                              cudaMemcpyDeviceToHost, stream()));
-      RH_CUDA(cudaStreamSynchronize(stream()));
-      std::vector<int32_t> slot(static_cast<size_t>(G), -1);
-      int64_t whole = 0;
-      for (int64_t r = 0; r < G; ++r)
-        if (res[static_cast<size_t>(r)].needs_sort) slot[static_cast<size_t>(r)] = static_cast<int32_t>(whole++);
-      if (whole > 0) {
-        Tensor d_slot = alloc_uninit(DType::kI32, {G});
-        RH_CUDA(cudaMemcpyAsync(d_slot.data(), slot.data(), slot.size() * sizeof(int32_t), cudaMemcpyHostToDevice,
-                                stream()));
-        const int64_t items = whole * V;
-        Tensor keys = alloc_uninit(DType::kI64, {2 * items});
-        Tensor ids = alloc_uninit(DType::kI32, {2 * items});
-        auto* k_in = reinterpret_cast<uint64_t*>(keys.data());
-        int32_t* i_in = ids.data_as<int32_t>();
-        cuda::launch_sample_keys(work.data_as<float>(), V, d_slot.data_as<int32_t>(), G, k_in, i_in, stream());
-        const size_t temp_bytes = cuda::sample_sort_temp_bytes(items, whole);
-        Tensor temp = alloc_uninit(DType::kU8, {static_cast<int64_t>(std::max<size_t>(temp_bytes, 1))});
-        cuda::launch_sample_sort(temp.data(), temp_bytes, k_in, k_in + items, i_in, i_in + items, items, whole,
-                                 stream());
-        cuda::launch_sample_pick(V, d_rows, d_slot.data_as<int32_t>(), G, k_in + items, i_in + items, d_result,
-                                 stream());
-      }
+      const size_t temp_bytes = cuda::sample_sort_temp_bytes(items, sorted);
+      Tensor temp = alloc_uninit(DType::kU8, {static_cast<int64_t>(std::max<size_t>(temp_bytes, 1))});
+      cuda::launch_sample_sort(temp.data(), temp_bytes, k_in, k_in + items, i_in, i_in + items, items, sorted,
+                               stream());
+      cuda::launch_sample_pick(V, d_rows, G, k_in + items, i_in + items, d_result, stream());
     }
     Tensor top_ids = alloc_uninit(DType::kI32, {G * top_w});
     Tensor top_lp = alloc_uninit(DType::kF32, {G * top_w});
     if (any_logprobs)
       cuda::launch_sample_logprobs(lg, V, d_rows, G, static_cast<int>(top_w), d_result, top_ids.data_as<int32_t>(),
                                    top_lp.data_as<float>(), stream());
+    std::vector<cuda::SampleResultDev> res(static_cast<size_t>(G));
     std::vector<int32_t> h_top_ids(static_cast<size_t>(G * top_w));
     std::vector<float> h_top_lp(static_cast<size_t>(G * top_w));
     RH_CUDA(cudaMemcpyAsync(res.data(), d_result, res.size() * sizeof(cuda::SampleResultDev), cudaMemcpyDeviceToHost,

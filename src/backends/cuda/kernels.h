@@ -102,27 +102,21 @@ struct SampleRowDev {
 struct SampleResultDev {
   int32_t token;
   float logprob;
-  float lse;           // log-sum-exp of the raw row, with logprobs
-  int32_t needs_sort;  // the candidate draw could not decide: sort the whole row
+  float lse;  // log-sum-exp of the raw row, with logprobs
+  int32_t pad;
 };
-// Penalties, greedy token and log-sum-exp per row (work: [rows, V] f32 scratch).
+// Penalties, greedy token and log-sum-exp per row; sort keys and ids for rows with sort_row >= 0
+// (work: [rows, V] f32 scratch; keys/ids: [sorted rows, V]).
 void launch_sample_prepare(const float* logits, int64_t V, const SampleRowDev* rows, int64_t num_rows,
-                           const int32_t* pen_tokens, const int32_t* pen_counts, float* work,
-                           SampleResultDev* result, cudaStream_t stream);
-// The random draw of rows with sort_row >= 0 from their likely candidates alone (sorted in shared
-// memory); rows it cannot decide exactly get needs_sort.
-void launch_sample_candidates(const float* work, int64_t V, const SampleRowDev* rows, int64_t num_rows,
-                              SampleResultDev* result, cudaStream_t stream);
-// The whole-row path: sort keys and ids for rows with slot[r] >= 0 ([sorted rows, V] each),
-// one radix sort, then the draw from the sorted rows.
-void launch_sample_keys(const float* work, int64_t V, const int32_t* slot, int64_t num_rows, uint64_t* keys,
-                        int32_t* ids, cudaStream_t stream);
+                           const int32_t* pen_tokens, const int32_t* pen_counts, float* work, uint64_t* keys,
+                           int32_t* ids, SampleResultDev* result, cudaStream_t stream);
 size_t sample_sort_temp_bytes(int64_t items, int64_t sorted_rows);
 void launch_sample_sort(void* temp, size_t temp_bytes, const uint64_t* keys_in, uint64_t* keys_out,
                         const int32_t* ids_in, int32_t* ids_out, int64_t items, int64_t sorted_rows,
                         cudaStream_t stream);
-void launch_sample_pick(int64_t V, const SampleRowDev* rows, const int32_t* slot, int64_t num_rows,
-                        const uint64_t* keys, const int32_t* ids, SampleResultDev* result, cudaStream_t stream);
+// The random draw of every row with sort_row >= 0, from its sorted keys and ids.
+void launch_sample_pick(int64_t V, const SampleRowDev* rows, int64_t num_rows, const uint64_t* keys,
+                        const int32_t* ids, SampleResultDev* result, cudaStream_t stream);
 // The drawn token's logprob and up to max_top best logprobs ([rows, max_top]) for rows that ask.
 void launch_sample_logprobs(const float* logits, int64_t V, const SampleRowDev* rows, int64_t num_rows, int max_top,
                             SampleResultDev* result, int32_t* top_ids, float* top_lp, cudaStream_t stream);

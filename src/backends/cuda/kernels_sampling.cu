@@ -145,7 +145,8 @@ __device__ int block_min(int candidate, int* slot) {
 __global__ void __launch_bounds__(kThreads)
 prepare_kernel(const float* __restrict__ logits, int64_t V, const SampleRowDev* __restrict__ rows,
                const int32_t* __restrict__ pen_tokens, const int32_t* __restrict__ pen_counts,
-               float* __restrict__ work, SampleResultDev* __restrict__ result) {
+               float* __restrict__ work, uint64_t* __restrict__ keys, int32_t* __restrict__ ids,
+               SampleResultDev* __restrict__ result) {
   __shared__ float sv[kWarps];
   __shared__ int si[kWarps];
   __shared__ double sd[kWarps];
@@ -175,7 +176,6 @@ prepare_kernel(const float* __restrict__ logits, int64_t V, const SampleRowDev* 
   if (threadIdx.x == 0) {
     result[r].token = bi;
     result[r].lse = 0.0f;
-    result[r].needs_sort = 0;
   }
 
   if (p.logprobs >= 0) {
@@ -189,174 +189,26 @@ prepare_kernel(const float* __restrict__ logits, int64_t V, const SampleRowDev* 
     if (threadIdx.x == 0) result[r].lse = __fadd_rn(mv, static_cast<float>(log(sum)));
   }
 
+  if (p.sort_row >= 0) {
+    const uint64_t high = static_cast<uint64_t>(p.sort_row) << 32;
+    uint64_t* k = keys + static_cast<int64_t>(p.sort_row) * V;
+    int32_t* id = ids + static_cast<int64_t>(p.sort_row) * V;
+    for (int64_t i = threadIdx.x; i < V; i += kThreads) {
+      k[i] = high | descending_bits(w[i]);
+      id[i] = static_cast<int32_t>(i);
+    }
+  }
 }
 
 __global__ void __launch_bounds__(kThreads)
-keys_kernel(const float* __restrict__ work, int64_t V, const int32_t* __restrict__ slot, uint64_t* __restrict__ keys,
-            int32_t* __restrict__ ids) {
-  const int r = blockIdx.x, sr = slot[r];
-  if (sr < 0) return;
-  const float* w = work + static_cast<int64_t>(r) * V;
-  const uint64_t high = static_cast<uint64_t>(sr) << 32;
-  uint64_t* k = keys + static_cast<int64_t>(sr) * V;
-  int32_t* id = ids + static_cast<int64_t>(sr) * V;
-  for (int64_t i = threadIdx.x; i < V; i += kThreads) {
-    k[i] = high | descending_bits(w[i]);
-    id[i] = static_cast<int32_t>(i);
-  }
-}
-
-// The draw from a row's likely candidates: logits within 64 * ln 2 * T of the maximum (weights of
-// at least 2^-64 relative to the first). At most kCandidates of them are sorted in shared memory
-// by (descending value, ascending id); the rest of the row, all weights below 2^-64, enters only
-// as one sum. The draw is the reference's as long as it is decided among the candidates; when
-// the kept set could reach past them (a top-k cut beyond them, top-p mass not reached within
-// them, a min-p below 2^-64) or u falls past them, the row is flagged for the whole-row sort.
-constexpr int kCandidates = 4096;
-
-__global__ void __launch_bounds__(kThreads)
-candidates_kernel(const float* __restrict__ work, int64_t V, const SampleRowDev* __restrict__ rows,
-                  SampleResultDev* __restrict__ result) {
-  __shared__ uint64_t cand[kCandidates];
-  __shared__ double sd[kWarps];
-  __shared__ int count, first;
-  const int r = blockIdx.x;
-  const SampleRowDev p = rows[r];
-  if (p.sort_row < 0) return;
-  const float* w = work + static_cast<int64_t>(r) * V;
-  const float mx = w[result[r].token];  // prepare's argmax of the penalised row
-  const double inv_t = 1.0 / static_cast<double>(p.temperature);
-  const double cut = static_cast<double>(mx) - 44.3614195558365 * static_cast<double>(p.temperature);  // 64 ln 2
-  const int64_t keep = p.top_k > 0 && p.top_k < V ? p.top_k : V;
-  auto flag = [&] {
-    if (threadIdx.x == 0) result[r].needs_sort = 1;
-  };
-
-  if (threadIdx.x == 0) count = 0;
-  __syncthreads();
-  float tail = 0.0f;  // the weights below the cut, in f32 (each under 2^-64 of the first)
-  for (int64_t i = threadIdx.x; i < V; i += kThreads) {
-    const float x = w[i];
-    if (static_cast<double>(x) >= cut) {
-      const int at = atomicAdd(&count, 1);
-      if (at < kCandidates) cand[at] = (static_cast<uint64_t>(descending_bits(x)) << 32) | static_cast<uint32_t>(i);
-    } else {
-      tail += expf(static_cast<float>((static_cast<double>(x) - mx) * inv_t));
-    }
-  }
-  __syncthreads();
-  const int C = count;
-  if (C > kCandidates || (C < keep && keep < V)) {  // too many, or a top-k cut among the rest
-    flag();
-    return;
-  }
-  int P = 32;
-  while (P < C) P <<= 1;
-  for (int i = C + threadIdx.x; i < P; i += kThreads) cand[i] = ~0ull;
-  __syncthreads();
-  // Bitonic sort of cand[0, P) ascending: descending value, then ascending id.
-  for (int k = 2; k <= P; k <<= 1)
-    for (int j = k >> 1; j > 0; j >>= 1) {
-      for (int i = threadIdx.x; i < P; i += kThreads) {
-        const int o = i ^ j;
-        if (o > i) {
-          const uint64_t a = cand[i], b = cand[o];
-          if ((a > b) == ((i & k) == 0)) cand[i] = b, cand[o] = a;
-        }
-      }
-      __syncthreads();
-    }
-  const int64_t n0 = keep < C ? keep : C;
-  const bool tail_kept = keep > C;  // keep == V here: the kept set runs on past the candidates
-  auto weight = [&](int64_t i) {
-    const double x = from_descending_bits(static_cast<uint32_t>(cand[i] >> 32));
-    return exp(__dmul_rn(__dsub_rn(x, static_cast<double>(mx)), inv_t));
-  };
-  double sum = 0;
-  for (int64_t i = threadIdx.x; i < n0; i += kThreads) sum += weight(i);
-  sum = block_sum(sum, sd);
-  if (tail_kept) sum += static_cast<double>(block_sum(tail, reinterpret_cast<float*>(sd)));
-  auto prob = [&](int64_t i) { return __ddiv_rn(weight(i), sum); };
-
-  int64_t n = n0;
-  bool open = tail_kept;  // the kept set still reaches past the candidates
-  if (p.min_p > 0.0f) {
-    if (open && static_cast<double>(p.min_p) < 5.421010862427522e-20) {  // 2^-64: the tail might pass
-      flag();
-      return;
-    }
-    const double floor = __dmul_rn(static_cast<double>(p.min_p), __ddiv_rn(1.0, sum));
-    int c = INT_MAX;
-    for (int64_t i = 1 + threadIdx.x; i < n; i += kThreads)
-      if (prob(i) < floor) {
-        c = static_cast<int>(i);
-        break;
-      }
-    c = block_min(c, &first);
-    if (c != INT_MAX) n = c;
-    open = false;  // the first tail weight is below min_p's floor
-  }
-  if (p.top_p < 1.0f) {
-    double carry = 0;
-    int64_t m = -1;
-    for (int64_t base = 0; base < n; base += kThreads) {
-      const int64_t i = base + threadIdx.x;
-      double total;
-      const double cum = carry + block_inclusive_scan(i < n ? prob(i) : 0.0, sd, total);
-      const int hit = block_min(i < n && cum >= static_cast<double>(p.top_p) ? static_cast<int>(i) : INT_MAX, &first);
-      if (hit != INT_MAX) {
-        m = hit + 1;
-        break;
-      }
-      carry += total;
-    }
-    if (m < 0 && open) {  // top_p's mass lies past the candidates
-      flag();
-      return;
-    }
-    if (m > 0) {
-      n = m;
-      open = false;
-    }
-  }
-  double kept = 0;
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) kept += prob(i);
-  kept = block_sum(kept, sd);
-  if (open) kept += static_cast<double>(block_sum(tail, reinterpret_cast<float*>(sd))) / sum;
-  const double u = __dmul_rn(device_uniform(p.seed, p.step), kept);
-  int64_t pick = -1;
-  double carry = 0;
-  for (int64_t base = 0; base < n; base += kThreads) {
-    const int64_t i = base + threadIdx.x;
-    double total;
-    const double cum = carry + block_inclusive_scan(i < n ? prob(i) : 0.0, sd, total);
-    const int hit = block_min(i < n && cum > u ? static_cast<int>(i) : INT_MAX, &first);
-    if (hit != INT_MAX) {
-      pick = hit;
-      break;
-    }
-    carry += total;
-  }
-  if (pick < 0) {
-    if (open) {  // u lies in the tail
-      flag();
-      return;
-    }
-    pick = n - 1;
-  }
-  if (threadIdx.x == 0) result[r].token = static_cast<int32_t>(static_cast<uint32_t>(cand[pick]));
-}
-
-__global__ void __launch_bounds__(kThreads)
-pick_kernel(int64_t V, const SampleRowDev* __restrict__ rows, const int32_t* __restrict__ slot,
-            const uint64_t* __restrict__ keys, const int32_t* __restrict__ ids, SampleResultDev* __restrict__ result) {
+pick_kernel(int64_t V, const SampleRowDev* __restrict__ rows, const uint64_t* __restrict__ keys,
+            const int32_t* __restrict__ ids, SampleResultDev* __restrict__ result) {
   __shared__ double sd[kWarps];
   __shared__ int first;
   const SampleRowDev p = rows[blockIdx.x];
-  const int sr = slot[blockIdx.x];
-  if (sr < 0) return;
-  const uint64_t* k = keys + static_cast<int64_t>(sr) * V;
-  const int32_t* id = ids + static_cast<int64_t>(sr) * V;
+  if (p.sort_row < 0) return;
+  const uint64_t* k = keys + static_cast<int64_t>(p.sort_row) * V;
+  const int32_t* id = ids + static_cast<int64_t>(p.sort_row) * V;
   const int64_t keep = p.top_k > 0 && p.top_k < V ? p.top_k : V;
   const double inv_t = 1.0 / static_cast<double>(p.temperature);
   const double mx = from_descending_bits(static_cast<uint32_t>(k[0]));
@@ -460,26 +312,12 @@ logprob_kernel(const float* __restrict__ logits, int64_t V, const SampleRowDev* 
 }  // namespace
 
 void launch_sample_prepare(const float* logits, int64_t V, const SampleRowDev* rows, int64_t num_rows,
-                           const int32_t* pen_tokens, const int32_t* pen_counts, float* work,
-                           SampleResultDev* result, cudaStream_t stream) {
+                           const int32_t* pen_tokens, const int32_t* pen_counts, float* work, uint64_t* keys,
+                           int32_t* ids, SampleResultDev* result, cudaStream_t stream) {
   if (num_rows == 0) return;
   prepare_kernel<<<static_cast<unsigned>(num_rows), kThreads, 0, stream>>>(logits, V, rows, pen_tokens, pen_counts,
-                                                                          work, result);
+                                                                          work, keys, ids, result);
   RH_CUDA_LAUNCHED("sample prepare_kernel");
-}
-
-void launch_sample_candidates(const float* work, int64_t V, const SampleRowDev* rows, int64_t num_rows,
-                              SampleResultDev* result, cudaStream_t stream) {
-  if (num_rows == 0) return;
-  candidates_kernel<<<static_cast<unsigned>(num_rows), kThreads, 0, stream>>>(work, V, rows, result);
-  RH_CUDA_LAUNCHED("sample candidates_kernel");
-}
-
-void launch_sample_keys(const float* work, int64_t V, const int32_t* slot, int64_t num_rows, uint64_t* keys,
-                        int32_t* ids, cudaStream_t stream) {
-  if (num_rows == 0) return;
-  keys_kernel<<<static_cast<unsigned>(num_rows), kThreads, 0, stream>>>(work, V, slot, keys, ids);
-  RH_CUDA_LAUNCHED("sample keys_kernel");
 }
 
 int sample_sort_end_bit(int64_t sorted_rows) {
@@ -504,10 +342,10 @@ void launch_sample_sort(void* temp, size_t temp_bytes, const uint64_t* keys_in, 
                                           sample_sort_end_bit(sorted_rows), stream));
 }
 
-void launch_sample_pick(int64_t V, const SampleRowDev* rows, const int32_t* slot, int64_t num_rows,
-                        const uint64_t* keys, const int32_t* ids, SampleResultDev* result, cudaStream_t stream) {
+void launch_sample_pick(int64_t V, const SampleRowDev* rows, int64_t num_rows, const uint64_t* keys,
+                        const int32_t* ids, SampleResultDev* result, cudaStream_t stream) {
   if (num_rows == 0) return;
-  pick_kernel<<<static_cast<unsigned>(num_rows), kThreads, 0, stream>>>(V, rows, slot, keys, ids, result);
+  pick_kernel<<<static_cast<unsigned>(num_rows), kThreads, 0, stream>>>(V, rows, keys, ids, result);
   RH_CUDA_LAUNCHED("sample pick_kernel");
 }
 
