@@ -670,7 +670,10 @@ std::vector<SampledToken> CudaBackend::sample_rows(const Tensor& logits, const s
       Tensor temp = alloc_uninit(DType::kU8, {static_cast<int64_t>(std::max<size_t>(temp_bytes, 1))});
       cuda::launch_sample_sort(temp.data(), temp_bytes, k_in, k_in + items, i_in, i_in + items, items, sorted,
                                stream());
-      cuda::launch_sample_pick(V, d_rows, G, k_in + items, i_in + items, d_result, stream());
+      Tensor weights = alloc_uninit(DType::kI64, {items});  // f64 scratch
+      Tensor chunk_sums = alloc_uninit(DType::kI64, {sorted * cuda::sample_weight_chunks(V)});
+      cuda::launch_sample_pick(V, d_rows, G, k_in + items, i_in + items, reinterpret_cast<double*>(weights.data()),
+                               reinterpret_cast<double*>(chunk_sums.data()), d_result, stream());
     }
     Tensor top_ids = alloc_uninit(DType::kI32, {G * top_w});
     Tensor top_lp = alloc_uninit(DType::kF32, {G * top_w});

@@ -114,9 +114,12 @@ size_t sample_sort_temp_bytes(int64_t items, int64_t sorted_rows);
 void launch_sample_sort(void* temp, size_t temp_bytes, const uint64_t* keys_in, uint64_t* keys_out,
                         const int32_t* ids_in, int32_t* ids_out, int64_t items, int64_t sorted_rows,
                         cudaStream_t stream);
-// The random draw of every row with sort_row >= 0, from its sorted keys and ids.
+// The random draw of every row with sort_row >= 0, from its sorted keys and ids; weights
+// ([sorted rows, V]) and chunk_sums ([sorted rows, sample_weight_chunks(V)]) are scratch.
+int64_t sample_weight_chunks(int64_t V);
 void launch_sample_pick(int64_t V, const SampleRowDev* rows, int64_t num_rows, const uint64_t* keys,
-                        const int32_t* ids, SampleResultDev* result, cudaStream_t stream);
+                        const int32_t* ids, double* weights, double* chunk_sums, SampleResultDev* result,
+                        cudaStream_t stream);
 // The drawn token's logprob and up to max_top best logprobs ([rows, max_top]) for rows that ask.
 void launch_sample_logprobs(const float* logits, int64_t V, const SampleRowDev* rows, int64_t num_rows, int max_top,
                             SampleResultDev* result, int32_t* top_ids, float* top_lp, cudaStream_t stream);

@@ -12,15 +12,16 @@
 //    row's logits in descending order, row after row; the sort is stable and the ids go in
 //    ascending, so equal logits keep the smaller id first (the reference's tie order).
 // 2. a device-wide radix sort of (key, id) pairs (CUB), only over the rows that draw.
-// 3. pick (a block per row): with the row sorted, top-k is a prefix; probabilities are
-//    exp((x - max) / T) in double, normalised over that prefix; min-p cuts at the first
-//    candidate below min_p times the first one's probability; top-p at the first prefix whose
-//    mass reaches top_p; the pick is the first candidate whose running mass passes
-//    u * (kept mass), u = counter_uniform(seed, step, 0). Prefix sums are block-wide scans in
-//    double, chunk by chunk, stopping at the chunk that decides. Sums are taken in another order
-//    than the reference's sequential loop, so a draw can differ only where u falls within a few
-//    ulps of a boundary between two candidates.
-// 4. top logprobs (rows that want N > 0): N passes over the raw row, each taking the best logit
+// 3. weights (many blocks per row): with the row sorted, top-k is a prefix; each block turns a
+//    chunk of 4096 candidates into weights exp((x - max) / T) in double and sums them.
+// 4. pick (a block per row): probabilities are the weights over their total; min-p cuts at the
+//    first candidate below min_p times the first one's probability; top-p at the first prefix
+//    whose mass reaches top_p; the pick is the first candidate whose running mass passes
+//    u * (kept mass), u = counter_uniform(seed, step, 0). Running masses walk the chunk sums
+//    and then scan the crossing chunk element by element (block-wide scans in double). Sums are
+//    taken in another order than the reference's sequential loop, so a draw can differ only
+//    where u falls within a few ulps of a boundary between two candidates.
+// 5. top logprobs (rows that want N > 0): N passes over the raw row, each taking the best logit
 //    after the previous one in (value descending, id ascending) order.
 #include <cub/device/device_radix_sort.cuh>
 
@@ -35,6 +36,7 @@ namespace {
 
 constexpr int kThreads = 1024;
 constexpr int kWarps = kThreads / 32;
+constexpr int64_t kWeightChunk = 4096;  // sorted candidates per weights_kernel block
 
 // Float bits mapped so that ascending unsigned order is descending float order (+0 and -0 equal).
 __device__ __forceinline__ uint32_t descending_bits(float f) {
@@ -200,25 +202,52 @@ prepare_kernel(const float* __restrict__ logits, int64_t V, const SampleRowDev* 
   }
 }
 
+// The tempered weights of a sorted row, chunk by chunk over many blocks: w_i = exp((x_i - max) / T)
+// in double for the first `keep` candidates (top-k), and each chunk's sum, so the draw below walks
+// chunk sums and scans at most a chunk or two element by element.
 __global__ void __launch_bounds__(kThreads)
-pick_kernel(int64_t V, const SampleRowDev* __restrict__ rows, const uint64_t* __restrict__ keys,
-            const int32_t* __restrict__ ids, SampleResultDev* __restrict__ result) {
+weights_kernel(int64_t V, const SampleRowDev* __restrict__ rows, const uint64_t* __restrict__ keys,
+               double* __restrict__ weights, double* __restrict__ chunk_sums) {
   __shared__ double sd[kWarps];
-  __shared__ int first;
-  const SampleRowDev p = rows[blockIdx.x];
+  const SampleRowDev p = rows[blockIdx.y];
   if (p.sort_row < 0) return;
+  const int64_t nch = (V + kWeightChunk - 1) / kWeightChunk;
   const uint64_t* k = keys + static_cast<int64_t>(p.sort_row) * V;
-  const int32_t* id = ids + static_cast<int64_t>(p.sort_row) * V;
   const int64_t keep = p.top_k > 0 && p.top_k < V ? p.top_k : V;
   const double inv_t = 1.0 / static_cast<double>(p.temperature);
   const double mx = from_descending_bits(static_cast<uint32_t>(k[0]));
-  auto weight = [&](int64_t i) {
-    return exp(__dmul_rn(__dsub_rn(static_cast<double>(from_descending_bits(static_cast<uint32_t>(k[i]))), mx), inv_t));
-  };
-  double sum = 0;
-  for (int64_t i = threadIdx.x; i < keep; i += kThreads) sum += weight(i);
-  sum = block_sum(sum, sd);
-  auto prob = [&](int64_t i) { return __ddiv_rn(weight(i), sum); };
+  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * kWeightChunk;
+  double part = 0;
+  const int64_t c1 = c0 + kWeightChunk < keep ? c0 + kWeightChunk : keep;
+  for (int64_t i = c0 + threadIdx.x; i < c1; i += kThreads) {
+    const double x = from_descending_bits(static_cast<uint32_t>(k[i]));
+    const double e = exp(__dmul_rn(__dsub_rn(x, mx), inv_t));
+    weights[static_cast<int64_t>(p.sort_row) * V + i] = e;
+    part += e;
+  }
+  part = block_sum(part, sd);
+  if (threadIdx.x == 0) chunk_sums[static_cast<int64_t>(p.sort_row) * nch + blockIdx.x] = part;
+}
+
+__global__ void __launch_bounds__(kThreads)
+pick_kernel(int64_t V, const SampleRowDev* __restrict__ rows, const int32_t* __restrict__ ids,
+            const double* __restrict__ weights, const double* __restrict__ chunk_sums,
+            SampleResultDev* __restrict__ result) {
+  __shared__ double sd[kWarps];
+  __shared__ int first;
+  __shared__ int s_chunk;
+  __shared__ double s_carry;
+  const SampleRowDev p = rows[blockIdx.x];
+  if (p.sort_row < 0) return;
+  const int64_t nch = (V + kWeightChunk - 1) / kWeightChunk;
+  const int32_t* id = ids + static_cast<int64_t>(p.sort_row) * V;
+  const double* e = weights + static_cast<int64_t>(p.sort_row) * V;
+  const double* cs = chunk_sums + static_cast<int64_t>(p.sort_row) * nch;
+  const int64_t keep = p.top_k > 0 && p.top_k < V ? p.top_k : V;
+  double part = 0;
+  for (int64_t c = threadIdx.x; c < nch; c += kThreads) part += cs[c];
+  const double sum = block_sum(part, sd);
+  auto prob = [&](int64_t i) { return __ddiv_rn(e[i], sum); };
 
   int64_t n = keep;
   if (p.min_p > 0.0f) {
@@ -233,41 +262,50 @@ pick_kernel(int64_t V, const SampleRowDev* __restrict__ rows, const uint64_t* __
     cut = block_min(cut, &first);
     if (cut != INT_MAX) n = cut;
   }
-  if (p.top_p < 1.0f) {
-    // The smallest prefix whose mass reaches top_p.
-    double carry = 0;
-    int64_t m = n;
-    for (int64_t base = 0; base < n; base += kThreads) {
+  // The first index i < n whose running mass (prob_0 + ... + prob_i) reaches `target` (>= when
+  // `inclusive`, else >), or -1. Whole chunks below n are skipped by their sums; the scan then
+  // goes element by element from the chunk where the mass crosses (on to n if rounding puts the
+  // crossing later).
+  auto find = [&](double target, bool inclusive) -> int64_t {
+    if (threadIdx.x == 0) {
+      double carry = 0;
+      int64_t c = 0;
+      for (; (c + 1) * kWeightChunk <= n; ++c) {
+        const double m = __ddiv_rn(cs[c], sum);
+        if (inclusive ? carry + m >= target : carry + m > target) break;
+        carry += m;
+      }
+      s_chunk = static_cast<int>(c);
+      s_carry = carry;
+    }
+    __syncthreads();
+    double carry = s_carry;
+    for (int64_t base = static_cast<int64_t>(s_chunk) * kWeightChunk; base < n; base += kThreads) {
       const int64_t i = base + threadIdx.x;
       double total;
       const double cum = carry + block_inclusive_scan(i < n ? prob(i) : 0.0, sd, total);
-      const int hit = block_min(i < n && cum >= static_cast<double>(p.top_p) ? static_cast<int>(i) : INT_MAX, &first);
-      if (hit != INT_MAX) {
-        m = hit + 1;
-        break;
-      }
+      const bool hit = i < n && (inclusive ? cum >= target : cum > target);
+      const int h = block_min(hit ? static_cast<int>(i) : INT_MAX, &first);
+      if (h != INT_MAX) return h;
       carry += total;
     }
-    n = m;
+    return -1;
+  };
+  if (p.top_p < 1.0f) {
+    // The smallest prefix whose mass reaches top_p.
+    const int64_t hit = find(static_cast<double>(p.top_p), true);
+    if (hit >= 0) n = hit + 1;
   }
+  // The kept mass: whole chunks by their sums, the rest element by element.
+  const int64_t whole = n / kWeightChunk;
   double kept = 0;
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) kept += prob(i);
+  for (int64_t c = threadIdx.x; c < whole; c += kThreads) kept += __ddiv_rn(cs[c], sum);
+  for (int64_t i = whole * kWeightChunk + threadIdx.x; i < n; i += kThreads) kept += prob(i);
   kept = block_sum(kept, sd);
   const double u = __dmul_rn(device_uniform(p.seed, p.step), kept);
   // The first candidate whose running mass passes u (the last one if rounding leaves none).
-  int64_t pick = n - 1;
-  double carry = 0;
-  for (int64_t base = 0; base < n; base += kThreads) {
-    const int64_t i = base + threadIdx.x;
-    double total;
-    const double cum = carry + block_inclusive_scan(i < n ? prob(i) : 0.0, sd, total);
-    const int hit = block_min(i < n && cum > u ? static_cast<int>(i) : INT_MAX, &first);
-    if (hit != INT_MAX) {
-      pick = hit;
-      break;
-    }
-    carry += total;
-  }
+  const int64_t hit = find(u, false);
+  const int64_t pick = hit >= 0 ? hit : n - 1;
   if (threadIdx.x == 0) result[blockIdx.x].token = id[pick];
 }
 
@@ -342,10 +380,16 @@ void launch_sample_sort(void* temp, size_t temp_bytes, const uint64_t* keys_in, 
                                           sample_sort_end_bit(sorted_rows), stream));
 }
 
+int64_t sample_weight_chunks(int64_t V) { return (V + kWeightChunk - 1) / kWeightChunk; }
+
 void launch_sample_pick(int64_t V, const SampleRowDev* rows, int64_t num_rows, const uint64_t* keys,
-                        const int32_t* ids, SampleResultDev* result, cudaStream_t stream) {
+                        const int32_t* ids, double* weights, double* chunk_sums, SampleResultDev* result,
+                        cudaStream_t stream) {
   if (num_rows == 0) return;
-  pick_kernel<<<static_cast<unsigned>(num_rows), kThreads, 0, stream>>>(V, rows, keys, ids, result);
+  const dim3 grid(static_cast<unsigned>(sample_weight_chunks(V)), static_cast<unsigned>(num_rows));
+  weights_kernel<<<grid, kThreads, 0, stream>>>(V, rows, keys, weights, chunk_sums);
+  RH_CUDA_LAUNCHED("sample weights_kernel");
+  pick_kernel<<<static_cast<unsigned>(num_rows), kThreads, 0, stream>>>(V, rows, ids, weights, chunk_sums, result);
   RH_CUDA_LAUNCHED("sample pick_kernel");
 }
 
