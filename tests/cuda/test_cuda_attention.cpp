@@ -256,6 +256,26 @@ TEST_P(CudaAttentionTensorCores, LongPromptsMatchReference) {
               std::string(dtype_info(c.kv).name).c_str(), r.rel);
 }
 
+TEST_P(CudaAttentionTensorCores, DecodesMatchReference) {
+  const FlashCase c = GetParam();
+  // Decodes only (the tensor-core decode kernel): one key, a partial 16-key tile, long contexts
+  // split into partitions, padding, and a 3-token chunk below the flash kernel's threshold.
+  const std::vector<Seq> seqs = {{1, 1}, {1, 17}, {1, 0}, {1, 2048}, {1, 5000}, {3, 333}, {1, 700}, {1, 64}};
+  Result r = run_step(*gpu, seqs, c.H, c.Hkv, c.D, c.block_size, c.kv, c.window);
+  EXPECT_LT(r.rel, kTensorCoreTol);
+  EXPECT_TRUE(r.padding_zero);
+  EXPECT_TRUE(r.cache_same);
+  // A graph-sized batch: many tokens, so fewer and longer partitions.
+  std::vector<Seq> many(70, Seq{1, 900});
+  many[5] = {1, 0}, many[6] = {1, 3000}, many[7] = {1, 15};
+  Result rm = run_step(*gpu, many, c.H, c.Hkv, c.D, c.block_size, c.kv, c.window);
+  EXPECT_LT(rm.rel, kTensorCoreTol);
+  EXPECT_TRUE(rm.padding_zero);
+  std::printf("decodes H %lld/%lld D %lld window %lld %s: rel error %.3g, %.3g\n", static_cast<long long>(c.H),
+              static_cast<long long>(c.Hkv), static_cast<long long>(c.D), static_cast<long long>(c.window),
+              std::string(dtype_info(c.kv).name).c_str(), r.rel, rm.rel);
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttentionTensorCores,
                          ::testing::Values(FlashCase{32, 8, 128, 16, 0, DType::kBF16},
                                            FlashCase{4, 4, 64, 16, 0, DType::kF16},
@@ -267,7 +287,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttentionTensorCores,
                                            FlashCase{4, 1, 128, 16, 0, DType::kF32},
                                            FlashCase{8, 4, 64, 16, 100, DType::kBF16},
                                            FlashCase{8, 2, 128, 16, 1000, DType::kBF16},
-                                           FlashCase{4, 2, 112, 16, 0, DType::kBF16}));  // older WMMA kernel
+                                           FlashCase{4, 2, 112, 16, 0, DType::kBF16},  // older WMMA kernel
+                                           FlashCase{40, 2, 128, 16, 0, DType::kBF16},  // 20 q heads a group: two blocks
+                                           FlashCase{16, 1, 64, 16, 0, DType::kF16},
+                                           FlashCase{32, 4, 128, 16, 0, DType::kBF16}));
 
 // ---------------------------------------------------------------------------------------------
 // Benchmark: run with --gtest_also_run_disabled_tests --gtest_filter='*CudaAttentionBench*'.
@@ -336,15 +359,19 @@ double time_step(const std::vector<Seq>& seqs, bool tensor_cores) {
 
 TEST_F(CudaAttentionBench, DISABLED_Report) {
   const double kv_bytes_per_key = 2.0 * 8 * 128 * 2;  // K and V rows of 8 heads x 128 bf16
-  for (int batch : {1, 64, 256}) {
-    const int ctx = 1024;
-    const double us = time_step(std::vector<Seq>(static_cast<size_t>(batch), Seq{1, ctx}), false);
-    std::printf("decode batch %3d ctx %d: %8.1f us/layer, %7.1f GB/s KV read\n", batch, ctx, us,
-                batch * ctx * kv_bytes_per_key / (us * 1e3));
-  }
-  for (int ctx : {8192, 32768}) {
-    const double us = time_step({{1, ctx}}, false);
-    std::printf("decode batch   1 ctx %d: %8.1f us/layer, %7.1f GB/s KV read\n", ctx, us, ctx * kv_bytes_per_key / (us * 1e3));
+  for (bool tc : {false, true}) {
+    const char* mode = tc ? "tensor cores" : "exact f32";
+    for (int batch : {1, 8, 64, 256}) {
+      const int ctx = 1024;
+      const double us = time_step(std::vector<Seq>(static_cast<size_t>(batch), Seq{1, ctx}), tc);
+      std::printf("decode batch %3d ctx %d (%s): %8.1f us/layer, %7.1f GB/s KV read\n", batch, ctx, mode, us,
+                  batch * ctx * kv_bytes_per_key / (us * 1e3));
+    }
+    for (int ctx : {8192, 32768}) {
+      const double us = time_step({{1, ctx}}, tc);
+      std::printf("decode batch   1 ctx %d (%s): %8.1f us/layer, %7.1f GB/s KV read\n", ctx, mode, us,
+                  ctx * kv_bytes_per_key / (us * 1e3));
+    }
   }
   for (int T : {512, 4096})
     for (bool tc : {true, false}) {

@@ -16,6 +16,11 @@
 //   fill the GPU); many tokens get one block per (token, KV head) and no combine pass, since
 //   every block pays a fixed latency for its loads and merges. A token's result therefore
 //   depends on how many tokens share its launch, not on what they are.
+// * Tensor-core decode kernel (opt-in tensor_cores, bf16 and f16 caches, head_dim 64, 80, 96, 128
+//   or 256), in place of the split kernel when the launch has few (token, KV head) rows: the q
+//   heads of a GQA group are the rows of mma.sync tiles, each warp streams its own 16-key K/V
+//   tiles through a cp.async ring and keeps a private online softmax; partitions and the combine
+//   kernel as for the split kernel (see tc_decode_kernel).
 // * Flash kernel (opt-in tensor_cores, head_dim 64, 80, 96 or 128): query chunks of at least
 //   kFlashMinQuery tokens. A block of 12 warps takes 192 queries of one head and walks the keys in
 //   64-key tiles gathered through the block table into shared memory (16-byte rows of padding keep
@@ -985,27 +990,263 @@ fa_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache, const K
 }
 
 // ---------------------------------------------------------------------------------------------
+// Tensor-core decode kernel (opt-in tensor_cores, 16-bit caches, head_dim a multiple of 16 in
+// kTcdDims): the split kernel's job for the queries the flash kernel leaves, with the q heads
+// of a GQA group as the 16 rows of mma.sync m16n8k16 (rows past the group are zero queries whose
+// results are dropped). One block per (query token, group of up to 16 q heads of one KV head,
+// partition of keys); each of its warps takes every kTcdWarps-th 16-key tile of the partition and
+// runs on its own: a private ring of kTcdStages K/V tiles filled by cp.async (two tiles in flight
+// while the third is used, no block barrier), S = Q K^T and O += P V as in the flash kernel (Q
+// scaled by scale * log2 e and rounded once, P rounded from the S accumulators) and a private
+// online softmax in f32. The warps merge in warp order at the end; partitions go through the
+// combine kernel as the split kernel's do.
+
+constexpr int kTcdWarps = 4, kTcdStages = 3, kTcdKeys = 16, kTcdRows = 16;
+constexpr float kLn2 = 0.6931471805599453f;
+
+__host__ __device__ constexpr bool tcd_dim_ok(int d) { return d == 64 || d == 80 || d == 96 || d == 128 || d == 256; }
+
+// Dynamic shared memory: every warp's ring of K and V tiles (rows padded by 16 bytes, as the
+// flash kernel's), reused after the key loop as the f32 merge buffer of every warp's 16 rows.
+template <int D>
+constexpr int tcd_smem_bytes() {
+  constexpr int tiles = kTcdWarps * kTcdStages * 2 * kTcdKeys * (D + 8) * 2;
+  constexpr int merge = kTcdWarps * kTcdRows * D * 4;
+  return tiles > merge ? tiles : merge;
+}
+
+template <typename T16, int D>
+__global__ void __launch_bounds__(kTcdWarps * 32)
+tc_decode_kernel(const float* __restrict__ qkv, const T16* __restrict__ k_cache, const T16* __restrict__ v_cache,
+                 AttentionMeta meta, AttentionShape shape, int token_begin, int nparts, int partition,
+                 int skip_query_len, float* __restrict__ out, float* __restrict__ part_ml,
+                 float* __restrict__ part_o) {
+  constexpr int NW = kTcdWarps, ST = kTcdStages, LD = D + 8, KS = D / 16, ND = D / 8, C = D / 8;
+  constexpr int kTile = kTcdKeys * LD, kStage = 2 * kTile;
+  extern __shared__ __align__(128) unsigned char smem[];
+  __shared__ int32_t seg[kTableSegment];
+  __shared__ float red_m[NW * kTcdRows], red_l[NW * kTcdRows];
+  const int local_t = blockIdx.x, t = token_begin + local_t, p = blockIdx.z;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, tq = lane % 4;
+  const int H = shape.num_heads, Hkv = shape.num_kv_heads, bs = shape.block_size;
+  const int group_size = H / Hkv, nsub = (group_size + kTcdRows - 1) / kTcdRows;
+  const int kvh = blockIdx.y / nsub, sub = blockIdx.y % nsub, h0 = kvh * group_size + sub * kTcdRows;
+  const int gcount = min(kTcdRows, group_size - sub * kTcdRows);
+  const int64_t cols = static_cast<int64_t>(H + 2 * Hkv) * D, kv_cols = static_cast<int64_t>(Hkv) * D;
+
+  // Q as A fragments first: its loads need no metadata, so they overlap the dependent chain below.
+  uint32_t qf[KS][4];
+  {
+    const float qs = shape.scale * kLog2e;
+    const bool la = g < gcount, lb = g + 8 < gcount;
+    const float* qa = qkv + t * cols + static_cast<int64_t>(h0 + (la ? g : 0)) * D + 2 * tq;
+    const float* qb = qkv + t * cols + static_cast<int64_t>(h0 + (lb ? g + 8 : 0)) * D + 2 * tq;
+    const float2 z = make_float2(0.0f, 0.0f);
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      const float2 a0 = la ? *reinterpret_cast<const float2*>(qa + ks * 16) : z;
+      const float2 a1 = lb ? *reinterpret_cast<const float2*>(qb + ks * 16) : z;
+      const float2 a2 = la ? *reinterpret_cast<const float2*>(qa + ks * 16 + 8) : z;
+      const float2 a3 = lb ? *reinterpret_cast<const float2*>(qb + ks * 16 + 8) : z;
+      qf[ks][0] = pack2<T16>(a0.x * qs, a0.y * qs);
+      qf[ks][1] = pack2<T16>(a1.x * qs, a1.y * qs);
+      qf[ks][2] = pack2<T16>(a2.x * qs, a2.y * qs);
+      qf[ks][3] = pack2<T16>(a3.x * qs, a3.y * qs);
+    }
+  }
+  const QueryOf qo = query_of(meta, shape, t);
+  if (skip_query_len > 0 && qo.nq >= skip_query_len) return;  // the flash kernel owns this one
+  const bool direct = nparts == 1;
+  if (qo.padding) {
+    if (direct)
+      for (int i = tid; i < gcount * D; i += NW * 32) out[static_cast<int64_t>(t) * H * D + static_cast<int64_t>(h0) * D + i] = 0.0f;
+    return;
+  }
+  const int kbeg = max(qo.first, p * partition), kend = min(qo.pos + 1, (p + 1) * partition);
+  if (kbeg >= kend) return;  // beyond this token's context: the combine kernel skips it
+
+  const int32_t* table = meta.block_tables + static_cast<int64_t>(qo.seq) * meta.max_blocks;
+  const int b0 = kbeg / bs, nb = (kend - 1) / bs - b0 + 1;
+  const bool seg_ok = nb <= kTableSegment;
+  if (seg_ok) {
+    for (int i = tid; i < nb; i += NW * 32) seg[i] = table[b0 + i];
+    __syncthreads();
+  }
+  const T16* k_head = k_cache + static_cast<int64_t>(kvh) * D;
+  const T16* v_head = v_cache + static_cast<int64_t>(kvh) * D;
+  T16* ring = reinterpret_cast<T16*>(smem) + warp * ST * kStage;
+  const int ntiles = (kend - kbeg + kTcdKeys - 1) / kTcdKeys;
+  const int my_tiles = ntiles > warp ? (ntiles - warp + NW - 1) / NW : 0;
+
+  // This warp's it-th tile (keys from kbeg + (warp + it * NW) * 16) into ring stage st; keys at
+  // or past kend become zero rows.
+  auto load_tile = [&](int it, int st) {
+    const int j0 = kbeg + (warp + it * NW) * kTcdKeys;
+    T16* sk = ring + st * kStage;
+    T16* sv = sk + kTile;
+#pragma unroll
+    for (int i = 0; i < kTcdKeys * C / 32; ++i) {
+      const int idx = lane + i * 32, r = idx / C, c = idx % C, j = j0 + r;
+      const bool live = j < kend;
+      int64_t at = 0;
+      if (live) {
+        const int64_t slot = seg_ok ? static_cast<int64_t>(seg[j / bs - b0]) * bs + j % bs : slot_of_key(table, j, bs);
+        at = slot * kv_cols + c * 8;
+      }
+      cp_async16(smem_u32(sk + r * LD + c * 8), k_head + at, live);
+      cp_async16(smem_u32(sv + r * LD + c * 8), v_head + at, live);
+    }
+  };
+
+  float o[ND][4];
+#pragma unroll
+  for (int d = 0; d < ND; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;  // rows g and g + 8; l is this lane's part
+  // ldmatrix row addresses as in the flash kernel: K matrices (keys 0-7, dims 0-7), (0-7, 8-15),
+  // (8-15, 0-7), (8-15, 8-15); V matrices (keys 0-7, dims 0-7), (8-15, 0-7), (0-7, 8-15), (8-15, 8-15).
+  const int k_off = ((lane % 8) + (lane / 16) * 8) * LD + ((lane / 8) % 2) * 8;
+  const int v_off = ((lane % 8) + ((lane / 8) % 2) * 8) * LD + (lane / 16) * 8;
+
+  // Up to ST - 1 tiles in flight ahead of the one in use; every step commits one (possibly
+  // empty) group, so waiting for all but the newest ST - 1 groups means the current tile landed.
+#pragma unroll
+  for (int st = 0; st < ST - 1; ++st) {
+    if (st < my_tiles) load_tile(st, st);
+    cp_async_commit();
+  }
+  for (int it = 0; it < my_tiles; ++it) {
+    if (it + ST - 1 < my_tiles) load_tile(it + ST - 1, (it + ST - 1) % ST);  // the stage tile it - 1 used
+    cp_async_commit();
+    cp_async_wait<ST - 1>();
+    __syncwarp();
+    const int j0 = kbeg + (warp + it * NW) * kTcdKeys;
+    const T16* sk = ring + (it % ST) * kStage;
+    const T16* sv = sk + kTile;
+    float sc[2][4];
+#pragma unroll
+    for (int n = 0; n < 2; ++n) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+    const uint32_t kb = smem_u32(sk + k_off);
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      uint32_t b[4];
+      ldsm_x4(b, kb + ks * 16 * 2);
+      mma16816<T16>(sc[0], qf[ks], b[0], b[1]);
+      mma16816<T16>(sc[1], qf[ks], b[2], b[3]);
+    }
+    if (j0 + kTcdKeys > kend) {
+#pragma unroll
+      for (int n = 0; n < 2; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          if (j0 + n * 8 + 2 * tq + (e & 1) >= kend) sc[n][e] = -INFINITY;
+    }
+    // Key j0 is live, so every row's new max is finite.
+    float mx0 = fmaxf(m0, fmaxf(fmaxf(sc[0][0], sc[0][1]), fmaxf(sc[1][0], sc[1][1])));
+    float mx1 = fmaxf(m1, fmaxf(fmaxf(sc[0][2], sc[0][3]), fmaxf(sc[1][2], sc[1][3])));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float c0 = fast_exp2(m0 - mx0), c1 = fast_exp2(m1 - mx1);
+    m0 = mx0, m1 = mx1;
+#pragma unroll
+    for (int n = 0; n < 2; ++n) {
+      sc[n][0] = fast_exp2(sc[n][0] - mx0);
+      sc[n][1] = fast_exp2(sc[n][1] - mx0);
+      sc[n][2] = fast_exp2(sc[n][2] - mx1);
+      sc[n][3] = fast_exp2(sc[n][3] - mx1);
+    }
+    l0 = l0 * c0 + (sc[0][0] + sc[0][1] + sc[1][0] + sc[1][1]);
+    l1 = l1 * c1 + (sc[0][2] + sc[0][3] + sc[1][2] + sc[1][3]);
+    // The S accumulators of the tile's two key n-tiles are exactly the A fragment of O += P V.
+    const uint32_t a[4] = {pack2<T16>(sc[0][0], sc[0][1]), pack2<T16>(sc[0][2], sc[0][3]),
+                           pack2<T16>(sc[1][0], sc[1][1]), pack2<T16>(sc[1][2], sc[1][3])};
+    const uint32_t vb = smem_u32(sv + v_off);
+#pragma unroll
+    for (int dp = 0; dp < ND / 2; ++dp) {
+      o[2 * dp][0] *= c0, o[2 * dp][1] *= c0, o[2 * dp][2] *= c1, o[2 * dp][3] *= c1;
+      o[2 * dp + 1][0] *= c0, o[2 * dp + 1][1] *= c0, o[2 * dp + 1][2] *= c1, o[2 * dp + 1][3] *= c1;
+      uint32_t b[4];
+      ldsm_x4_trans(b, vb + dp * 16 * 2);
+      mma16816<T16>(o[2 * dp], a, b[0], b[1]);
+      mma16816<T16>(o[2 * dp + 1], a, b[2], b[3]);
+    }
+    __syncwarp();  // every lane is done with this stage before the next step refills it
+  }
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+
+  // Merge the warps in warp order, each scaled to the block's max (a warp without tiles has
+  // m = -inf and weighs nothing); the rings become the merge buffer.
+  cp_async_wait<0>();
+  __syncthreads();
+  float* red_o = reinterpret_cast<float*>(smem);  // [warp][row][D]
+  if (tq == 0) {
+    red_m[warp * kTcdRows + g] = m0, red_m[warp * kTcdRows + g + 8] = m1;
+    red_l[warp * kTcdRows + g] = l0, red_l[warp * kTcdRows + g + 8] = l1;
+  }
+#pragma unroll
+  for (int d = 0; d < ND; ++d) {
+    *reinterpret_cast<float2*>(red_o + (warp * kTcdRows + g) * D + d * 8 + 2 * tq) = make_float2(o[d][0], o[d][1]);
+    *reinterpret_cast<float2*>(red_o + (warp * kTcdRows + g + 8) * D + d * 8 + 2 * tq) = make_float2(o[d][2], o[d][3]);
+  }
+  __syncthreads();
+  for (int idx = tid; idx < gcount * D; idx += NW * 32) {
+    const int r = idx / D, d = idx % D;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < NW; ++w) mx = fmaxf(mx, red_m[w * kTcdRows + r]);
+    float sum = 0.0f, acc = 0.0f;
+#pragma unroll
+    for (int w = 0; w < NW; ++w) {
+      const float mw = red_m[w * kTcdRows + r];
+      if (mw == -INFINITY) continue;
+      const float s = fast_exp2(mw - mx);
+      sum += red_l[w * kTcdRows + r] * s;
+      acc += red_o[(w * kTcdRows + r) * D + d] * s;
+    }
+    const int h = h0 + r;
+    if (direct) {
+      out[static_cast<int64_t>(t) * H * D + static_cast<int64_t>(h) * D + d] = acc / sum;
+    } else {
+      // The combine kernel weighs partitions by expf: the max goes back to natural-log units.
+      const int64_t at = (static_cast<int64_t>(local_t) * H + h) * nparts + p;
+      part_o[at * D + d] = acc;
+      if (d == 0) part_ml[2 * at] = mx * kLn2, part_ml[2 * at + 1] = sum;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Launches.
 
-template <typename KV, int G>
-void launch_split(const float* qkv, const KV* k_cache, const KV* v_cache, const float* k_scale, const float* v_scale,
-                  const AttentionMeta& meta, const AttentionShape& shape, int skip_query_len, float* out,
-                  cudaStream_t stream) {
-  const int64_t D = shape.head_dim, H = shape.num_heads, Hkv = shape.num_kv_heads;
-  const int group_size = static_cast<int>(H / Hkv), nsub = (group_size + G - 1) / G;
-  const int64_t max_keys = std::max<int64_t>(1, static_cast<int64_t>(meta.max_blocks) * shape.block_size);
-  // The largest partition that still gives about twelve blocks per SM (four waves of the three
-  // that fit): a block walks its keys in dependent rounds, so long partitions leave the memory
-  // system idle. At least kMinPartition keys.
+int sm_count() {
   static const int sms = [] {
     int dev = 0, n = 0;
     RH_CUDA(cudaGetDevice(&dev));
     RH_CUDA(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
     return n;
   }();
-  const int64_t rows = static_cast<int64_t>(meta.tokens) * Hkv * nsub;
+  return sms;
+}
+
+// Runs a partitioned decode kernel (split or tensor-core) and the combine kernel: launch(grid,
+// t0, nparts, partition, part_ml, part_o) launches the kernel for tokens t0 .. t0 + grid.x - 1,
+// with grid.y = heads_y. The partition is the largest that still gives about per_sm blocks per SM
+// (a few waves of those that fit), at least kMinPartition keys: a block's keys take dependent
+// rounds, so long partitions leave the memory system idle. It depends only on the launch's token
+// count and max_blocks, never on the per-step contexts.
+template <typename Launch>
+void launch_partitioned(const AttentionMeta& meta, const AttentionShape& shape, int64_t heads_y, int per_sm,
+                        int skip_query_len, float* out, cudaStream_t stream, Launch&& launch) {
+  const int64_t D = shape.head_dim, H = shape.num_heads;
+  const int64_t max_keys = std::max<int64_t>(1, static_cast<int64_t>(meta.max_blocks) * shape.block_size);
+  const int64_t rows = static_cast<int64_t>(meta.tokens) * heads_y;
   int64_t partition = kMinPartition;
-  while (partition < max_keys && rows * ((max_keys + 2 * partition - 1) / (2 * partition)) >= 12 * sms) partition *= 2;
+  while (partition < max_keys && rows * ((max_keys + 2 * partition - 1) / (2 * partition)) >= per_sm * sm_count())
+    partition *= 2;
   const int nparts = static_cast<int>((max_keys + partition - 1) / partition);
   // Scratch per token: (max, sum) and an unnormalized row per (head, partition). Long prefills
   // run in token slices so scratch stays under about 64 MiB.
@@ -1020,12 +1261,8 @@ void launch_split(const float* qkv, const KV* k_cache, const KV* v_cache, const 
   float* part_o = scratch ? scratch + 2 * slice_tokens * H * nparts : nullptr;
   for (int64_t t0 = 0; t0 < meta.tokens; t0 += slice_tokens) {
     const int64_t n = std::min<int64_t>(slice_tokens, meta.tokens - t0);
-    dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(Hkv * nsub), static_cast<unsigned>(nparts));
-    split_kernel<KV, G><<<grid, kSplitThreads, 0, stream>>>(qkv, k_cache, v_cache, k_scale, v_scale, meta, shape,
-                                                            static_cast<int>(t0),
-                                                            nparts, static_cast<int>(partition), skip_query_len,
-                                                            out, part_ml, part_o);
-    RH_CUDA_LAUNCHED("split_kernel");
+    dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(heads_y), static_cast<unsigned>(nparts));
+    launch(grid, static_cast<int>(t0), nparts, static_cast<int>(partition), part_ml, part_o);
     if (nparts > 1) {
       dim3 cgrid(static_cast<unsigned>(n), static_cast<unsigned>(H));
       combine_kernel<<<cgrid, D <= 64 ? 64 : 128, 0, stream>>>(meta, shape, static_cast<int>(t0), nparts,
@@ -1035,6 +1272,57 @@ void launch_split(const float* qkv, const KV* k_cache, const KV* v_cache, const 
     }
   }
   if (scratch) RH_CUDA(cudaFreeAsync(scratch, stream));
+}
+
+// Split blocks: about twelve per SM (four waves of the three that fit; 24 and 48 measured slower
+// at batch 64 on an H200).
+template <typename KV, int G>
+void launch_split(const float* qkv, const KV* k_cache, const KV* v_cache, const float* k_scale, const float* v_scale,
+                  const AttentionMeta& meta, const AttentionShape& shape, int skip_query_len, float* out,
+                  cudaStream_t stream) {
+  const int64_t group_size = shape.num_heads / shape.num_kv_heads, nsub = (group_size + G - 1) / G;
+  launch_partitioned(meta, shape, shape.num_kv_heads * nsub, 12, skip_query_len, out, stream,
+                     [&](dim3 grid, int t0, int nparts, int partition, float* part_ml, float* part_o) {
+                       split_kernel<KV, G><<<grid, kSplitThreads, 0, stream>>>(
+                           qkv, k_cache, v_cache, k_scale, v_scale, meta, shape, t0, nparts, partition,
+                           skip_query_len, out, part_ml, part_o);
+                       RH_CUDA_LAUNCHED("split_kernel");
+                     });
+}
+
+template <typename T16, int D>
+void launch_tc_decode(const float* qkv, const T16* k_cache, const T16* v_cache, const AttentionMeta& meta,
+                      const AttentionShape& shape, int skip_query_len, float* out, cudaStream_t stream) {
+  constexpr int bytes = tcd_smem_bytes<D>();
+  static const bool attr_set = [] {
+    RH_CUDA(cudaFuncSetAttribute(tc_decode_kernel<T16, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    RH_CUDA(cudaFuncSetAttribute(tc_decode_kernel<T16, D>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 cudaSharedmemCarveoutMaxShared));
+    return true;
+  }();
+  (void)attr_set;
+  const int64_t group_size = shape.num_heads / shape.num_kv_heads, nsub = (group_size + kTcdRows - 1) / kTcdRows;
+  // Four blocks per SM measured best (H200, 8B shape: batch 64 101 us against 116 with eight; one
+  // sequence of 32k keys 70 us against 92).
+  launch_partitioned(meta, shape, shape.num_kv_heads * nsub, 4, skip_query_len, out, stream,
+                     [&](dim3 grid, int t0, int nparts, int partition, float* part_ml, float* part_o) {
+                       tc_decode_kernel<T16, D><<<grid, kTcdWarps * 32, bytes, stream>>>(
+                           qkv, k_cache, v_cache, meta, shape, t0, nparts, partition, skip_query_len, out, part_ml,
+                           part_o);
+                       RH_CUDA_LAUNCHED("tc_decode_kernel");
+                     });
+}
+
+template <typename T16>
+void launch_tc_decode_dim(const float* qkv, const T16* k_cache, const T16* v_cache, const AttentionMeta& meta,
+                          const AttentionShape& shape, int skip_query_len, float* out, cudaStream_t stream) {
+  switch (shape.head_dim) {
+    case 64: launch_tc_decode<T16, 64>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, stream); break;
+    case 80: launch_tc_decode<T16, 80>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, stream); break;
+    case 96: launch_tc_decode<T16, 96>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, stream); break;
+    case 128: launch_tc_decode<T16, 128>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, stream); break;
+    default: launch_tc_decode<T16, 256>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, stream); break;
+  }
 }
 
 template <typename KV>
@@ -1124,6 +1412,18 @@ void launch_typed(const float* qkv, KV* k_cache, KV* v_cache, const AttentionMet
     else
       launch_wmma_flash(qkv, k_cache, v_cache, meta, shape, out, stream);
     skip_query_len = kFlashMinQuery;
+  }
+  if constexpr (sizeof(KV) == 2) {
+    // Few (token, KV head) rows only: there the kernel's deep per-warp pipeline wins (H200, 8B
+    // shape, 1024 keys: batch 1 18 us against the split kernel's 41, batch 8 34 against 42); with
+    // many rows both run at the same ~3.2 TB/s (batch 256: 334 against 337 us) and the split
+    // kernel is ahead at batch 64 (92 against 101 us). Like the partition size, the choice
+    // depends only on the launch's token count.
+    const int64_t rows = meta.tokens * Hkv * ((H / Hkv + kTcdRows - 1) / kTcdRows);
+    if (shape.tensor_cores && tcd_dim_ok(static_cast<int>(D)) && rows <= 2 * sm_count()) {
+      launch_tc_decode_dim<KV>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, stream);
+      return;
+    }
   }
   launch_split_grouped<KV>(qkv, k_cache, v_cache, nullptr, nullptr, meta, shape, skip_query_len, out, stream);
 }
