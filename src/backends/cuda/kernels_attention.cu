@@ -39,6 +39,11 @@
 //   shared memory as f32. The split kernel then skips those sequences and handles the rest of the
 //   batch (decodes).
 //
+// * FP8 caches (Fp8Kv, e4m3 with an f32 scale per token and KV head in separate pools): a warp per
+//   (token, KV head) quantizes the new K/V as the host does (store_kv_fp8_kernel), and every
+//   query takes the split kernel, which dequantizes 16 values per 16-byte load and applies each
+//   key's scale (GQA groups of at most 4 per block: 16-value loads double the merge buffer).
+//
 // Head dims the split kernel cannot take fall back to the scalar kernel: one block per
 // (query token, head), chunks of keys scored one per thread.
 #include <cuda_fp8.h>
