@@ -15,6 +15,7 @@
 //              [--dummy-dtype f8_e4m3_b128|q8_0|...]  (projection weights in that block type)
 //              [--temperature 0] [--top-p 1] [--top-k 0] [--kv-dtype bf16|fp8]
 //              [--product-rows 1,8,...]  (activation rows of the per-product table)
+//              [--raise-lower-bit-float-to auto|bf16|fp8]  (FP8 weights: W8A16 or W8A8 products)
 //
 // --profile 1 adds a per-op table of one batch-1 decode step, each op synchronized on its own.
 #include <algorithm>
@@ -191,7 +192,7 @@ int main(int argc, char** argv) {
   std::string model_dir = std::string(env && *env ? env : REDHARE_SOURCE_DIR) + "/configs/llama-3.1-8b";
   std::vector<int64_t> batches = {1, 8, 64, 256}, prefills = {512, 4096}, product_rows = {1};
   int64_t context = 1024, steps = 32;
-  std::string precision = "bf16", dummy_dtype;
+  std::string precision = "bf16", dummy_dtype, lower_bit_float = "auto";
   bool graphs = true, profile = false;
   RowSampling sampling;  // greedy
   DType kv_dtype = DType::kBF16;
@@ -211,6 +212,7 @@ int main(int argc, char** argv) {
     else if (a == "--top-p") sampling.top_p = std::stof(v);
     else if (a == "--top-k") sampling.top_k = std::stoi(v);
     else if (a == "--product-rows") product_rows = parse_list(v);
+    else if (a == "--raise-lower-bit-float-to") lower_bit_float = v;
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
@@ -225,6 +227,7 @@ int main(int argc, char** argv) {
     CudaOptions opts;
     opts.tensor_cores = precision == "bf16";
     opts.graphs = graphs;
+    opts.raise_lower_bit_float_to = parse_lower_bit_float(lower_bit_float);
     auto timed_backend = std::make_unique<TimedBackend>(make_cuda_backend(0, opts));
     TimedBackend* timed = timed_backend.get();
     std::unique_ptr<Backend> backend = std::move(timed_backend);
@@ -332,8 +335,9 @@ int main(int argc, char** argv) {
     std::printf("model              %s (%s, dummy %s weights, %.2f B params, %.2f GB)\n", model_dir.c_str(),
                 c.architecture.c_str(), weights_desc.c_str(), static_cast<double>(model->num_parameters()) / 1e9,
                 static_cast<double>(model->weight_bytes()) / 1e9);
-    std::printf("device             %s, precision %s, CUDA graphs %s, KV cache %s (%.0f bytes per token)\n",
-                backend->name().c_str(), precision.c_str(), graphs ? "on" : "off", std::string(dtype_name(kv_dtype)).c_str(), kv_token_bytes);
+    std::printf("device             %s, precision %s, FP8 raised to %s, CUDA graphs %s, KV cache %s (%.0f bytes per token)\n",
+                backend->name().c_str(), precision.c_str(), lower_bit_float.c_str(), graphs ? "on" : "off",
+                std::string(dtype_name(kv_dtype)).c_str(), kv_token_bytes);
     if (sampling.temperature > 0)
       std::printf("sampling           temperature %g, top-p %g, top-k %d (drawn on the GPU)\n", sampling.temperature,
                   sampling.top_p, sampling.top_k);

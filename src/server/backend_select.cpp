@@ -20,6 +20,8 @@ bool built_with_cuda() {
 std::unique_ptr<Backend> make_backend(const DeviceChoice& c) {
   if (c.precision != "bf16" && c.precision != "f32")
     fail("infer.matmul_precision '", c.precision, "' is not one of bf16, f32");
+  if (c.lower_bit_float != "auto" && c.lower_bit_float != "bf16" && c.lower_bit_float != "fp8")
+    fail("infer.raise_lower_bit_float_to '", c.lower_bit_float, "' is not one of auto, bf16, fp8");
   std::string dev = c.device;
   if (dev == "auto") {
 #if REDHARE_HAVE_CUDA
@@ -42,9 +44,10 @@ std::unique_ptr<Backend> make_backend(const DeviceChoice& c) {
   CudaOptions o;
   o.tensor_cores = c.precision == "bf16";
   o.graphs = c.cuda_graphs;
+  o.raise_lower_bit_float_to = parse_lower_bit_float(c.lower_bit_float);
   auto backend = make_cuda_backend(index, o);
   log_info("backend ", backend->name(), ": matrix products ", o.tensor_cores ? "bf16 on tensor cores" : "f32 (exact)",
-           ", CUDA graphs ", o.graphs ? "on" : "off");
+           ", FP8 weights raised to ", c.lower_bit_float, ", CUDA graphs ", o.graphs ? "on" : "off");
   return backend;
 #else
   (void)index;

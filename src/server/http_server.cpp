@@ -63,6 +63,7 @@ void load(ServerState& st, const Settings& s) {
   DeviceChoice dc;
   dc.device = s.str("infer.device");
   dc.precision = s.str("infer.matmul_precision");
+  dc.lower_bit_float = s.str("infer.raise_lower_bit_float_to");
   dc.cuda_graphs = s.boolean("infer.use_cuda_graph");
   st.backend = make_backend(dc);
   set_cpu_int8_activations(s.boolean("infer.cpu_int8_activations"));

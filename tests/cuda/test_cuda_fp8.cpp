@@ -1,15 +1,21 @@
 // FP8 (kF8B128) weights on the GPU: the block-quantized products against the CPU reference at
 // odd sizes (decode kernel and tiles; in tensor-core mode the decode kernel and the W8A16 mma
-// kernel, every fused_linear mode), and a converted model on the GPU against the CPU backend.
+// kernel, every fused_linear mode), the W8A8 path (activation quantization bit for bit, products
+// against a host reference that quantizes as the kernel does), the
+// infer.raise_lower_bit_float_to values, and a converted model on the GPU against the CPU backend.
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
 
+#include <cuda_runtime.h>
 #include <nlohmann/json.hpp>
 
 #include "backends/cpu/ops.h"
 #include "backends/cpu/quant.h"
+#include "backends/cuda/kernels.h"
+#include "core/error.h"
 #include "cuda_test_util.h"
 #include "engine/generate.h"
 #include "formats/safetensors.h"
@@ -112,6 +118,7 @@ TEST_P(CudaFp8TensorCore, MatchesBf16ActivationsTimesExactWeights) {
   const Fp8TcCase c = GetParam();
   CudaOptions o;
   o.tensor_cores = true;
+  o.raise_lower_bit_float_to = LowerBitFloat::kBf16;  // W8A16 only
   auto tc = make_cuda_backend(0, o);
   const int64_t cols = c.mode == LinearOut::kSiluMul ? c.N / 2 : c.N;
   Tensor w = random_fp8(c.N, c.K);
@@ -186,6 +193,215 @@ INSTANTIATE_TEST_SUITE_P(
       if (p.param.norm) name += "_norm";
       return name;
     });
+
+// ---- W8A8 ----
+
+// The activations as the W8A8 kernels see them: RMS-normalized when nw is set (f32, as the
+// device rounds it: inverse from a double sum of squares, then nw * (x * inv)), then per row and
+// 128-value block scale = amax / 448 and e4m3(value / scale), nearest even, saturating. Packed in
+// the kF8B128 layout (e4m3 bytes, f32 scale, zero padding).
+std::vector<uint8_t> quantize_activations_ref(const Tensor& x, const Tensor* nw, float eps) {
+  const int64_t M = x.size(0), K = x.size(1), blocks = K / 128;
+  const std::vector<float> xv = x.to_f32_vector();
+  const std::vector<float> wv = nw ? nw->to_f32_vector() : std::vector<float>();
+  std::vector<uint8_t> out(static_cast<size_t>(M * blocks * 144), 0);
+  std::vector<float> row(static_cast<size_t>(K));
+  for (int64_t m = 0; m < M; ++m) {
+    const float* r = xv.data() + m * K;
+    float inv = 1.0f;
+    if (nw) {
+      double ss = 0;
+      for (int64_t k = 0; k < K; ++k) ss += static_cast<double>(r[k]) * r[k];
+      inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(K) + eps));
+    }
+    for (int64_t k = 0; k < K; ++k) row[static_cast<size_t>(k)] = nw ? wv[static_cast<size_t>(k)] * (r[k] * inv) : r[k];
+    for (int64_t kb = 0; kb < blocks; ++kb) {
+      uint8_t* blk = out.data() + (m * blocks + kb) * 144;
+      float amax = 0.0f;
+      for (int64_t k = 0; k < 128; ++k) amax = std::max(amax, std::fabs(row[static_cast<size_t>(kb * 128 + k)]));
+      const float scale = amax / 448.0f;
+      for (int64_t k = 0; k < 128; ++k)
+        blk[k] = scale > 0.0f ? f32_to_f8e4m3(row[static_cast<size_t>(kb * 128 + k)] / scale) : 0;
+      std::memcpy(blk + 128, &scale, 4);
+    }
+  }
+  return out;
+}
+
+bool w8a8_device() {
+  int dev = 0, major = 0, minor = 0;
+  cudaGetDevice(&dev);
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+  return major * 10 + minor >= 89;
+}
+
+TEST_F(CudaFp8Linear, ActivationQuantizationMatchesTheHostBitForBit) {
+  if (!w8a8_device()) GTEST_SKIP() << "no FP8 tensor cores on this GPU";
+  ASSERT_TRUE(cuda::fp8_w8a8_supported());
+  for (const auto& [M, K, norm] : {std::tuple<int64_t, int64_t, bool>{5, 128, false}, {17, 4096, true},
+                                  {33, 1152, false}, {3, 640, true}}) {
+    // Spread magnitudes: a few blocks all zero, some values far past 448 times the block's others.
+    std::vector<float> xv = random_tensor(DType::kF32, {M, K}).to_f32_vector();
+    std::uniform_real_distribution<float> e(-12.0f, 12.0f);
+    for (float& v : xv) v *= std::exp2(e(rng()));
+    for (int64_t k = 0; k < 128; ++k) xv[static_cast<size_t>(K + k)] = 0.0f;  // row 1, block 0
+    Tensor x = Tensor::from_f32(xv, {M, K});
+    Tensor nw = random_tensor(DType::kF32, {K}, 0.5f);
+    const std::vector<uint8_t> ref = quantize_activations_ref(x, norm ? &nw : nullptr, 1e-5f);
+    Tensor dx = gpu->upload(x), dnw = gpu->upload(nw);
+    Tensor dq = gpu->alloc(DType::kU8, {static_cast<int64_t>(ref.size())});
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    cuda::launch_fp8_quantize_activations(dx.data_as<float>(), norm ? dnw.data_as<float>() : nullptr, 1e-5f, M, K,
+                                          dq.data(), nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    std::vector<uint8_t> got(ref.size());
+    ASSERT_EQ(cudaMemcpy(got.data(), dq.data(), got.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+    int64_t diff = 0;
+    for (size_t i = 0; i < got.size(); ++i) diff += got[i] != ref[i];
+    EXPECT_EQ(diff, 0) << "M=" << M << " K=" << K << " norm " << norm << ": " << diff << " of " << got.size()
+                       << " bytes differ";
+  }
+}
+
+class CudaFp8W8A8 : public CudaTest, public ::testing::WithParamInterface<Fp8TcCase> {};
+
+TEST_P(CudaFp8W8A8, MatchesQuantizedActivationsTimesExactWeights) {
+  if (!w8a8_device()) GTEST_SKIP() << "no FP8 tensor cores on this GPU";
+  const Fp8TcCase c = GetParam();
+  CudaOptions o;
+  o.tensor_cores = true;
+  o.raise_lower_bit_float_to = LowerBitFloat::kFp8;
+  auto tc = make_cuda_backend(0, o);
+  const int64_t cols = c.mode == LinearOut::kSiluMul ? c.N / 2 : c.N, blocks = c.K / 128;
+  Tensor w = random_fp8(c.N, c.K);
+  Tensor x = random_tensor(DType::kF32, {c.M, c.K});
+  Tensor nw = random_tensor(DType::kF32, {c.K}, 0.5f);
+  Tensor b = random_tensor(DType::kF32, {c.N});
+  Tensor start = random_tensor(DType::kF32, {c.M, cols});
+  // Reference in double: per 128-value block, the e4m3 activations times the e4m3 weights, times
+  // both block scales, summed over blocks.
+  const std::vector<uint8_t> qa = quantize_activations_ref(x, c.norm ? &nw : nullptr, 1e-5f);
+  const auto* qw = static_cast<const uint8_t*>(w.data());
+  const int64_t row_bytes = dtype_bytes(DType::kF8B128, c.K);
+  ASSERT_EQ(row_bytes, blocks * 144);
+  std::vector<float> p(static_cast<size_t>(c.M * c.N));
+  for (int64_t m = 0; m < c.M; ++m)
+    for (int64_t n = 0; n < c.N; ++n) {
+      double sum = 0;
+      for (int64_t kb = 0; kb < blocks; ++kb) {
+        const uint8_t* ab = qa.data() + m * row_bytes + kb * 144;
+        const uint8_t* wb = qw + n * row_bytes + kb * 144;
+        float as = 0, ws = 0;
+        std::memcpy(&as, ab + 128, 4);
+        std::memcpy(&ws, wb + 128, 4);
+        double d = 0;
+        for (int k = 0; k < 128; ++k) d += static_cast<double>(f8e4m3_to_f32(ab[k])) * f8e4m3_to_f32(wb[k]);
+        sum += d * as * ws;
+      }
+      if (c.bias) sum += b.to_f32_vector()[static_cast<size_t>(n)];
+      p[static_cast<size_t>(m * c.N + n)] = static_cast<float>(sum);
+    }
+  Tensor pt = Tensor::from_f32(p, {c.M, c.N});
+  Tensor ref = copy_of(start);
+  if (c.mode == LinearOut::kStore) ref = pt;
+  else if (c.mode == LinearOut::kAccumulate) cpu::ref::add(ref, pt);
+  else cpu::ref::silu_mul(pt, ref);
+  Tensor dnw = tc->upload(nw), db = tc->upload(b), dw = tc->upload(w);
+  Tensor out = tc->upload(c.mode == LinearOut::kAccumulate ? start : poisoned({c.M, cols}));
+  if (c.mode == LinearOut::kStore && !c.norm) tc->linear(tc->upload(x), dw, c.bias ? &db : nullptr, out);
+  else tc->fused_linear(tc->upload(x), c.norm ? &dnw : nullptr, 1e-5f, dw, c.bias ? &db : nullptr, c.mode, out);
+  // The e4m3 products are exact in f32; what differs from the reference is the f32 summation
+  // (tensor-core order, one rounding per block when its scales are applied, split-K partials):
+  // ~1e-7 relative per step. An activation quantized otherwise than the reference (a different
+  // scale or rounding) would show as ~1e-2, a fragment mixed up as ~1.
+  const Tensor got = tc->to_host(out);
+  EXPECT_LT(rel_error(got, ref), 1e-5) << "M=" << c.M << " N=" << c.N << " K=" << c.K << " mode "
+                                       << static_cast<int>(c.mode) << " bias " << c.bias << " norm " << c.norm;
+  // And W8A8 stays close to the exact product (bf16-rounded activations, exact weights): e4m3 has
+  // 3 mantissa bits, so a few percent.
+  Tensor xin = x;
+  if (c.norm) {
+    xin = Tensor::empty(DType::kF32, {c.M, c.K});
+    cpu::ref::rms_norm(x, nw, 1e-5f, xin);
+  }
+  Tensor exact = poisoned({c.M, c.N});
+  cpu::ref::linear(xin, w, c.bias ? &b : nullptr, exact);
+  Tensor exact_out = copy_of(start);
+  if (c.mode == LinearOut::kStore) exact_out = exact;
+  else if (c.mode == LinearOut::kAccumulate) cpu::ref::add(exact_out, exact);
+  else cpu::ref::silu_mul(exact, exact_out);
+  EXPECT_LT(rel_error(got, exact_out), 0.05);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CudaFp8W8A8,
+    ::testing::Values(Fp8TcCase{5, 200, 128, kS, true, false}, Fp8TcCase{5, 448, 1024, kU, false, true},
+                      Fp8TcCase{16, 136, 256, kA, true, true}, Fp8TcCase{17, 200, 4096, kA, true, false},
+                      Fp8TcCase{17, 300, 640, kS, false, true}, Fp8TcCase{33, 130, 1024, kS, true, true},
+                      Fp8TcCase{33, 448, 2048, kU, false, false}, Fp8TcCase{64, 520, 512, kA, false, true},
+                      Fp8TcCase{100, 200, 128, kS, true, false}, Fp8TcCase{100, 448, 4096, kU, true, true},
+                      Fp8TcCase{127, 2120, 1024, kA, true, false}, Fp8TcCase{257, 448, 4096, kS, false, false},
+                      Fp8TcCase{257, 200, 1024, kU, true, false}, Fp8TcCase{257, 130, 384, kA, true, true},
+                      Fp8TcCase{600, 2120, 256, kA, true, false}, Fp8TcCase{600, 264, 640, kU, false, true},
+                      Fp8TcCase{600, 136, 2048, kS, true, true}),
+    [](const ::testing::TestParamInfo<Fp8TcCase>& p) {
+      std::string name = "M";
+      name += std::to_string(p.param.M);
+      name += "_N";
+      name += std::to_string(p.param.N);
+      name += "_K";
+      name += std::to_string(p.param.K);
+      name += p.param.mode == kS ? "_store" : p.param.mode == kA ? "_add" : "_silu";
+      if (p.param.bias) name += "_bias";
+      if (p.param.norm) name += "_norm";
+      return name;
+    });
+
+TEST(CudaFp8Setting, RaiseLowerBitFloatToParses) {
+  EXPECT_EQ(parse_lower_bit_float("auto"), LowerBitFloat::kAuto);
+  EXPECT_EQ(parse_lower_bit_float("bf16"), LowerBitFloat::kBf16);
+  EXPECT_EQ(parse_lower_bit_float("fp8"), LowerBitFloat::kFp8);
+  EXPECT_EQ(CudaOptions{}.raise_lower_bit_float_to, LowerBitFloat::kAuto);
+  for (const char* bad : {"", "f16", "FP8", "e4m3", "w8a8"}) {
+    try {
+      parse_lower_bit_float(bad);
+      ADD_FAILURE() << "'" << bad << "' accepted";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("infer.raise_lower_bit_float_to"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("auto, bf16, fp8"), std::string::npos) << msg;
+    }
+  }
+}
+
+TEST_F(CudaFp8Linear, AutoUsesW8A8FromItsRowCountAndBf16Never) {
+  // The same product under auto, bf16 and fp8: below kW8A8AutoRows (today: every size) auto
+  // equals bf16 (W8A16) bit for bit, from there fp8 (W8A8) on FP8 GPUs; bf16 and fp8 differ (e4m3
+  // vs bf16 activations).
+  if (!w8a8_device()) GTEST_SKIP() << "no FP8 tensor cores on this GPU";
+  auto run = [&](LowerBitFloat l, int64_t M) {
+    CudaOptions o;
+    o.tensor_cores = true;
+    o.raise_lower_bit_float_to = l;
+    auto tc = make_cuda_backend(0, o);
+    Tensor w = random_fp8(256, 512);
+    Tensor x = random_tensor(DType::kF32, {M, 512});
+    Tensor out = tc->upload(poisoned({M, 256}));
+    tc->linear(tc->upload(x), tc->upload(w), nullptr, out);
+    return tc->to_host(out);
+  };
+  for (int64_t M : {int64_t{5}, int64_t{16}, int64_t{64}, int64_t{300}}) {
+    rng().seed(11);
+    const Tensor a = run(LowerBitFloat::kAuto, M);
+    rng().seed(11);
+    const Tensor b = run(LowerBitFloat::kBf16, M);
+    rng().seed(11);
+    const Tensor f = run(LowerBitFloat::kFp8, M);
+    EXPECT_FALSE(same_bytes(b, f)) << "M=" << M;
+    EXPECT_TRUE(same_bytes(a, M >= cuda::kW8A8AutoRows ? f : b)) << "M=" << M;
+  }
+}
 
 TEST_F(CudaFp8Linear, ConvertedModelMatchesTheCpuBackend) {
   // A random Llama with 128-multiple rows, converted to FP8, run on both backends.

@@ -104,6 +104,9 @@ class CudaBackend final : public Backend {
     RH_CUDA(cudaGetDeviceProperties(&prop, device));
     name_ = std::string("cuda:") + std::to_string(device) + " (" + prop.name + ")";
     if (options_.tensor_cores) lt_ = std::make_unique<cuda::LtGemm>();
+    if (lt_ && options_.raise_lower_bit_float_to != LowerBitFloat::kBf16 && cuda::fp8_w8a8_supported())
+      w8a8_rows_ = options_.raise_lower_bit_float_to == LowerBitFloat::kFp8 ? cuda::kGemvMaxRows + 1
+                                                                             : cuda::kW8A8AutoRows;
   }
 
   ~CudaBackend() override {
@@ -240,12 +243,12 @@ class CudaBackend final : public Backend {
       RH_CHECK(bias->numel() == w.size(0), "linear bias ", bias->str(), " for ", w.str());
     }
     if (lt_ && w.dtype() == DType::kF8B128 && x.size(0) > cuda::kGemvMaxRows) {
-      if (x.size(0) < cuda::kFp8WidenRows) {
+      if (x.size(0) < cuda::kFp8WidenRows || x.size(0) >= w8a8_rows_) {
         fp8_product(x, nullptr, 0.0f, w, bias, LinearOut::kStore, out);
         return;
       }
-      // Many rows: widened to bf16 for this product only, then cuBLASLt (the weights cross memory
-      // three times, but cuBLASLt's matrix rate outweighs that from kFp8WidenRows rows).
+      // Many rows without W8A8: widened to bf16 for this product only, then cuBLASLt (the weights
+      // cross memory three times, but cuBLASLt's matrix rate outweighs that from kFp8WidenRows rows).
       Tensor wide = alloc_uninit(DType::kBF16, w.shape());
       cuda::launch_fp8_to_bf16(w.data(), w.size(0), w.size(1), wide.data(), stream());
       if (tensor_core_product(x, wide, bias, out, false)) return;
@@ -293,9 +296,10 @@ class CudaBackend final : public Backend {
                                       static_cast<cuda::LinearMode>(static_cast<int>(mode)), out.data_as<float>(),
                                       stream()))
         return;
-      // Tensor cores, more than 4 rows: norm, product and epilogue in the FP8 kernels; from
-      // kFp8WidenRows rows the composition below, whose product linear() widens.
-      if (lt_ && M > cuda::kGemvMaxRows && M < cuda::kFp8WidenRows) {
+      // Tensor cores, more than 4 rows: norm, product and epilogue in the FP8 kernels (W8A8 from
+      // w8a8_rows_ rows); otherwise from kFp8WidenRows rows the composition below, whose product
+      // linear() widens.
+      if (lt_ && M > cuda::kGemvMaxRows && (M < cuda::kFp8WidenRows || M >= w8a8_rows_)) {
         fp8_product(x, norm_weight, eps, w, bias, mode, out);
         return;
       }
@@ -452,17 +456,20 @@ class CudaBackend final : public Backend {
                     out.data_as<float>(), stream(), accumulate);
   }
 
-  // out (+)= the product on kF8B128 weights on the tensor cores (cuda::launch_fp8_mma): activations
-  // (normalized first when norm_weight is set) rounded to bf16, weights read as e4m3, exact.
+  // out (+)= the product on kF8B128 weights on the tensor cores, activations normalized first when
+  // norm_weight is set: from w8a8_rows_ rows W8A8 (cuda::launch_fp8_w8a8: activations quantized to
+  // e4m3 per 128-value block), below W8A16 (cuda::launch_fp8_mma: activations rounded to bf16,
+  // weights exact).
   void fp8_product(const Tensor& x, const Tensor* norm_weight, float eps, const Tensor& w, const Tensor* bias,
                    LinearOut mode, Tensor& out) {
     const int64_t M = x.size(0), N = w.size(0), K = x.size(1);
-    const cuda::Fp8MmaPlan plan = cuda::plan_fp8_mma(M, N, K);
+    const bool w8a8 = M >= w8a8_rows_;
+    const cuda::Fp8MmaPlan plan = w8a8 ? cuda::plan_fp8_w8a8(M, N, K) : cuda::plan_fp8_mma(M, N, K);
     Tensor scratch = alloc_uninit(DType::kU8, {plan.scratch_bytes});
-    cuda::launch_fp8_mma(x.data_as<float>(), norm_weight ? norm_weight->data_as<float>() : nullptr, eps, w.data(),
-                         bias ? bias->data_as<float>() : nullptr, M, N, K,
-                         static_cast<cuda::LinearMode>(static_cast<int>(mode)), out.data_as<float>(), scratch.data(),
-                         plan, stream());
+    (w8a8 ? cuda::launch_fp8_w8a8 : cuda::launch_fp8_mma)(
+        x.data_as<float>(), norm_weight ? norm_weight->data_as<float>() : nullptr, eps, w.data(),
+        bias ? bias->data_as<float>() : nullptr, M, N, K, static_cast<cuda::LinearMode>(static_cast<int>(mode)),
+        out.data_as<float>(), scratch.data(), plan, stream());
   }
 
   // Device memory without the zeroing alloc() promises, for scratch that is written whole.
@@ -568,6 +575,8 @@ class CudaBackend final : public Backend {
  private:
   CudaOptions options_;
   std::unique_ptr<cuda::LtGemm> lt_;
+  // Products on FP8 weights of this many rows and more run W8A8 (CudaOptions::raise_lower_bit_float_to).
+  int64_t w8a8_rows_ = std::numeric_limits<int64_t>::max();
   bool capturing_ = false;
   std::map<int64_t, cudaGraphExec_t> graphs_;
   IntMirror g_ids_, g_positions_, g_rows_, g_meta_;
@@ -759,6 +768,13 @@ void CudaBackend::attention(const Tensor& qkv, KvCacheLayer& cache, const Attent
 }
 
 }  // namespace
+
+LowerBitFloat parse_lower_bit_float(const std::string& value) {
+  if (value == "auto") return LowerBitFloat::kAuto;
+  if (value == "bf16") return LowerBitFloat::kBf16;
+  if (value == "fp8") return LowerBitFloat::kFp8;
+  fail("infer.raise_lower_bit_float_to '", value, "' is not one of auto, bf16, fp8");
+}
 
 int cuda_device_count() {
   int n = 0;

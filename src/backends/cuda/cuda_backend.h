@@ -10,18 +10,32 @@
 //   products of more than kGemvMaxRows rows round the activations to the weights' 16-bit type and
 //   run on cuBLASLt with f32 accumulation; prefill attention likewise rounds Q, K, P and V to
 //   bf16. Decode matrix-vector products keep f32 activations in both modes (they are bound by
-//   the weight reads, so exactness costs nothing there).
+//   the weight reads, so exactness costs nothing there). Products on FP8 weights run W8A16 or,
+//   on GPUs with FP8 tensor cores, W8A8 (CudaOptions::raise_lower_bit_float_to).
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "backends/backend.h"
 
 namespace redhare {
 
+// How products on FP8 (kF8B128) weights run in tensor-core mode (infer.raise_lower_bit_float_to):
+// kBf16: W8A16, the e4m3 weights raised to f16 / bf16 inside the kernels, activations kept at
+// 16 bits; kFp8: W8A8 (activations quantized to e4m3 per row and 128-value block, e4m3 tensor
+// cores) for every product of more than 4 rows where the GPU has FP8 tensor cores (sm_89+);
+// kAuto: W8A8 from cuda::kW8A8AutoRows rows on such GPUs, where it measures faster (no size so far
+// on an H200). Elsewhere, and
+// for decode products of at most 4 rows, W8A16; exact mode (tensor_cores off) ignores this.
+enum class LowerBitFloat { kAuto, kBf16, kFp8 };
+// "auto", "bf16" or "fp8"; anything else is an error naming the choices.
+LowerBitFloat parse_lower_bit_float(const std::string& value);
+
 struct CudaOptions {
   bool tensor_cores = false;
+  LowerBitFloat raise_lower_bit_float_to = LowerBitFloat::kAuto;
   // Decode steps recorded as CUDA graphs per batch-size bucket and replayed (models use them
   // through Backend::graph_*); off runs every step eagerly.
   bool graphs = true;

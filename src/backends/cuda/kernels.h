@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 
 #include <cuda_runtime.h>
 
@@ -73,6 +74,24 @@ Fp8MmaPlan plan_fp8_mma(int64_t M, int64_t N, int64_t K);
 void launch_fp8_mma(const float* x, const float* norm_w, float eps, const void* w, const float* bias, int64_t M,
                     int64_t N, int64_t K, LinearMode mode, float* out, void* scratch, const Fp8MmaPlan& plan,
                     cudaStream_t stream);
+// W8A8 (kernels_fp8_mma.cu, GPUs with FP8 tensor cores): the activations (RMS-normalized when
+// norm_w is set) quantized per row and 128-value block to e4m3 with an f32 scale (amax / 448),
+// then e4m3 x e4m3 on the tensor cores, each block's f32 sum times both scales; same modes,
+// arguments and scratch contract as launch_fp8_mma, with plan_fp8_w8a8's plan.
+// fp8_w8a8_supported: whether the current device has FP8 tensor cores and this build's code for
+// it uses them (sm_89+). launch_fp8_quantize_activations alone: [M, K] f32 -> [M, K] kF8B128.
+// Rows of at least kW8A8AutoRows take W8A8 under infer.raise_lower_bit_float_to=auto: none so
+// far, as W8A8 on mma.sync measured no faster than W8A16 on an H200 at any size (Llama-3.1-8B,
+// tok/s W8A8 / W8A16: batch 8 1236 / 1299, 64 4479 / 4503, 256 5655 / 6324; prefill 4096: 297 /
+// 143 ms, the latter widening to bf16 for cuBLASLt), see kernels_fp8_mma.cu.
+constexpr int64_t kW8A8AutoRows = std::numeric_limits<int64_t>::max();
+bool fp8_w8a8_supported();
+Fp8MmaPlan plan_fp8_w8a8(int64_t M, int64_t N, int64_t K);
+void launch_fp8_w8a8(const float* x, const float* norm_w, float eps, const void* w, const float* bias, int64_t M,
+                     int64_t N, int64_t K, LinearMode mode, float* out, void* scratch, const Fp8MmaPlan& plan,
+                     cudaStream_t stream);
+void launch_fp8_quantize_activations(const float* x, const float* norm_w, float eps, int64_t M, int64_t K, void* out,
+                                     cudaStream_t stream);
 // kF8B128 weights [N, K] widened to bf16 (each value as the reference dequantizes it, then
 // rounded to bf16), for cuBLASLt at kFp8WidenRows rows and more.
 void launch_fp8_to_bf16(const void* w, int64_t N, int64_t K, void* out, cudaStream_t stream);
