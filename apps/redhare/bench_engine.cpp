@@ -21,6 +21,7 @@ OfflineEngine::OfflineEngine(const OfflineOptions& o) {
   DeviceChoice dc;
   dc.device = o.device;
   dc.precision = o.precision;
+  dc.lower_bit_float = o.lower_bit_float;
   backend_ = make_backend(dc);
   redhare::LoadOptions lo;
   lo.load_format = o.load_format;

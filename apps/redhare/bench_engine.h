@@ -26,6 +26,7 @@ struct OfflineOptions {
   bool prefix_caching = true;
   std::string device = "auto";
   std::string precision = "bf16";
+  std::string lower_bit_float = "auto";  // infer.raise_lower_bit_float_to
 };
 
 class OfflineEngine {

@@ -366,6 +366,9 @@ int run_offline(const std::vector<std::string>& args) {
       ->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0 = all)")->capture_default_str();
   app.add_option("--device", o.device, "auto, cpu, cuda or cuda:N (infer.device)")->capture_default_str();
+  app.add_option("--fp8-products", o.lower_bit_float,
+                 "GPU products on FP8 weights: auto, bf16 (W8A16) or fp8 (W8A8) (infer.raise_lower_bit_float_to)")
+      ->capture_default_str();
   app.add_option("--precision", o.precision, "GPU matrix products: bf16 or f32 (infer.matmul_precision)")
       ->capture_default_str();
   app.add_option("--max-running", o.max_running,
@@ -399,6 +402,7 @@ int run_offline(const std::vector<std::string>& args) {
   config["threads"] = o.threads;
   config["device"] = o.device;
   config["precision"] = o.precision;
+  config["fp8_products"] = o.lower_bit_float;
   config["kv_cache_gb"] = o.kv_cache_gb;
   config["kv_cache_dtype"] = o.kv_cache_dtype;
   config["prefix_caching"] = o.prefix_caching;

@@ -120,6 +120,9 @@ int cmd_generate(const std::vector<std::string>& args) {
   app.add_option("--device", dc.device, "auto, cpu, cuda or cuda:N (infer.device)")->capture_default_str();
   app.add_option("--precision", dc.precision, "GPU matrix products: bf16 or f32 (infer.matmul_precision)")
       ->capture_default_str();
+  app.add_option("--fp8-products", dc.lower_bit_float,
+                 "GPU products on FP8 weights: auto, bf16 (W8A16) or fp8 (W8A8) (infer.raise_lower_bit_float_to)")
+      ->capture_default_str();
   app.add_option("--log-level", log_level, "debug, info, warn, error")->capture_default_str();
   if (int rc = parse_args(app, args); rc >= 0) return rc;
   if (max_tokens < 1) fail("--max-tokens must be at least 1");

@@ -61,6 +61,10 @@ def test_dummy_weights_run_a_real_shape():
             "--prompt-ids", "1,2,3", "--max-tokens", "3", "--json", "--ignore-eos")
     assert r.returncode == 0, r.stderr
     assert len(json.loads(r.stdout)["output_ids"]) == 3
+    # The FP8-products choice is checked even where no GPU uses it.
+    r = run("generate", "--model", os.path.join(ROOT, "configs", "smollm2-135m"), "--load-format", "dummy",
+            "--prompt-ids", "1,2,3", "--max-tokens", "1", "--fp8-products", "int4")
+    assert r.returncode != 0 and "'int4' is not one of auto, bf16, fp8" in r.stderr, r.stderr
 
 
 def test_bad_checkpoints_give_one_line_errors(tmp_path):

@@ -61,3 +61,44 @@ def test_sigterm_drains_running_requests(tiny_model):
     assert s.proc.wait(60) == 0
     assert out["r"].usage.completion_tokens == 200
     assert "draining" in s.read_log()
+
+
+def test_fp8_kv_cache_holds_more_blocks_and_serves(tiny_model):
+    """infer.cache_type=fp8: the same KV budget holds blocks of 1 + 4 / head_dim bytes per value
+    instead of 2, requests are served from it, and a seeded sampled request repeats exactly."""
+    import os
+    import re
+    with open(os.path.join(tiny_model, "config.json")) as f:
+        cfg = json.load(f)
+    layers, kv_heads = cfg["num_hidden_layers"], cfg["num_key_value_heads"]
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    budget, block = 4 << 20, 16
+    blocks = {}
+    for cache_type, per_value in (("bf16", 2 * head_dim), ("fp8", head_dim + 4)):
+        s = Server(tiny_model, f"infer.cache_type={cache_type}", f"infer.kv_cache_bytes={budget}",
+                   f"infer.block_size={block}")
+        try:
+            log = s.read_log()
+            m = re.search(r"KV cache: (\d+) blocks", log)
+            assert m, log
+            blocks[cache_type] = int(m.group(1))
+            assert blocks[cache_type] == budget // (2 * layers * block * kv_heads * per_value), log
+            if cache_type == "fp8":
+                assert "f8_e4m3" in log
+                c = client(s)
+                kw = dict(model="", prompt="The weather today", max_tokens=12, temperature=0.8, top_p=0.9,
+                          seed=7, logprobs=2)
+                a, b = c.completions.create(**kw), c.completions.create(**kw)
+                assert a.choices[0].text == b.choices[0].text and a.usage.completion_tokens == 12
+                assert len(a.choices[0].logprobs.top_logprobs) == 12
+        finally:
+            assert s.stop() == 0
+    assert blocks["fp8"] > 1.5 * blocks["bf16"]
+
+
+def test_bad_kv_cache_type_is_refused(tiny_model):
+    import subprocess
+    from conftest import BIN
+    r = subprocess.run([BIN, "serve", f"models.ckpt_dir={tiny_model}", "infer.cache_type=fp4"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "'fp4' is not one of f32, bf16, f16, fp8" in r.stderr + r.stdout
