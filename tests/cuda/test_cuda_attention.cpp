@@ -292,6 +292,31 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttentionTensorCores,
                                            FlashCase{16, 1, 64, 16, 0, DType::kF16},
                                            FlashCase{32, 4, 128, 16, 0, DType::kBF16}));
 
+// GPUs with less shared memory per block (A100: 163 KB, sm_86/sm_89: 99 KB) than the H100/H200
+// the kernels were tuned on: kernels that would not fit take another path (the split kernel for
+// decodes at head_dim 128/256, no WMMA flash kernel where its tiles do not fit), with the same
+// results. The limit is lowered for the test only.
+TEST(CudaAttentionSmallSharedMemory, SmallerGpusTakeThePathsThatFit) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  CudaOptions o;
+  o.tensor_cores = true;
+  auto gpu = make_cuda_backend(0, o);
+  struct Restore {
+    ~Restore() { cuda::set_max_block_smem_for_tests(0); }
+  } restore;
+  for (int limit_kb : {99, 163}) {
+    cuda::set_max_block_smem_for_tests(limit_kb * 1024);
+    for (const FlashCase& c : {FlashCase{32, 8, 128, 16, 0, DType::kBF16}, FlashCase{4, 2, 256, 16, 0, DType::kBF16},
+                               FlashCase{4, 2, 112, 16, 0, DType::kBF16}, FlashCase{8, 2, 64, 16, 0, DType::kF16}}) {
+      const std::vector<Seq> seqs = {{1, 1}, {1, 2048}, {1, 0}, {40, 300}, {1, 700}};
+      Result r = run_step(*gpu, seqs, c.H, c.Hkv, c.D, c.block_size, c.kv, c.window);
+      EXPECT_LT(r.rel, kTensorCoreTol) << limit_kb << " KB, D " << c.D;
+      EXPECT_TRUE(r.padding_zero) << limit_kb << " KB, D " << c.D;
+      EXPECT_TRUE(r.cache_same) << limit_kb << " KB, D " << c.D;
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Benchmark: run with --gtest_also_run_disabled_tests --gtest_filter='*CudaAttentionBench*'.
 

@@ -114,8 +114,7 @@ struct Fp8TcCase {
 
 class CudaFp8TensorCore : public CudaTest, public ::testing::WithParamInterface<Fp8TcCase> {};
 
-TEST_P(CudaFp8TensorCore, MatchesBf16ActivationsTimesExactWeights) {
-  const Fp8TcCase c = GetParam();
+void check_fp8_tensor_core(const Fp8TcCase& c) {
   CudaOptions o;
   o.tensor_cores = true;
   o.raise_lower_bit_float_to = LowerBitFloat::kBf16;  // W8A16 only
@@ -165,6 +164,26 @@ TEST_P(CudaFp8TensorCore, MatchesBf16ActivationsTimesExactWeights) {
   EXPECT_LT(rel_error(tc->to_host(out), ref), 1e-5)
       << "M=" << c.M << " N=" << c.N << " K=" << c.K << " mode " << static_cast<int>(c.mode) << " bias " << c.bias
       << " norm " << c.norm;
+}
+
+TEST_P(CudaFp8TensorCore, MatchesBf16ActivationsTimesExactWeights) { check_fp8_tensor_core(GetParam()); }
+
+// With the shared memory of smaller GPUs (sm_86/sm_89: 99 KB, A100: 163 KB) the tiles that would
+// not fit give way to the 32-row tile, with the same results; W8A8 (whose tiles need Hopper's
+// shared memory) reports itself unavailable.
+TEST_F(CudaFp8Linear, SmallerGpusTakeTilesThatFit) {
+  struct Restore {
+    ~Restore() { cuda::set_max_block_smem_for_tests(0); }
+  } restore;
+  for (int limit_kb : {99, 163}) {
+    cuda::set_max_block_smem_for_tests(limit_kb * 1024);
+    EXPECT_FALSE(cuda::fp8_w8a8_supported()) << limit_kb;
+    for (const Fp8TcCase& c : {Fp8TcCase{5, 200, 128, LinearOut::kStore, true, false},
+                               Fp8TcCase{17, 448, 1024, LinearOut::kSiluMul, false, true},
+                               Fp8TcCase{40, 384, 512, LinearOut::kAccumulate, true, false},
+                               Fp8TcCase{100, 200, 4096, LinearOut::kStore, true, true}})
+      check_fp8_tensor_core(c);
+  }
 }
 
 constexpr LinearOut kS = LinearOut::kStore, kA = LinearOut::kAccumulate, kU = LinearOut::kSiluMul;

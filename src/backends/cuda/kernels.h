@@ -32,6 +32,12 @@ constexpr int64_t kGemvMaxStagedBytes = 96 * 1024;
 // Lets `kernel` take kGemvMaxStagedBytes of dynamic shared memory (past 48 KiB a kernel must opt
 // in); the attribute is set once per kernel.
 void allow_staged_shared_memory(const void* kernel);
+// The dynamic shared memory one block may opt into on the current device
+// (cudaDevAttrMaxSharedMemoryPerBlockOptin: about 227 KB on Hopper, 163 KB on A100, 99 KB on
+// sm_86/sm_89 GPUs). Kernels whose shared memory would not fit take a smaller variant or another
+// path. Tests lower it (0 restores the device's own) to run those variants on any GPU.
+int max_block_smem();
+void set_max_block_smem_for_tests(int bytes);
 // Backend::fused_linear's modes (LinearOut), as the kernels see them.
 enum class LinearMode : int { kStore = 0, kAccumulate = 1, kSiluMul = 2 };
 // The decode product with its norm (norm_w, may be null) and epilogue folded in, for M <=

@@ -1369,14 +1369,16 @@ void launch_fa(const float* qkv, const KV* k_cache, const KV* v_cache, const Att
   RH_CUDA_LAUNCHED("fa_kernel");
 }
 
-// The WMMA flash kernel, for the head dims the register-resident one is not built for.
+// The WMMA flash kernel, for the head dims the register-resident one is not built for. False
+// (nothing launched) when its shared memory for this head dim does not fit the device.
 template <typename KV>
-void launch_wmma_flash(const float* qkv, const KV* k_cache, const KV* v_cache, const AttentionMeta& meta,
+bool launch_wmma_flash(const float* qkv, const KV* k_cache, const KV* v_cache, const AttentionMeta& meta,
                        const AttentionShape& shape, float* out, cudaStream_t stream) {
   const FlashLayout lay(shape.head_dim);
+  if (static_cast<int64_t>(lay.bytes) > max_block_smem()) return false;
   static const bool attr_set = [] {
-    RH_CUDA(cudaFuncSetAttribute(flash_kernel<KV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 static_cast<int>(FlashLayout(kFlashMaxDim).bytes)));
+    const int most = static_cast<int>(std::min<int64_t>(FlashLayout(kFlashMaxDim).bytes, max_block_smem()));
+    RH_CUDA(cudaFuncSetAttribute(flash_kernel<KV>, cudaFuncAttributeMaxDynamicSharedMemorySize, most));
     return true;
   }();
   (void)attr_set;
@@ -1384,6 +1386,18 @@ void launch_wmma_flash(const float* qkv, const KV* k_cache, const KV* v_cache, c
             static_cast<unsigned>(meta.num_seqs), static_cast<unsigned>(shape.num_heads));
   flash_kernel<KV><<<grid, kFlashThreads, lay.bytes, stream>>>(qkv, k_cache, v_cache, meta, shape, out);
   RH_CUDA_LAUNCHED("flash_kernel");
+  return true;
+}
+
+// Shared memory of the tensor-core decode kernel for a head dim it supports.
+int tcd_smem_for(int D) {
+  switch (D) {
+    case 64: return tcd_smem_bytes<64>();
+    case 80: return tcd_smem_bytes<80>();
+    case 96: return tcd_smem_bytes<96>();
+    case 128: return tcd_smem_bytes<128>();
+    default: return tcd_smem_bytes<256>();
+  }
 }
 
 template <typename KV>
@@ -1414,9 +1428,9 @@ void launch_typed(const float* qkv, KV* k_cache, KV* v_cache, const AttentionMet
       launch_fa<KV, 96>(qkv, k_cache, v_cache, meta, shape, out, stream);
     else if (D == 128)
       launch_fa<KV, 128>(qkv, k_cache, v_cache, meta, shape, out, stream);
-    else
-      launch_wmma_flash(qkv, k_cache, v_cache, meta, shape, out, stream);
-    skip_query_len = kFlashMinQuery;
+    else if (!launch_wmma_flash(qkv, k_cache, v_cache, meta, shape, out, stream))
+      skip_query_len = -1;  // too little shared memory: the split kernel takes every query
+    skip_query_len = skip_query_len < 0 ? 0 : kFlashMinQuery;
   }
   if constexpr (sizeof(KV) == 2) {
     // Few (token, KV head) rows only: there the kernel's deep per-warp pipeline wins (H200, 8B
@@ -1425,7 +1439,9 @@ void launch_typed(const float* qkv, KV* k_cache, KV* v_cache, const AttentionMet
     // kernel is ahead at batch 64 (92 against 101 us). Like the partition size, the choice
     // depends only on the launch's token count.
     const int64_t rows = meta.tokens * Hkv * ((H / Hkv + kTcdRows - 1) / kTcdRows);
-    if (shape.tensor_cores && tcd_dim_ok(static_cast<int>(D)) && rows <= 2 * sm_count()) {
+    // (Its K/V rings need 104 KB at head_dim 128 and 198 KB at 256: not on every GPU.)
+    if (shape.tensor_cores && tcd_dim_ok(static_cast<int>(D)) && rows <= 2 * sm_count() &&
+        tcd_smem_for(static_cast<int>(D)) <= max_block_smem()) {
       launch_tc_decode_dim<KV>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, stream);
       return;
     }

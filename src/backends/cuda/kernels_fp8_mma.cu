@@ -673,12 +673,17 @@ std::pair<W8A8Kernel, int> w8a8_kernel_of() {
   return {w8a8_mma_kernel<C>, per_sm};
 }
 
+// The tile for M rows; where its shared memory does not fit the device (Tile16 needs 102 KB,
+// WideTile 183 KB, MidTile 122 KB: too much for sm_86/sm_89's 99 KB, WideTile for A100's 163
+// KB too), SmallTile (92 KB, fits every sm_80+ GPU) takes the product.
 template <class F>
 void with_config(int64_t M, F&& f) {
-  if (M <= Tile16::kBM) f(Tile16{});
+  const int limit = max_block_smem();
+  if (M <= Tile16::kBM && Tile16::kSmem <= limit) f(Tile16{});
   else if (M <= SmallTile::kBM) f(SmallTile{});
-  else if (M <= WideTile::kBM) f(WideTile{});
-  else f(MidTile{});
+  else if (M <= WideTile::kBM && WideTile::kSmem <= limit) f(WideTile{});
+  else if (M > WideTile::kBM && MidTile::kSmem <= limit) f(MidTile{});
+  else f(SmallTile{});
 }
 
 using Fp8MmaKernel = void (*)(const uint16_t*, const uint8_t*, const float*, const float*, int64_t, int64_t, int64_t,
@@ -798,7 +803,10 @@ bool fp8_w8a8_supported() {
     RH_CUDA(cudaFuncGetAttributes(&attr, reinterpret_cast<const void*>(w8a8_mma_kernel<QTile16>)));
     return major * 10 + minor >= 89 && attr.binaryVersion >= 89;
   }();
-  return ok;
+  // Every W8A8 tile must fit the device's shared memory (the largest, QTile128, needs 196 KB).
+  const int limit = max_block_smem();
+  return ok && QTile16::kSmem <= limit && QTile32::kSmem <= limit && QTile64::kSmem <= limit &&
+         QTile128::kSmem <= limit;
 }
 
 void launch_fp8_quantize_activations(const float* x, const float* norm_w, float eps, int64_t M, int64_t K, void* out,

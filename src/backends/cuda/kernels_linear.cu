@@ -12,6 +12,7 @@
 //   tile, 8x8 outputs per thread (each operand loaded from shared memory feeds 8 FMAs), the next
 //   K slice fetched into registers while the current one is multiplied, two shared buffers.
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <set>
@@ -364,6 +365,26 @@ void allow_staged_shared_memory(const void* kernel) {
     RH_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  static_cast<int>(kGemvMaxStagedBytes)));
 }
+
+namespace {
+std::atomic<int> g_smem_limit_override{0};
+}  // namespace
+
+int max_block_smem() {
+  if (const int o = g_smem_limit_override.load()) return o;
+  constexpr int kDevices = 64;
+  static std::atomic<int> by_device[kDevices] = {};
+  int dev = 0;
+  RH_CUDA(cudaGetDevice(&dev));
+  int v = dev < kDevices ? by_device[dev].load() : 0;
+  if (v == 0) {
+    RH_CUDA(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    if (dev < kDevices) by_device[dev].store(v);
+  }
+  return v;
+}
+
+void set_max_block_smem_for_tests(int bytes) { g_smem_limit_override.store(bytes); }
 
 bool launch_fused_gemv(const float* x, const float* norm_w, float eps, const void* w, Elem w_type,
                        const float* bias, int64_t M, int64_t N, int64_t K, LinearMode mode, float* out,
