@@ -1439,7 +1439,7 @@ void launch_typed(const float* qkv, KV* k_cache, KV* v_cache, const AttentionMet
     // kernel is ahead at batch 64 (92 against 101 us). Like the partition size, the choice
     // depends only on the launch's token count.
     const int64_t rows = meta.tokens * Hkv * ((H / Hkv + kTcdRows - 1) / kTcdRows);
-    // (Its K/V rings need 104 KB at head_dim 128 and 198 KB at 256: not on every GPU.)
+    // (Its K/V rings need 102 KB at head_dim 128 and 198 KB at 256: not on every GPU.)
     if (shape.tensor_cores && tcd_dim_ok(static_cast<int>(D)) && rows <= 2 * sm_count() &&
         tcd_smem_for(static_cast<int>(D)) <= max_block_smem()) {
       launch_tc_decode_dim<KV>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, stream);
