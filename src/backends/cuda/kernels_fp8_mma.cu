@@ -78,25 +78,6 @@ using SmallTile = Fp8MmaConfig<2, 1, 4, 3>;  // 32 x 128, 4 warps: M <= 32
 using MidTile = Fp8MmaConfig<2, 2, 4, 3>;    // 64 x 128, 8 warps: M > 64
 using WideTile = Fp8MmaConfig<4, 1, 8, 3>;   // 64 x 256, 8 warps: M <= 64 (each weight converted once)
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 (or 4) bytes global -> shared, bypassing registers; !valid fills zeros and reads nothing.
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
 // d += a * b on one m16n8k16 tile (row-major A 16x16, column-major B 16x8, f16 in, f32 C).
 __device__ __forceinline__ void mma_f16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                         uint32_t b0, uint32_t b1) {
@@ -285,7 +266,7 @@ fp8_mma_kernel(const uint16_t* __restrict__ a, const uint8_t* __restrict__ w, co
     b_ok[i] = n0 + r < N;
     b_src[i] = w + weight_row(b_ok[i] ? n0 + r : 0, half, silu) * blocks * kBlockBytes + q * 16;
   }
-  const uint32_t base = smem_addr(smem);
+  const uint32_t base = smem_u32(smem);
   auto load_tile = [&](int64_t kt) {
     const uint32_t st = base + static_cast<uint32_t>((kt % S) * C::kStageBytes);
 #pragma unroll
@@ -531,7 +512,7 @@ w8a8_mma_kernel(const uint8_t* __restrict__ a, const uint8_t* __restrict__ w, co
   const int64_t a_step = kRowsPerPass * row_bytes;
   const uint8_t* b_base = w + weight_row(std::min<int64_t>(n0 + r0, N - 1), half, silu) * row_bytes + q0 * 16;
   const int64_t b_step = (silu ? kRowsPerPass / 2 : kRowsPerPass) * row_bytes;
-  const uint32_t base = smem_addr(smem);
+  const uint32_t base = smem_u32(smem);
   constexpr int kASOff = C::kABytes + C::kBBytes, kBSOff = kASOff + BM * 4;
   auto load_tile = [&](int64_t kt) {
     const uint32_t st = base + static_cast<uint32_t>((kt % S) * C::kStageBytes);
