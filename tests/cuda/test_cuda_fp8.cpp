@@ -188,6 +188,19 @@ TEST_F(CudaFp8Linear, SmallerGpusTakeTilesThatFit) {
 
 constexpr LinearOut kS = LinearOut::kStore, kA = LinearOut::kAccumulate, kU = LinearOut::kSiluMul;
 
+std::string fp8_tc_case_name(const ::testing::TestParamInfo<Fp8TcCase>& p) {
+  std::string name = "M";
+  name += std::to_string(p.param.M);
+  name += "_N";
+  name += std::to_string(p.param.N);
+  name += "_K";
+  name += std::to_string(p.param.K);
+  name += p.param.mode == kS ? "_store" : p.param.mode == kA ? "_add" : "_silu";
+  if (p.param.bias) name += "_bias";
+  if (p.param.norm) name += "_norm";
+  return name;
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaFp8TensorCore,
     ::testing::Values(Fp8TcCase{5, 200, 128, kS, true, false}, Fp8TcCase{7, 448, 4096, kU, false, true},
@@ -200,18 +213,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Fp8TcCase{257, 448, 4096, kS, false, false},
                       Fp8TcCase{257, 200, 1024, kU, true, false}, Fp8TcCase{300, 2120, 256, kA, true, false},
                       Fp8TcCase{300, 2120, 256, kU, false, true}, Fp8TcCase{520, 136, 640, kS, true, true}),
-    [](const ::testing::TestParamInfo<Fp8TcCase>& p) {
-      std::string name = "M";
-      name += std::to_string(p.param.M);
-      name += "_N";
-      name += std::to_string(p.param.N);
-      name += "_K";
-      name += std::to_string(p.param.K);
-      name += p.param.mode == kS ? "_store" : p.param.mode == kA ? "_add" : "_silu";
-      if (p.param.bias) name += "_bias";
-      if (p.param.norm) name += "_norm";
-      return name;
-    });
+    fp8_tc_case_name);
 
 // ---- W8A8 ----
 
@@ -364,18 +366,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Fp8TcCase{257, 200, 1024, kU, true, false}, Fp8TcCase{257, 130, 384, kA, true, true},
                       Fp8TcCase{600, 2120, 256, kA, true, false}, Fp8TcCase{600, 264, 640, kU, false, true},
                       Fp8TcCase{600, 136, 2048, kS, true, true}),
-    [](const ::testing::TestParamInfo<Fp8TcCase>& p) {
-      std::string name = "M";
-      name += std::to_string(p.param.M);
-      name += "_N";
-      name += std::to_string(p.param.N);
-      name += "_K";
-      name += std::to_string(p.param.K);
-      name += p.param.mode == kS ? "_store" : p.param.mode == kA ? "_add" : "_silu";
-      if (p.param.bias) name += "_bias";
-      if (p.param.norm) name += "_norm";
-      return name;
-    });
+    fp8_tc_case_name);
 
 TEST(CudaFp8Setting, RaiseLowerBitFloatToParses) {
   EXPECT_EQ(parse_lower_bit_float("auto"), LowerBitFloat::kAuto);
