@@ -109,9 +109,6 @@ class TimedBackend final : public Backend {
   void graph_capture_abort() override { inner_->graph_capture_abort(); }
   bool graph_replay(int64_t key) override { return inner_->graph_replay(key); }
   void graph_clear() override { inner_->graph_clear(); }
-  Tensor argmax_rows(const Tensor& logits) override {
-    return timed("argmax_rows", 0, [&] { return inner_->argmax_rows(logits); });
-  }
   std::vector<SampledToken> sample_rows(const Tensor& logits, const std::vector<RowSampling>& draws) override {
     return timed("sample_rows", 0, [&] { return inner_->sample_rows(logits, draws); });
   }

@@ -66,18 +66,6 @@ void Backend::fused_linear(const Tensor& x, const Tensor* norm_weight, float eps
   else silu_mul(p, out);
 }
 
-Tensor Backend::argmax_rows(const Tensor& logits) {
-  Tensor h = to_host(logits);
-  RH_CHECK(h.dtype() == DType::kF32 && h.dim() == 2, "argmax_rows: ", h.str());
-  const int64_t R = h.size(0), V = h.size(1);
-  Tensor ids = Tensor::empty(DType::kI32, {R});
-  for (int64_t r = 0; r < R; ++r) {
-    const float* row = h.data_as<float>() + r * V;
-    ids.data_as<int32_t>()[r] = static_cast<int32_t>(std::max_element(row, row + V) - row);
-  }
-  return ids;
-}
-
 std::vector<SampledToken> Backend::sample_rows(const Tensor& logits, const std::vector<RowSampling>& rows) {
   RH_CHECK(logits.dtype() == DType::kF32 && logits.dim() == 2 && logits.size(0) >= static_cast<int64_t>(rows.size()),
            "sample_rows: ", rows.size(), " rows of ", logits.str());

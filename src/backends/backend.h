@@ -134,9 +134,6 @@ class Backend {
   virtual void attention(const Tensor& qkv, KvCacheLayer& cache, const AttentionBatch& batch,
                          const AttentionParams& params, Tensor& out) = 0;
 
-  // Host int32 [rows]: the index of each row's largest value (the first one on ties), as greedy
-  // sampling picks it. Copies back rows of ids instead of rows of logits.
-  virtual Tensor argmax_rows(const Tensor& logits);
   // Draws one token from each of the first rows.size() rows of f32 logits [R, vocab], as
   // sample_row_reference() does; only tokens (and asked-for logprobs) come back to the host.
   // The default copies the rows to the host and runs the reference.

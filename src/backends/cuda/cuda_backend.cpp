@@ -357,14 +357,6 @@ class CudaBackend final : public Backend {
   void attention(const Tensor& qkv, KvCacheLayer& cache, const AttentionBatch& batch,
                  const AttentionParams& p, Tensor& out) override;
 
-  Tensor argmax_rows(const Tensor& logits) override {
-    check_f32(logits, "argmax_rows logits");
-    RH_CHECK(logits.dim() == 2 && logits.size(1) > 0, "argmax_rows: ", logits.str());
-    Tensor ids = alloc_uninit(DType::kI32, {logits.size(0)});
-    cuda::launch_argmax_rows(logits.data_as<float>(), logits.size(0), logits.size(1), ids.data_as<int32_t>(), stream());
-    return to_host(ids);
-  }
-
   std::vector<SampledToken> sample_rows(const Tensor& logits, const std::vector<RowSampling>& rows) override;
 
  private:
@@ -615,9 +607,11 @@ std::vector<SampledToken> CudaBackend::sample_rows(const Tensor& logits, const s
     max_top = std::max(max_top, static_cast<int32_t>(std::min<int64_t>(p.logprobs, V)));
   }
   if (plain) {
-    // Every row greedy: the argmax kernel alone.
-    Tensor ids = argmax_rows(logits.slice_rows(0, R));
-    for (int64_t r = 0; r < R; ++r) out[static_cast<size_t>(r)].token = ids.data_as<int32_t>()[r];
+    // Every row greedy: the argmax kernel alone (the first largest logit, as the reference).
+    Tensor ids = alloc_uninit(DType::kI32, {R});
+    cuda::launch_argmax_rows(logits.data_as<float>(), R, V, ids.data_as<int32_t>(), stream());
+    const Tensor h = to_host(ids);
+    for (int64_t r = 0; r < R; ++r) out[static_cast<size_t>(r)].token = h.data_as<int32_t>()[r];
     return out;
   }
   const int64_t top_w = std::max<int32_t>(max_top, 1);
