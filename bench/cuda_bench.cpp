@@ -16,6 +16,7 @@
 //              [--temperature 0] [--top-p 1] [--top-k 0] [--kv-dtype bf16|fp8]
 //              [--product-rows 1,8,...]  (activation rows of the per-product table)
 //              [--raise-lower-bit-float-to auto|bf16|fp8]  (FP8 weights: W8A16 or W8A8 products)
+//              [--pdl 1]  (0: no programmatic dependent launch, to measure what it gains)
 //
 // --profile 1 adds a per-op table of one batch-1 decode step, each op synchronized on its own.
 #include <algorithm>
@@ -30,6 +31,7 @@
 
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels.h"
 #include "engine/generate.h"
 
 using namespace redhare;
@@ -199,7 +201,7 @@ int main(int argc, char** argv) {
     else if (a == "--batches") batches = parse_list(v);
     else if (a == "--context") context = std::stoll(v);
     else if (a == "--steps") steps = std::stoll(v);
-    else if (a == "--prefill") prefills = parse_list(v);
+    else if (a == "--prefill") prefills = parse_list(v);  // '' for none
     else if (a == "--precision") precision = v;
     else if (a == "--graphs") graphs = v != "0";
     else if (a == "--profile") profile = v != "0";
@@ -210,6 +212,7 @@ int main(int argc, char** argv) {
     else if (a == "--top-k") sampling.top_k = std::stoi(v);
     else if (a == "--product-rows") product_rows = parse_list(v);
     else if (a == "--raise-lower-bit-float-to") lower_bit_float = v;
+    else if (a == "--pdl") cuda::set_pdl_enabled(v != "0");
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
@@ -221,6 +224,10 @@ int main(int argc, char** argv) {
       return 1;
     }
     if (precision != "bf16" && precision != "f32") fail("--precision must be bf16 or f32");
+    for (int64_t P : prefills)
+      if (P < 1) fail("--prefill lengths must be positive (--prefill '' runs none)");
+    for (int64_t B : batches)
+      if (B < 1) fail("--batches must be positive");
     CudaOptions opts;
     opts.tensor_cores = precision == "bf16";
     opts.graphs = graphs;

@@ -38,6 +38,14 @@ void allow_staged_shared_memory(const void* kernel);
 // path. Tests lower it (0 restores the device's own) to run those variants on any GPU.
 int max_block_smem();
 void set_max_block_smem_for_tests(int bytes);
+// The device's own limit, whatever a test set: for kernel attributes set once per process, which
+// must not keep a lowered limit after the test restores it.
+int device_block_smem();
+// Whether launch_pdl (pdl.cuh) asks for programmatic dependent launch on the current device:
+// compute capability 9.0 or later, and not turned off (REDHARE_PDL=0 in the environment, or
+// set_pdl_enabled(false), which the benchmark and tests use to compare).
+bool pdl_enabled();
+void set_pdl_enabled(bool on);
 // Backend::fused_linear's modes (LinearOut), as the kernels see them.
 enum class LinearMode : int { kStore = 0, kAccumulate = 1, kSiluMul = 2 };
 // The decode product with its norm (norm_w, may be null) and epilogue folded in, for M <=

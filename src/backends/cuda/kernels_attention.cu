@@ -1362,7 +1362,7 @@ bool launch_wmma_flash(const float* qkv, const KV* k_cache, const KV* v_cache, c
   const FlashLayout lay(shape.head_dim);
   if (static_cast<int64_t>(lay.bytes) > max_block_smem()) return false;
   static const bool attr_set = [] {
-    const int most = static_cast<int>(std::min<int64_t>(FlashLayout(kFlashMaxDim).bytes, max_block_smem()));
+    const int most = static_cast<int>(std::min<int64_t>(FlashLayout(kFlashMaxDim).bytes, device_block_smem()));
     RH_CUDA(cudaFuncSetAttribute(flash_kernel<KV>, cudaFuncAttributeMaxDynamicSharedMemorySize, most));
     return true;
   }();

@@ -13,14 +13,17 @@
 //   K slice fetched into registers while the current one is multiplied, two shared buffers.
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <set>
+#include <string>
 #include <type_traits>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device_util.cuh"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/pdl.cuh"
 
 namespace redhare::cuda {
 namespace {
@@ -136,15 +139,23 @@ gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float
             const W* __restrict__ w, const float* __restrict__ bias, int64_t N, int64_t K, int mode, bool vectorized,
             float* __restrict__ out) {
   extern __shared__ __align__(16) float xs[];
+  const int lane = threadIdx.x & 31;
+  const int64_t cols = R == 2 ? N / 2 : N;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
+  // Launched with PDL (pdl.cuh): the warp's first weight rows head for L2 while the kernel before
+  // still runs; x and out are touched only after pdl_wait().
+  if (first < cols) {
+    prefetch_l2(w + first * K, K * static_cast<int64_t>(sizeof(W)), lane, 32);
+    if constexpr (R == 2) prefetch_l2(w + (first + cols) * K, K * static_cast<int64_t>(sizeof(W)), lane, 32);
+  }
+  pdl_trigger();
+  pdl_wait();
   const float* xin = x;
   if (norm_w) {
     stage_rms_norm<M>(x, norm_w, eps, K, xs);
     __syncthreads();
     xin = xs;
   }
-  const int lane = threadIdx.x & 31;
-  const int64_t cols = R == 2 ? N / 2 : N;
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
   // Whole warps take the same columns, so the shuffles below stay full.
   for (int64_t n = first; n < cols; n += static_cast<int64_t>(gridDim.x) * kGemvWarps) {
   const W* rows[R];
@@ -213,7 +224,8 @@ void launch_gemv(const float* x, const float* norm_w, float eps, const W* w, con
     const int64_t per_warp = (cols + fit * kGemvWarps - 1) / (fit * kGemvWarps);
     const int64_t warps = (cols + per_warp - 1) / per_warp;
     const unsigned grid = static_cast<unsigned>((warps + kGemvWarps - 1) / kGemvWarps);
-    kernel<<<grid, threads, smem, stream>>>(x, norm_w, eps, w, bias, N, K, static_cast<int>(mode), vectorized, out);
+    launch_pdl("gemv_kernel", kernel, dim3(grid), dim3(threads), smem, stream, x, norm_w, eps, w, bias, N, K,
+               static_cast<int>(mode), vectorized, out);
   };
   switch (M) {
     case 1: go(gemv_kernel<W, 1, R>); break;
@@ -221,7 +233,6 @@ void launch_gemv(const float* x, const float* norm_w, float eps, const W* w, con
     case 3: go(gemv_kernel<W, 3, R>); break;
     default: go(gemv_kernel<W, 4, R>); break;
   }
-  RH_CUDA_LAUNCHED("gemv_kernel");
 }
 
 constexpr int kTile = 64, kSlice = 16, kTileThreads = 256;
@@ -372,6 +383,10 @@ std::atomic<int> g_smem_limit_override{0};
 
 int max_block_smem() {
   if (const int o = g_smem_limit_override.load()) return o;
+  return device_block_smem();
+}
+
+int device_block_smem() {
   constexpr int kDevices = 64;
   static std::atomic<int> by_device[kDevices] = {};
   int dev = 0;
@@ -385,6 +400,37 @@ int max_block_smem() {
 }
 
 void set_max_block_smem_for_tests(int bytes) { g_smem_limit_override.store(bytes); }
+
+namespace {
+// -1: not yet read from the environment; 0 off; 1 on.
+std::atomic<int> g_pdl_switch{-1};
+}  // namespace
+
+bool pdl_enabled() {
+  int on = g_pdl_switch.load();
+  if (on < 0) {
+    const char* env = std::getenv("REDHARE_PDL");
+    on = env && std::string(env) == "0" ? 0 : 1;
+    int expected = -1;
+    g_pdl_switch.compare_exchange_strong(expected, on);
+    on = g_pdl_switch.load();
+  }
+  if (on == 0) return false;
+  constexpr int kDevices = 64;
+  static std::atomic<int> by_device[kDevices] = {};  // 0 unknown, 1 no, 2 yes
+  int dev = 0;
+  RH_CUDA(cudaGetDevice(&dev));
+  int v = dev < kDevices ? by_device[dev].load() : 0;
+  if (v == 0) {
+    int major = 0;
+    RH_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    v = major >= 9 ? 2 : 1;
+    if (dev < kDevices) by_device[dev].store(v);
+  }
+  return v == 2;
+}
+
+void set_pdl_enabled(bool on) { g_pdl_switch.store(on ? 1 : 0); }
 
 bool launch_fused_gemv(const float* x, const float* norm_w, float eps, const void* w, Elem w_type,
                        const float* bias, int64_t M, int64_t N, int64_t K, LinearMode mode, float* out,
