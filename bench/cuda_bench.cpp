@@ -224,6 +224,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     if (precision != "bf16" && precision != "f32") fail("--precision must be bf16 or f32");
+    if (batches.empty()) fail("--batches needs at least one batch size");
     for (int64_t P : prefills)
       if (P < 1) fail("--prefill lengths must be positive (--prefill '' runs none)");
     for (int64_t B : batches)
@@ -246,7 +247,8 @@ int main(int argc, char** argv) {
     const int64_t bs = 16;
     // Decode sequence s owns blocks [s * blocks_per_seq, ...); a prefill reuses blocks from 0.
     const int64_t blocks_per_seq = (context + steps + 4 + bs - 1) / bs;
-    const int64_t prefill_blocks = (*std::max_element(prefills.begin(), prefills.end()) + bs - 1) / bs;
+    const int64_t longest_prefill = prefills.empty() ? 0 : *std::max_element(prefills.begin(), prefills.end());
+    const int64_t prefill_blocks = (longest_prefill + bs - 1) / bs;
     KvCache kv = backend->alloc_kv_cache(
         model->kv_spec(std::max(max_batch * blocks_per_seq, prefill_blocks), bs, kv_dtype));
 

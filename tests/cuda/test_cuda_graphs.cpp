@@ -7,6 +7,7 @@
 //
 // Tensor cores: matrix products of more than four rows round the activations to bf16/f16 and run
 // on cuBLASLt; they are compared with the reference computed on the same rounded activations.
+#include <cstdio>
 #include <fstream>
 #include <numeric>
 #include <vector>
@@ -14,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backends/cpu/ops.h"
+#include "backends/cuda/kernels.h"
 #include "golden_check.h"
 #include "models/model.h"
 
@@ -116,6 +118,35 @@ TEST_F(CudaGraphs, ReplayedDecodeIsBitwiseEager) {
       }
     }
   }
+}
+
+// Programmatic dependent launch (pdl.cuh) lets each kernel start before the previous one ends;
+// every kernel waits for its predecessor before touching its data, so the results may not change
+// by a bit: graphs and eager steps with it against graphs without it.
+TEST_F(CudaGraphs, ProgrammaticLaunchChangesNoBit) {
+  for (bool tensor_cores : {false, true}) {
+    CudaOptions eager_opts, graph_opts;
+    eager_opts.graphs = false;
+    eager_opts.tensor_cores = graph_opts.tensor_cores = tensor_cores;
+    for (const char* fixture : {"llama_gqa", "qwen3_mqa_odd"}) {
+      cuda::set_pdl_enabled(false);
+      DecodeRun plain = run_decode(*make_cuda_backend(0, graph_opts), fixture, 22, 11, 4);
+      cuda::set_pdl_enabled(true);
+      DecodeRun graphed = run_decode(*make_cuda_backend(0, graph_opts), fixture, 22, 11, 4);
+      DecodeRun eager = run_decode(*make_cuda_backend(0, eager_opts), fixture, 22, 11, 4);
+      ASSERT_EQ(plain.step_logits.size(), graphed.step_logits.size());
+      ASSERT_EQ(plain.step_logits.size(), eager.step_logits.size());
+      for (size_t s = 0; s < plain.step_logits.size(); ++s) {
+        const size_t bytes = plain.step_logits[s].size() * sizeof(float);
+        ASSERT_EQ(plain.step_logits[s].size(), graphed.step_logits[s].size());
+        EXPECT_EQ(0, std::memcmp(plain.step_logits[s].data(), graphed.step_logits[s].data(), bytes))
+            << fixture << " step " << s << (tensor_cores ? " (tensor cores)" : "") << ": graphs";
+        EXPECT_EQ(0, std::memcmp(plain.step_logits[s].data(), eager.step_logits[s].data(), bytes))
+            << fixture << " step " << s << (tensor_cores ? " (tensor cores)" : "") << ": eager";
+      }
+    }
+  }
+  std::printf("programmatic dependent launch on this GPU: %s\n", cuda::pdl_enabled() ? "yes" : "no (before sm_90)");
 }
 
 TEST_F(CudaGraphs, GoldenFixturesPassWithGraphsAndANewCachePerCall) {

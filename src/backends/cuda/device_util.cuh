@@ -88,15 +88,50 @@ __device__ __forceinline__ float rms_inverse(double ss, int64_t n, float eps) {
 }
 
 // The decode products' norm prologue: RMSNorm of M rows of K activations, times norm_w, into
-// shared memory `xs` ([M][K]). Every thread of the block takes part; the caller syncs after.
+// shared memory `xs` ([M][K], 16-byte aligned). Every thread of the block takes part; the caller
+// syncs after. Each row is read once, with 16-byte loads where x and norm_w allow (all of them
+// issued before the first is used): the row goes to `xs` as it is and its squares into the sum,
+// then each thread scales the elements it staged itself. (Reading the row twice with 4-byte
+// loads, the sum's loads each waited on in turn, took ~7.5 us of the 8B qkv product's 22.)
 template <int M>
 __device__ __forceinline__ void stage_rms_norm(const float* __restrict__ x, const float* __restrict__ norm_w,
                                                float eps, int64_t K, float* __restrict__ xs) {
+  const bool vec = K % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(norm_w) % 16 == 0;
+  const int64_t K4 = K / 4;
   for (int m = 0; m < M; ++m) {
     double ss = 0;
-    for (int64_t k = threadIdx.x; k < K; k += blockDim.x) ss += static_cast<double>(x[m * K + k]) * x[m * K + k];
+    if (vec) {
+      const float4* xv = reinterpret_cast<const float4*>(x + m * K);
+      float4* sv = reinterpret_cast<float4*>(xs + m * K);
+#pragma unroll 4
+      for (int64_t k = threadIdx.x; k < K4; k += blockDim.x) {
+        const float4 v = xv[k];
+        sv[k] = v;
+        ss += static_cast<double>(v.x) * v.x + static_cast<double>(v.y) * v.y + static_cast<double>(v.z) * v.z +
+              static_cast<double>(v.w) * v.w;
+      }
+    } else {
+      for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
+        const float v = x[m * K + k];
+        xs[m * K + k] = v;
+        ss += static_cast<double>(v) * v;
+      }
+    }
     const float inv = rms_inverse(block_sum(ss), K, eps);
-    for (int64_t k = threadIdx.x; k < K; k += blockDim.x) xs[m * K + k] = __fmul_rn(norm_w[k], __fmul_rn(x[m * K + k], inv));
+    if (vec) {
+      const float4* wv = reinterpret_cast<const float4*>(norm_w);
+      float4* sv = reinterpret_cast<float4*>(xs + m * K);
+#pragma unroll 4
+      for (int64_t k = threadIdx.x; k < K4; k += blockDim.x) {
+        const float4 v = sv[k], w = wv[k];
+        sv[k] = make_float4(__fmul_rn(w.x, __fmul_rn(v.x, inv)), __fmul_rn(w.y, __fmul_rn(v.y, inv)),
+                            __fmul_rn(w.z, __fmul_rn(v.z, inv)), __fmul_rn(w.w, __fmul_rn(v.w, inv)));
+      }
+    } else {
+      for (int64_t k = threadIdx.x; k < K; k += blockDim.x)
+        xs[m * K + k] = __fmul_rn(norm_w[k], __fmul_rn(xs[m * K + k], inv));
+    }
   }
 }
 

@@ -173,7 +173,16 @@ struct AttentionMeta {
   int32_t tokens;
   int32_t num_seqs = 0;
   int32_t max_query_len = 1;    // longest query chunk of the step (host-known)
+  // Host-side only: device scratch for the partitioned kernels' partial results (the backend's,
+  // kAttentionWorkspaceFloats), so a decode step allocates nothing between its kernels (a
+  // stream-ordered allocation there would also break the programmatic launch chain, pdl.cuh).
+  // Null, or too small for a launch: that launch allocates its own.
+  float* workspace = nullptr;
+  int64_t workspace_floats = 0;
 };
+// The attention workspace a backend keeps (64 MiB): the partitioned kernels slice long prefills
+// so that their scratch stays within it.
+constexpr int64_t kAttentionWorkspaceFloats = int64_t{16} << 20;
 
 struct AttentionShape {
   int32_t num_heads, num_kv_heads, head_dim, block_size;

@@ -56,6 +56,7 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device_util.cuh"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/pdl.cuh"
 
 namespace redhare::cuda {
 namespace {
@@ -102,6 +103,8 @@ template <typename KV>
 __global__ void store_kv_kernel(const float* __restrict__ qkv, int64_t cols, int64_t q_cols,
                                 int64_t kv_cols, const int32_t* __restrict__ slot_mapping,
                                 KV* __restrict__ k_cache, KV* __restrict__ v_cache) {
+  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
+  pdl_wait();
   const int64_t t = blockIdx.x, slot = slot_mapping[t];
   if (slot < 0) return;  // padding token
   const float* k = qkv + t * cols + q_cols;
@@ -118,6 +121,8 @@ __global__ void store_kv_fp8_kernel(const float* __restrict__ qkv, int64_t cols,
                                     const int32_t* __restrict__ slot_mapping, uint8_t* __restrict__ k_cache,
                                     uint8_t* __restrict__ v_cache, float* __restrict__ k_scale,
                                     float* __restrict__ v_scale) {
+  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
+  pdl_wait();
   const int64_t t = blockIdx.x, slot = slot_mapping[t];
   if (slot < 0) return;  // padding token
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
@@ -170,6 +175,8 @@ __global__ void __launch_bounds__(kThreads)
 attention_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache,
                  const KV* __restrict__ v_cache, AttentionMeta meta, AttentionShape shape,
                  float* __restrict__ out) {
+  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
+  pdl_wait();
   __shared__ float q[kMaxHeadDim];
   __shared__ float score[kChunk];
   __shared__ int64_t slot_of[kChunk];
@@ -291,6 +298,8 @@ split_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache, cons
              AttentionMeta meta, AttentionShape shape, int token_begin, int nparts, int partition,
              int skip_query_len, float* __restrict__ out, float* __restrict__ part_ml,
              float* __restrict__ part_o) {
+  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
+  pdl_wait();
   constexpr int V = Vec16<KV>::kN;
   constexpr int NI = (kSplitMaxDim / V + 31) / 32;  // 16-byte loads per lane per row
   // Keys in flight per lane group: as many as the registers allow (q, acc, K and V rows).
@@ -487,6 +496,8 @@ constexpr int kCombineStaged = 1024;
 __global__ void combine_kernel(AttentionMeta meta, AttentionShape shape, int token_begin, int nparts,
                                int partition, int skip_query_len, const float* __restrict__ part_ml,
                                const float* __restrict__ part_o, float* __restrict__ out) {
+  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
+  pdl_wait();
   const int local_t = blockIdx.x, t = token_begin + local_t, h = blockIdx.y;
   const int D = shape.head_dim, H = shape.num_heads;
   const QueryOf qo = query_of(meta, shape, t);
@@ -560,6 +571,8 @@ template <typename KV>
 __global__ void __launch_bounds__(kFlashThreads)
 flash_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache, const KV* __restrict__ v_cache,
              AttentionMeta meta, AttentionShape shape, float* __restrict__ out) {
+  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
+  pdl_wait();
   extern __shared__ __align__(128) unsigned char smem[];
   const int qt = blockIdx.x, s = blockIdx.y, h = blockIdx.z, tid = threadIdx.x;
   const int warp = tid / 32, lane = tid % 32;
@@ -806,6 +819,8 @@ template <typename KV, int D, int NW, int ST>
 __global__ void __launch_bounds__(NW * 32)
 fa_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache, const KV* __restrict__ v_cache,
           AttentionMeta meta, AttentionShape shape, float* __restrict__ out) {
+  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
+  pdl_wait();
   using T16 = typename MmaType<KV>::T;
   constexpr int R = NW * 16, LD = D + 8, KS = D / 16, ND = D / 8, NK = kFaKeys / 8, kTile = kFaKeys * LD;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -1011,6 +1026,8 @@ tc_decode_kernel(const float* __restrict__ qkv, const T16* __restrict__ k_cache,
                  AttentionMeta meta, AttentionShape shape, int token_begin, int nparts, int partition,
                  int skip_query_len, float* __restrict__ out, float* __restrict__ part_ml,
                  float* __restrict__ part_o) {
+  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
+  pdl_wait();
   constexpr int NW = kTcdWarps, ST = kTcdStages, LD = D + 8, KS = D / 16, ND = D / 8, C = D / 8;
   constexpr int kTile = kTcdKeys * LD, kStage = 2 * kTile;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -1242,11 +1259,18 @@ void launch_partitioned(const AttentionMeta& meta, const AttentionShape& shape, 
   // run in token slices so scratch stays under about 64 MiB.
   const int64_t per_token = nparts == 1 ? 0 : H * nparts * (D + 2);
   const int64_t slice = per_token == 0 ? meta.tokens
-                                       : std::clamp<int64_t>((int64_t{16} << 20) / per_token, 1, meta.tokens);
+                                       : std::clamp<int64_t>(kAttentionWorkspaceFloats / per_token, 1, meta.tokens);
   const int64_t slice_tokens = std::min<int64_t>(slice, meta.tokens);
   float* scratch = nullptr;
-  if (per_token > 0)
-    RH_CUDA(cudaMallocAsync(reinterpret_cast<void**>(&scratch), sizeof(float) * per_token * slice_tokens, stream));
+  bool own_scratch = false;
+  if (per_token > 0) {
+    if (meta.workspace && per_token * slice_tokens <= meta.workspace_floats) {
+      scratch = meta.workspace;
+    } else {
+      RH_CUDA(cudaMallocAsync(reinterpret_cast<void**>(&scratch), sizeof(float) * per_token * slice_tokens, stream));
+      own_scratch = true;
+    }
+  }
   float* part_ml = scratch;
   float* part_o = scratch ? scratch + 2 * slice_tokens * H * nparts : nullptr;
   for (int64_t t0 = 0; t0 < meta.tokens; t0 += slice_tokens) {
@@ -1255,13 +1279,11 @@ void launch_partitioned(const AttentionMeta& meta, const AttentionShape& shape, 
     launch(grid, static_cast<int>(t0), nparts, static_cast<int>(partition), part_ml, part_o);
     if (nparts > 1) {
       dim3 cgrid(static_cast<unsigned>(n), static_cast<unsigned>(H));
-      combine_kernel<<<cgrid, D <= 64 ? 64 : 128, 0, stream>>>(meta, shape, static_cast<int>(t0), nparts,
-                                                                static_cast<int>(partition), skip_query_len,
-                                                                part_ml, part_o, out);
-      RH_CUDA_LAUNCHED("combine_kernel");
+      launch_pdl("combine_kernel", combine_kernel, cgrid, dim3(D <= 64 ? 64 : 128), 0, stream, meta, shape,
+                 static_cast<int>(t0), nparts, static_cast<int>(partition), skip_query_len, part_ml, part_o, out);
     }
   }
-  if (scratch) RH_CUDA(cudaFreeAsync(scratch, stream));
+  if (own_scratch) RH_CUDA(cudaFreeAsync(scratch, stream));
 }
 
 // Split blocks: about twelve per SM (four waves of the three that fit; 24 and 48 measured slower
@@ -1273,10 +1295,9 @@ void launch_split(const float* qkv, const KV* k_cache, const KV* v_cache, const 
   const int64_t group_size = shape.num_heads / shape.num_kv_heads, nsub = (group_size + G - 1) / G;
   launch_partitioned(meta, shape, shape.num_kv_heads * nsub, 12, skip_query_len, out, stream,
                      [&](dim3 grid, int t0, int nparts, int partition, float* part_ml, float* part_o) {
-                       split_kernel<KV, G><<<grid, kSplitThreads, 0, stream>>>(
-                           qkv, k_cache, v_cache, k_scale, v_scale, meta, shape, t0, nparts, partition,
-                           skip_query_len, out, part_ml, part_o);
-                       RH_CUDA_LAUNCHED("split_kernel");
+                       launch_pdl("split_kernel", split_kernel<KV, G>, grid, dim3(kSplitThreads), 0, stream, qkv,
+                                  k_cache, v_cache, k_scale, v_scale, meta, shape, t0, nparts, partition,
+                                  skip_query_len, out, part_ml, part_o);
                      });
 }
 
@@ -1296,10 +1317,9 @@ void launch_tc_decode(const float* qkv, const T16* k_cache, const T16* v_cache, 
   // sequence of 32k keys 70 us against 92).
   launch_partitioned(meta, shape, shape.num_kv_heads * nsub, 4, skip_query_len, out, stream,
                      [&](dim3 grid, int t0, int nparts, int partition, float* part_ml, float* part_o) {
-                       tc_decode_kernel<T16, D><<<grid, kTcdWarps * 32, bytes, stream>>>(
-                           qkv, k_cache, v_cache, meta, shape, t0, nparts, partition, skip_query_len, out, part_ml,
-                           part_o);
-                       RH_CUDA_LAUNCHED("tc_decode_kernel");
+                       launch_pdl("tc_decode_kernel", tc_decode_kernel<T16, D>, grid, dim3(kTcdWarps * 32), bytes,
+                                  stream, qkv, k_cache, v_cache, meta, shape, t0, nparts, partition, skip_query_len,
+                                  out, part_ml, part_o);
                      });
 }
 
@@ -1350,8 +1370,8 @@ void launch_fa(const float* qkv, const KV* k_cache, const KV* v_cache, const Att
   RH_CHECK(qtiles <= 65535 && meta.num_seqs <= 65535, "flash attention: too many query tiles or sequences");
   dim3 grid(static_cast<unsigned>(shape.num_heads), static_cast<unsigned>(meta.num_seqs),
             static_cast<unsigned>(qtiles));
-  fa_kernel<KV, D, NW, ST><<<grid, NW * 32, bytes, stream>>>(qkv, k_cache, v_cache, meta, shape, out);
-  RH_CUDA_LAUNCHED("fa_kernel");
+  launch_pdl("fa_kernel", fa_kernel<KV, D, NW, ST>, grid, dim3(NW * 32), bytes, stream, qkv, k_cache, v_cache, meta,
+             shape, out);
 }
 
 // The WMMA flash kernel, for the head dims the register-resident one is not built for. False
@@ -1369,8 +1389,8 @@ bool launch_wmma_flash(const float* qkv, const KV* k_cache, const KV* v_cache, c
   (void)attr_set;
   dim3 grid(static_cast<unsigned>((meta.max_query_len + kFlashRows - 1) / kFlashRows),
             static_cast<unsigned>(meta.num_seqs), static_cast<unsigned>(shape.num_heads));
-  flash_kernel<KV><<<grid, kFlashThreads, lay.bytes, stream>>>(qkv, k_cache, v_cache, meta, shape, out);
-  RH_CUDA_LAUNCHED("flash_kernel");
+  launch_pdl("flash_kernel", flash_kernel<KV>, grid, dim3(kFlashThreads), lay.bytes, stream, qkv, k_cache, v_cache,
+             meta, shape, out);
   return true;
 }
 
@@ -1391,15 +1411,14 @@ void launch_typed(const float* qkv, KV* k_cache, KV* v_cache, const AttentionMet
   const int64_t D = shape.head_dim, H = shape.num_heads, Hkv = shape.num_kv_heads;
   const int64_t cols = (H + 2 * Hkv) * D, kv_cols = Hkv * D;
   const int store_threads = static_cast<int>(std::min<int64_t>(256, (kv_cols + 31) / 32 * 32));
-  store_kv_kernel<KV><<<static_cast<unsigned>(meta.tokens), store_threads, 0, stream>>>(
-      qkv, cols, H * D, kv_cols, meta.slot_mapping, k_cache, v_cache);
-  RH_CUDA_LAUNCHED("store_kv_kernel");
+  launch_pdl("store_kv_kernel", store_kv_kernel<KV>, dim3(static_cast<unsigned>(meta.tokens)), dim3(store_threads), 0,
+             stream, qkv, cols, H * D, kv_cols, meta.slot_mapping, k_cache, v_cache);
 
   const bool split_ok = D % Vec16<KV>::kN == 0 && D <= kSplitMaxDim;
   if (!split_ok) {
     dim3 grid(static_cast<unsigned>(meta.tokens), static_cast<unsigned>(H));
-    attention_kernel<KV><<<grid, kThreads, 0, stream>>>(qkv, k_cache, v_cache, meta, shape, out);
-    RH_CUDA_LAUNCHED("attention_kernel");
+    launch_pdl("attention_kernel", attention_kernel<KV>, grid, dim3(kThreads), 0, stream, qkv, k_cache, v_cache, meta,
+               shape, out);
     return;
   }
   int skip_query_len = 0;
@@ -1442,10 +1461,9 @@ void launch_fp8(const float* qkv, Fp8Kv* k_cache, Fp8Kv* v_cache, float* k_scale
   RH_CHECK(D % 16 == 0 && D <= kSplitMaxDim, "CUDA FP8 KV cache needs head_dim a multiple of 16 up to ", kSplitMaxDim,
            ", not ", D);
   const int threads = static_cast<int>(std::min<int64_t>(1024, 2 * Hkv * 32));
-  store_kv_fp8_kernel<<<static_cast<unsigned>(meta.tokens), threads, 0, stream>>>(
-      qkv, (H + 2 * Hkv) * D, H * D, static_cast<int>(Hkv), static_cast<int>(D), meta.slot_mapping,
-      reinterpret_cast<uint8_t*>(k_cache), reinterpret_cast<uint8_t*>(v_cache), k_scale, v_scale);
-  RH_CUDA_LAUNCHED("store_kv_fp8_kernel");
+  launch_pdl("store_kv_fp8_kernel", store_kv_fp8_kernel, dim3(static_cast<unsigned>(meta.tokens)), dim3(threads), 0,
+             stream, qkv, (H + 2 * Hkv) * D, H * D, static_cast<int>(Hkv), static_cast<int>(D), meta.slot_mapping,
+             reinterpret_cast<uint8_t*>(k_cache), reinterpret_cast<uint8_t*>(v_cache), k_scale, v_scale);
   launch_split_grouped<Fp8Kv>(qkv, k_cache, v_cache, k_scale, v_scale, meta, shape, 0, out, stream);
 }
 

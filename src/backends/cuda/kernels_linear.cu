@@ -49,12 +49,12 @@ template <int R>
 constexpr int kGemvUnroll = R == 1 ? 16 : 8;
 
 // One round of the main loop: the loaded 16-byte chunks c + 32 u of each row, multiplied.
-template <typename W, int M, int R>
+template <typename W, int M, int R, int U = kGemvUnroll<R>>
 __device__ __forceinline__ void gemv_round(const float* __restrict__ x, int64_t K, int64_t c,
-                                           const uint4 (&raw)[R][kGemvUnroll<R>], float (&acc)[R][M]) {
+                                           const uint4 (&raw)[R][U], float (&acc)[R][M]) {
   constexpr int V = Vec16<W>::kElems;
 #pragma unroll
-  for (int u = 0; u < kGemvUnroll<R>; ++u) {
+  for (int u = 0; u < U; ++u) {
     const int64_t k0 = (c + 32 * u) * V;
 #pragma unroll
     for (int r = 0; r < R; ++r) {
@@ -119,6 +119,70 @@ __device__ __forceinline__ void gemv_rows(const float* __restrict__ x, const W* 
   }
 }
 
+// Rounds of the pipelined decode product: kGemvUnroll<R> / 2 16-byte loads per lane and row.
+template <int R>
+constexpr int kGemvStage = kGemvUnroll<R> / 2;
+
+// Whether the pipelined loop takes a product: two rows streamed together (the SwiGLU gate/up
+// product), 16-byte loads, and rows of whole rounds. Measured on an H200 (8B shapes, batch 1):
+// gate/up 67.0 -> 58.8 us; with one row per warp, half-depth rounds lost more than continuity
+// gained (down 30.5 -> 44.4 us, o 8.4 -> 11.8), so single rows keep the plain loop.
+template <typename W, int R>
+__host__ __device__ constexpr bool gemv_pipelined_fits(int64_t K, bool vectorized) {
+  return R == 2 && vectorized && (K / Vec16<W>::kElems) % (32 * kGemvStage<R>) == 0;
+}
+
+// The warp's whole share of a decode product as one stream of rounds: its columns n = first +
+// j * stride, each kGemvStage<R> 16-byte loads per lane and row per round over K. Round i + 1's
+// loads are issued before round i is multiplied (two register buffers of half the plain loop's
+// depth, so the same registers), so the warp's loads do not pause for the multiply, the
+// reduction and store at the end of a column, or the start of the next. finish(n, acc) ends a
+// column (acc holds the lane's partial sums).
+template <typename W, int M, int R, typename Finish>
+__device__ __forceinline__ void gemv_pipelined(const float* __restrict__ x, const W* __restrict__ w, int64_t cols,
+                                               int64_t K, int64_t first, int64_t stride, int lane, Finish&& finish) {
+  constexpr int V = Vec16<W>::kElems, U = kGemvStage<R>;
+  const int rpr = static_cast<int>(K / V / (32 * U));  // rounds per column
+  const int ncols = first < cols ? static_cast<int>((cols - first + stride - 1) / stride) : 0;
+  const int total = ncols * rpr;
+  if (total == 0) return;
+  uint4 a[R][U], b[R][U];
+  auto load = [&](uint4 (&buf)[R][U], int i) {
+    const int j = i / rpr, r0 = i - j * rpr;
+    const int64_t n = first + j * stride, c = static_cast<int64_t>(r0) * 32 * U + lane;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const uint4* row = reinterpret_cast<const uint4*>(w + (r == 0 ? n : n + cols) * K) + c;
+#pragma unroll
+      for (int u = 0; u < U; ++u) buf[r][u] = load_stream(row + 32 * u);
+    }
+  };
+  float acc[R][M];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[r][m] = 0.0f;
+  auto step = [&](const uint4 (&buf)[R][U], int i) {
+    const int j = i / rpr, r0 = i - j * rpr;
+    gemv_round<W, M, R, U>(x, K, static_cast<int64_t>(r0) * 32 * U + lane, buf, acc);
+    if (r0 == rpr - 1) {
+      finish(first + j * stride, acc);
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int m = 0; m < M; ++m) acc[r][m] = 0.0f;
+    }
+  };
+  load(a, 0);
+  for (int i = 0; i < total; i += 2) {
+    if (i + 1 < total) load(b, i + 1);
+    step(a, i);
+    if (i + 1 >= total) break;
+    if (i + 2 < total) load(a, i + 2);
+    step(b, i + 1);
+  }
+}
+
 // The decode product (M <= kGemvMaxRows activation rows): memory bound on the weights, so a warp
 // owns an output column at a time and streams its weight row once with 16-byte loads, against
 // all M activation rows. The grid is at most as many blocks as fit on the GPU at once, each warp
@@ -137,17 +201,14 @@ template <typename W, int M, int R>
 __global__ void __launch_bounds__(kGemvWarps * 32)
 gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps,
             const W* __restrict__ w, const float* __restrict__ bias, int64_t N, int64_t K, int mode, bool vectorized,
-            float* __restrict__ out) {
+            bool pipelined, float* __restrict__ out) {
   extern __shared__ __align__(16) float xs[];
   const int lane = threadIdx.x & 31;
   const int64_t cols = R == 2 ? N / 2 : N;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
-  // Launched with PDL (pdl.cuh): the warp's first weight rows head for L2 while the kernel before
-  // still runs; x and out are touched only after pdl_wait().
-  if (first < cols) {
-    prefetch_l2(w + first * K, K * static_cast<int64_t>(sizeof(W)), lane, 32);
-    if constexpr (R == 2) prefetch_l2(w + (first + cols) * K, K * static_cast<int64_t>(sizeof(W)), lane, 32);
-  }
+  // Launched with PDL (pdl.cuh): x and out are touched only after pdl_wait(). (Prefetching the
+  // warps' first weight rows into L2 before the wait gained nothing at 2 KB per row and cost 6%
+  // of a batch-1 step at 8 KB, the down product's rows overflowing L2; H200, 8B shape.)
   pdl_trigger();
   pdl_wait();
   const float* xin = x;
@@ -156,8 +217,31 @@ gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float
     __syncthreads();
     xin = xs;
   }
+  // The column's sums (lane partials in acc) to the output, with the epilogue.
+  auto finish = [&](int64_t n, const float (&acc)[R][M]) {
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      float s[R];
+#pragma unroll
+      for (int r = 0; r < R; ++r) s[r] = warp_sum(acc[r][m]);
+      if (lane != 0) continue;
+      if constexpr (R == 2) {
+        const float g = bias ? s[0] + bias[n] : s[0], u = bias ? s[1] + bias[n + cols] : s[1];
+        out[m * cols + n] = silu_times(g, u);
+      } else {
+        const float v = bias ? s[0] + bias[n] : s[0];
+        if (mode == static_cast<int>(LinearMode::kAccumulate)) out[m * N + n] = __fadd_rn(out[m * N + n], v);
+        else out[m * N + n] = v;
+      }
+    }
+  };
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kGemvWarps;
+  if (pipelined) {
+    gemv_pipelined<W, M, R>(xin, w, cols, K, first, stride, lane, finish);
+    return;
+  }
   // Whole warps take the same columns, so the shuffles below stay full.
-  for (int64_t n = first; n < cols; n += static_cast<int64_t>(gridDim.x) * kGemvWarps) {
+  for (int64_t n = first; n < cols; n += stride) {
   const W* rows[R];
   rows[0] = w + n * K;
   if constexpr (R == 2) rows[1] = w + (n + cols) * K;
@@ -167,21 +251,7 @@ gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[r][m] = 0.0f;
   gemv_rows<W, M, R>(xin, rows, K, vectorized, lane, acc, lane);
-#pragma unroll
-  for (int m = 0; m < M; ++m) {
-    float s[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) s[r] = warp_sum(acc[r][m]);
-    if (lane != 0) continue;
-    if constexpr (R == 2) {
-      const float g = bias ? s[0] + bias[n] : s[0], u = bias ? s[1] + bias[n + cols] : s[1];
-      out[m * cols + n] = silu_times(g, u);
-    } else {
-      const float v = bias ? s[0] + bias[n] : s[0];
-      if (mode == static_cast<int>(LinearMode::kAccumulate)) out[m * N + n] = __fadd_rn(out[m * N + n], v);
-      else out[m * N + n] = v;
-    }
-  }
+  finish(n, acc);
   }
 }
 
@@ -224,8 +294,9 @@ void launch_gemv(const float* x, const float* norm_w, float eps, const W* w, con
     const int64_t per_warp = (cols + fit * kGemvWarps - 1) / (fit * kGemvWarps);
     const int64_t warps = (cols + per_warp - 1) / per_warp;
     const unsigned grid = static_cast<unsigned>((warps + kGemvWarps - 1) / kGemvWarps);
+    const bool pipelined = gemv_pipelined_fits<W, R>(K, vectorized);
     launch_pdl("gemv_kernel", kernel, dim3(grid), dim3(threads), smem, stream, x, norm_w, eps, w, bias, N, K,
-               static_cast<int>(mode), vectorized, out);
+               static_cast<int>(mode), vectorized, pipelined, out);
   };
   switch (M) {
     case 1: go(gemv_kernel<W, 1, R>); break;

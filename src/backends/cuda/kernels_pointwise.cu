@@ -7,6 +7,7 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device_util.cuh"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/pdl.cuh"
 
 namespace redhare::cuda {
 namespace {
@@ -21,6 +22,8 @@ unsigned grid_for(int64_t n, int threads) {
 template <typename T>
 __global__ void embedding_kernel(const T* __restrict__ table, const int32_t* __restrict__ ids,
                                  int64_t hidden, float* __restrict__ out) {
+  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
+  pdl_wait();
   const T* row = table + static_cast<int64_t>(ids[blockIdx.x]) * hidden;
   float* o = out + static_cast<int64_t>(blockIdx.x) * hidden;
   for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) o[i] = to_f32(row[i]);
@@ -30,6 +33,8 @@ __global__ void embedding_kernel(const T* __restrict__ table, const int32_t* __r
 __global__ void rms_norm_kernel(float* __restrict__ residual, const float* __restrict__ x,
                                 const float* __restrict__ weight, float eps, int64_t n,
                                 float* __restrict__ out) {
+  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
+  pdl_wait();
   const int64_t base = static_cast<int64_t>(blockIdx.x) * n;
   const float* src = x + base;
   double ss = 0;
@@ -54,6 +59,8 @@ __global__ void rms_norm_kernel(float* __restrict__ residual, const float* __res
 __global__ void head_rms_norm_kernel(float* __restrict__ x, int64_t cols, int64_t first_col,
                                      int64_t num_heads, int64_t d, const float* __restrict__ weight,
                                      float eps) {
+  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
+  pdl_wait();
   const int64_t row = blockIdx.x / num_heads, head = blockIdx.x % num_heads;
   float* p = x + row * cols + first_col + head * d;
   double ss = 0;
@@ -78,6 +85,8 @@ __global__ void silu_mul_kernel(const float* __restrict__ gu, int64_t tokens, in
 __global__ void rope_kernel(float* __restrict__ x, int64_t cols, int64_t num_heads,
                             int64_t head_dim, const int32_t* __restrict__ positions,
                             const float* __restrict__ inv_freq) {
+  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
+  pdl_wait();
   const int64_t t = blockIdx.x / num_heads, h = blockIdx.x % num_heads, half = head_dim / 2;
   float* p = x + t * cols + h * head_dim;
   const float pos = static_cast<float>(positions[t]);
@@ -131,6 +140,8 @@ __global__ void narrow_kernel(const float* __restrict__ x, int64_t n, T* __restr
 constexpr int kArgmaxThreads = 1024;
 __global__ void __launch_bounds__(kArgmaxThreads)
 argmax_kernel(const float* __restrict__ x, int64_t n, int32_t* __restrict__ out) {
+  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
+  pdl_wait();
   __shared__ float best_v[kArgmaxThreads / 32];
   __shared__ int32_t best_i[kArgmaxThreads / 32];
   const float* row = x + static_cast<int64_t>(blockIdx.x) * n;
@@ -177,32 +188,33 @@ void launch_embedding(const void* table, Elem type, const int32_t* ids, int64_t 
   const int threads = row_threads(hidden);
   switch (type) {
     case Elem::kF32:
-      embedding_kernel<<<grid, threads, 0, stream>>>(static_cast<const float*>(table), ids, hidden, out);
+      launch_pdl("embedding_kernel", embedding_kernel<float>, dim3(grid), dim3(threads), 0, stream,
+                 static_cast<const float*>(table), ids, hidden, out);
       break;
     case Elem::kF16:
-      embedding_kernel<<<grid, threads, 0, stream>>>(static_cast<const __half*>(table), ids, hidden, out);
+      launch_pdl("embedding_kernel", embedding_kernel<__half>, dim3(grid), dim3(threads), 0, stream,
+                 static_cast<const __half*>(table), ids, hidden, out);
       break;
     case Elem::kBF16:
-      embedding_kernel<<<grid, threads, 0, stream>>>(static_cast<const __nv_bfloat16*>(table), ids, hidden, out);
+      launch_pdl("embedding_kernel", embedding_kernel<__nv_bfloat16>, dim3(grid), dim3(threads), 0, stream,
+                 static_cast<const __nv_bfloat16*>(table), ids, hidden, out);
       break;
   }
-  RH_CUDA_LAUNCHED("embedding_kernel");
 }
 
 void launch_rms_norm(float* residual, const float* x, const float* weight, float eps, int64_t rows,
                      int64_t n, float* out, cudaStream_t stream) {
   if (rows == 0) return;
-  rms_norm_kernel<<<static_cast<unsigned>(rows), row_threads(n), 0, stream>>>(residual, x, weight, eps, n, out);
-  RH_CUDA_LAUNCHED("rms_norm_kernel");
+  launch_pdl("rms_norm_kernel", rms_norm_kernel, dim3(static_cast<unsigned>(rows)), dim3(row_threads(n)), 0, stream,
+             residual, x, weight, eps, n, out);
 }
 
 void launch_head_rms_norm(float* x, int64_t rows, int64_t cols, int64_t first_col,
                           int64_t num_heads, int64_t head_dim, const float* weight, float eps,
                           cudaStream_t stream) {
   if (rows == 0 || num_heads == 0) return;
-  head_rms_norm_kernel<<<static_cast<unsigned>(rows * num_heads), row_threads(head_dim), 0, stream>>>(
-      x, cols, first_col, num_heads, head_dim, weight, eps);
-  RH_CUDA_LAUNCHED("head_rms_norm_kernel");
+  launch_pdl("head_rms_norm_kernel", head_rms_norm_kernel, dim3(static_cast<unsigned>(rows * num_heads)),
+             dim3(row_threads(head_dim)), 0, stream, x, cols, first_col, num_heads, head_dim, weight, eps);
 }
 
 void launch_silu_mul(const float* gate_up, int64_t tokens, int64_t inter, float* out,
@@ -216,9 +228,8 @@ void launch_rope(float* x, int64_t tokens, int64_t cols, int64_t num_heads, int6
                  const int32_t* positions, const float* inv_freq, cudaStream_t stream) {
   if (tokens == 0 || num_heads == 0 || head_dim < 2) return;
   const int threads = static_cast<int>(std::min<int64_t>(128, std::max<int64_t>(32, (head_dim / 2 + 31) / 32 * 32)));
-  rope_kernel<<<static_cast<unsigned>(tokens * num_heads), threads, 0, stream>>>(
-      x, cols, num_heads, head_dim, positions, inv_freq);
-  RH_CUDA_LAUNCHED("rope_kernel");
+  launch_pdl("rope_kernel", rope_kernel, dim3(static_cast<unsigned>(tokens * num_heads)), dim3(threads), 0, stream, x,
+             cols, num_heads, head_dim, positions, inv_freq);
 }
 
 void launch_narrow(const float* x, int64_t n, void* out, Elem type, cudaStream_t stream) {
@@ -235,8 +246,8 @@ void launch_narrow(const float* x, int64_t n, void* out, Elem type, cudaStream_t
 
 void launch_argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* out, cudaStream_t stream) {
   if (rows == 0) return;
-  argmax_kernel<<<static_cast<unsigned>(rows), kArgmaxThreads, 0, stream>>>(x, n, out);
-  RH_CUDA_LAUNCHED("argmax_kernel");
+  launch_pdl("argmax_kernel", argmax_kernel, dim3(static_cast<unsigned>(rows)), dim3(kArgmaxThreads), 0, stream, x, n,
+             out);
 }
 
 void launch_add(float* out, const float* x, int64_t n, cudaStream_t stream) {
