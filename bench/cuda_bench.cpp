@@ -246,7 +246,8 @@ int main(int argc, char** argv) {
     const int64_t bs = 16;
     // Decode sequence s owns blocks [s * blocks_per_seq, ...); a prefill reuses blocks from 0.
     const int64_t blocks_per_seq = (context + steps + 4 + bs - 1) / bs;
-    const int64_t prefill_blocks = (*std::max_element(prefills.begin(), prefills.end()) + bs - 1) / bs;
+    const int64_t prefill_blocks =
+        prefills.empty() ? 0 : (*std::max_element(prefills.begin(), prefills.end()) + bs - 1) / bs;
     KvCache kv = backend->alloc_kv_cache(
         model->kv_spec(std::max(max_batch * blocks_per_seq, prefill_blocks), bs, kv_dtype));
 
