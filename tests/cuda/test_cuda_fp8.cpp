@@ -1,6 +1,6 @@
 // FP8 (kF8B128) weights on the GPU: the block-quantized products against the CPU reference at
-// odd sizes (decode kernel and tiles; in tensor-core mode the decode kernel and the W8A16 mma
-// kernel, every fused_linear mode), the W8A8 path (activation quantization bit for bit, products
+// odd sizes (decode kernel and tiles; in tensor-core mode the W8A16 decode kernel and the W8A16
+// mma kernel, every fused_linear mode; decode steps replayed from graphs under PDL), the W8A8 path (activation quantization bit for bit, products
 // against a host reference that quantizes as the kernel does), the
 // infer.raise_lower_bit_float_to values, and a converted model on the GPU against the CPU backend.
 #include <cmath>
@@ -215,6 +215,70 @@ INSTANTIATE_TEST_SUITE_P(
                       Fp8TcCase{300, 2120, 256, kU, false, true}, Fp8TcCase{520, 136, 640, kS, true, true}),
     fp8_tc_case_name);
 
+// Tensor-core mode, decode sizes (M <= cuda::kFp8DecodeMaxRows): the W8A16 decode kernel, same
+// numerics as the tiles, so the same reference. Odd N (tiles of 8 rows, 4 gate + 4 up in SiLU
+// mode, partly past the end), every mode, bias and norm, K from one block to the 8B down
+// product's 14336, and N large enough that blocks loop over several tiles (iters > 1 at K 128,
+// 4096 and 14336 on a 132-SM GPU).
+INSTANTIATE_TEST_SUITE_P(
+    Decode, CudaFp8TensorCore,
+    ::testing::Values(Fp8TcCase{1, 37, 128, kS, false, false}, Fp8TcCase{1, 37, 384, kS, true, true},
+                      Fp8TcCase{2, 74, 384, kU, true, true}, Fp8TcCase{3, 300, 128, kA, true, false},
+                      Fp8TcCase{4, 1030, 4096, kU, false, true}, Fp8TcCase{1, 2120, 4096, kS, true, true},
+                      Fp8TcCase{2, 2062, 4096, kA, false, false}, Fp8TcCase{3, 4242, 4096, kU, true, true},
+                      Fp8TcCase{4, 2120, 4096, kA, true, true}, Fp8TcCase{1, 1100, 14336, kA, true, false},
+                      Fp8TcCase{4, 1100, 14336, kS, false, true}, Fp8TcCase{3, 2202, 14336, kU, true, false},
+                      Fp8TcCase{2, 17000, 128, kS, true, false}, Fp8TcCase{4, 17002, 128, kU, false, true},
+                      Fp8TcCase{1, 9, 256, kA, false, true}, Fp8TcCase{4, 8, 640, kU, true, false}),
+    fp8_tc_case_name);
+
+TEST_F(CudaFp8Linear, DecodeProductHoldsRowsOfAnyMagnitude) {
+  // Each activation row is staged with its own power-of-two factor: rows 2^40 apart, a row whose
+  // values spread over 2^±20, and an all-zero row each match the reference row by row.
+  CudaOptions o;
+  o.tensor_cores = true;
+  auto tc = make_cuda_backend(0, o);
+  for (const auto& [N, K, mode, norm] : {std::tuple<int64_t, int64_t, LinearOut, bool>{200, 4096, kS, false},
+                                         {300, 14336, kA, false}, {200, 384, kU, true}, {136, 4096, kS, true}}) {
+    const int64_t M = 4, cols = mode == kU ? N / 2 : N;
+    std::vector<float> xv = random_tensor(DType::kF32, {M, K}).to_f32_vector();
+    std::uniform_real_distribution<float> e(-20.0f, 20.0f);
+    for (int64_t k = 0; k < K; ++k) {
+      xv[static_cast<size_t>(k)] *= std::exp2(20.0f);
+      xv[static_cast<size_t>(K + k)] *= std::exp2(-20.0f);
+      xv[static_cast<size_t>(2 * K + k)] *= std::exp2(e(rng()));
+      xv[static_cast<size_t>(3 * K + k)] = 0.0f;
+    }
+    Tensor x = Tensor::from_f32(xv, {M, K});
+    Tensor w = random_fp8(N, K);
+    Tensor nw = random_tensor(DType::kF32, {K}, 0.5f);
+    Tensor start = random_tensor(DType::kF32, {M, cols}, 1e-3f);
+    Tensor xin = x;
+    if (norm) {
+      xin = Tensor::empty(DType::kF32, {M, K});
+      cpu::ref::rms_norm(x, nw, 1e-5f, xin);
+    }
+    std::vector<float> xr = xin.to_f32_vector();
+    for (float& f : xr) f = bf16_to_f32(f32_to_bf16(f));
+    Tensor p = poisoned({M, N});
+    cpu::ref::linear(Tensor::from_f32(xr, {M, K}), w, nullptr, p);
+    Tensor ref = copy_of(start);
+    if (mode == kS) ref = p;
+    else if (mode == kA) cpu::ref::add(ref, p);
+    else cpu::ref::silu_mul(p, ref);
+    Tensor dnw = tc->upload(nw);
+    Tensor out = tc->upload(mode == kA ? start : poisoned({M, cols}));
+    tc->fused_linear(tc->upload(x), norm ? &dnw : nullptr, 1e-5f, tc->upload(w), nullptr, mode, out);
+    const Tensor got = tc->to_host(out);
+    for (int64_t m = 0; m < M; ++m) {
+      std::vector<float> a(got.data_as<float>() + m * cols, got.data_as<float>() + (m + 1) * cols);
+      std::vector<float> b(ref.data_as<float>() + m * cols, ref.data_as<float>() + (m + 1) * cols);
+      EXPECT_LT(rel_error(Tensor::from_f32(a, {cols}), Tensor::from_f32(b, {cols})), 1e-5)
+          << "row " << m << " N=" << N << " K=" << K << " mode " << static_cast<int>(mode) << " norm " << norm;
+    }
+  }
+}
+
 // ---- W8A8 ----
 
 // The activations as the W8A8 kernels see them: RMS-normalized when nw is set (f32, as the
@@ -413,8 +477,8 @@ TEST_F(CudaFp8Linear, AutoUsesW8A8FromItsRowCountAndBf16Never) {
   }
 }
 
-TEST_F(CudaFp8Linear, ConvertedModelMatchesTheCpuBackend) {
-  // A random Llama with 128-multiple rows, converted to FP8, run on both backends.
+// A random Llama with 128-multiple rows, converted to FP8 (written once per process); its folder.
+std::string converted_fp8_model() {
   namespace fs = std::filesystem;
   const std::string src = ::testing::TempDir() + "/redhare_cuda_fp8_src", fp8 = ::testing::TempDir() + "/redhare_cuda_fp8";
   fs::remove_all(src);
@@ -444,7 +508,12 @@ TEST_F(CudaFp8Linear, ConvertedModelMatchesTheCpuBackend) {
   t.emplace_back("model.norm.weight", Tensor::from_f32(std::vector<float>(H, 1.0f), {H}));
   save_safetensors(src + "/model.safetensors", t);
   convert_checkpoint_to_fp8(src, fp8);
+  return fp8;
+}
 
+TEST_F(CudaFp8Linear, ConvertedModelMatchesTheCpuBackend) {
+  // The converted model on both backends.
+  static const std::string fp8 = converted_fp8_model();
   auto cpu_backend = make_cpu_backend();
   auto on_cpu = load_model(fp8, *cpu_backend);
   auto on_gpu = load_model(fp8, *gpu);
@@ -457,6 +526,33 @@ TEST_F(CudaFp8Linear, ConvertedModelMatchesTheCpuBackend) {
   g.max_new_tokens = 12;
   g.ignore_eos = true;
   EXPECT_EQ(greedy_generate(*on_gpu, *gpu, prompt, g), greedy_generate(*on_cpu, *cpu_backend, prompt, g));
+}
+
+TEST_F(CudaFp8Linear, TensorCoreDecodeInGraphsMatchesEagerSteps) {
+  // Tensor-core mode: the decode steps' FP8 products (the W8A16 decode kernel, launched with
+  // programmatic dependent launch) replayed from CUDA graphs give the eager steps' tokens and
+  // logits bit for bit, and stay near the exact CPU backend.
+  static const std::string fp8 = converted_fp8_model();
+  const std::vector<int32_t> prompt = {5, 77, 301, 12, 9, 250, 31, 8, 100};
+  GreedyOptions g;
+  g.max_new_tokens = 12;
+  g.ignore_eos = true;
+  std::vector<std::vector<int32_t>> tokens;
+  std::vector<Tensor> logits;
+  for (bool graphs : {true, false}) {
+    CudaOptions o;
+    o.tensor_cores = true;
+    o.graphs = graphs;
+    auto tc = make_cuda_backend(0, o);
+    auto model = load_model(fp8, *tc);
+    tokens.push_back(greedy_generate(*model, *tc, prompt, g));
+    logits.push_back(prompt_logits(*model, *tc, {5, 77, 301}));  // 3 rows: the decode kernel
+  }
+  EXPECT_EQ(tokens[0], tokens[1]);
+  EXPECT_TRUE(same_bytes(logits[0], logits[1]));
+  auto cpu_backend = make_cpu_backend();
+  auto on_cpu = load_model(fp8, *cpu_backend);
+  EXPECT_LT(rel_error(logits[0], prompt_logits(*on_cpu, *cpu_backend, {5, 77, 301})), 2e-2);
 }
 
 }  // namespace

@@ -258,6 +258,12 @@ class CudaBackend final : public Backend {
       cuda::launch_fp8_to_bf16(w.data(), w.size(0), w.size(1), wide.data(), stream());
       if (tensor_core_product(x, wide, bias, out, false)) return;
     }
+    // Tensor cores, decode sizes: the W8A16 decode kernel (fp8_gemv_kernel where it does not fit).
+    if (lt_ && w.dtype() == DType::kF8B128 && x.size(0) <= cuda::kFp8DecodeMaxRows &&
+        cuda::launch_fp8_decode(x.data_as<float>(), nullptr, 0.0f, w.data(), bias ? bias->data_as<float>() : nullptr,
+                                x.size(0), w.size(0), x.size(1), cuda::LinearMode::kStore, out.data_as<float>(),
+                                stream()))
+      return;
     if (is_block_quantized(w.dtype())) {
       RH_CHECK(cuda::quant_kernel_supported(w.dtype()), "CUDA backend: linear does not support ",
                dtype_name(w.dtype()), " weights (", w.str(), ")");
@@ -295,6 +301,12 @@ class CudaBackend final : public Backend {
         (w.dtype() == DType::kBF16 || w.dtype() == DType::kF16) && tensor_core_product(x, w, bias, out, true))
       return;
     if (w.dtype() == DType::kF8B128) {
+      if (lt_ && M <= cuda::kFp8DecodeMaxRows &&
+          cuda::launch_fp8_decode(x.data_as<float>(), norm_weight ? norm_weight->data_as<float>() : nullptr, eps,
+                                  w.data(), bias ? bias->data_as<float>() : nullptr, M, N, K,
+                                  static_cast<cuda::LinearMode>(static_cast<int>(mode)), out.data_as<float>(),
+                                  stream()))
+        return;
       if ((!lt_ || M <= cuda::kGemvMaxRows) &&
           cuda::launch_fused_fp8_gemv(x.data_as<float>(), norm_weight ? norm_weight->data_as<float>() : nullptr, eps,
                                       w.data(), bias ? bias->data_as<float>() : nullptr, M, N, K,

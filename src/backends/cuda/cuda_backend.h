@@ -10,8 +10,9 @@
 //   products of more than kGemvMaxRows rows round the activations to the weights' 16-bit type and
 //   run on cuBLASLt with f32 accumulation; prefill attention likewise rounds Q, K, P and V to
 //   bf16. Decode matrix-vector products keep f32 activations in both modes (they are bound by
-//   the weight reads, so exactness costs nothing there). Products on FP8 weights run W8A16 or,
-//   on GPUs with FP8 tensor cores, W8A8 (CudaOptions::raise_lower_bit_float_to).
+//   the weight reads, so exactness costs nothing there), except on FP8 weights. Products on FP8
+//   weights run W8A16 (decode products too, on the tensor cores) or, on GPUs with FP8 tensor
+//   cores, W8A8 (CudaOptions::raise_lower_bit_float_to).
 #pragma once
 
 #include <cstdint>

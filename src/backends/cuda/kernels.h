@@ -64,10 +64,10 @@ constexpr int64_t kQuantGemvWideRows = 8192;
 bool quant_kernel_supported(DType t);
 void launch_quant_linear(const float* x, const void* w, DType w_type, const float* bias, int64_t M,
                          int64_t N, int64_t K, float* out, cudaStream_t stream);
-// Products on kF8B128 weights: up to kFp8GemvMaxRows rows in exact mode (kGemvMaxRows in
-// tensor-core mode) the FP8 decode kernel (CUDA cores, exact f32, each weight byte read once for
-// all rows); more rows in tensor-core mode the W8A16 kernel (launch_fp8_mma) below kFp8WidenRows
-// and, from there, the weights widened to bf16 per call for cuBLASLt (launch_fp8_to_bf16), which
+// Products on kF8B128 weights: up to kFp8GemvMaxRows rows in exact mode the FP8 decode kernel
+// (CUDA cores, exact f32, each weight byte read once for all rows), which tensor-core mode keeps
+// for kGemvMaxRows rows only where launch_fp8_decode (below) declines; more rows in tensor-core
+// mode the W8A16 kernel (launch_fp8_mma) below kFp8WidenRows and, from there, the weights widened to bf16 per call for cuBLASLt (launch_fp8_to_bf16), which
 // measured faster at 256 rows and more (H200; see kernels_fp8_mma.cu).
 constexpr int64_t kFp8GemvMaxRows = 8;
 constexpr int64_t kFp8WidenRows = 128;
@@ -75,6 +75,15 @@ constexpr int64_t kFp8WidenRows = 128;
 // plain types), M <= kFp8GemvMaxRows; false when the shape does not suit it (nothing launched).
 bool launch_fused_fp8_gemv(const float* x, const float* norm_w, float eps, const void* w, const float* bias,
                            int64_t M, int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream);
+// Tensor-core mode's decode product on kF8B128 weights (kernels_fp8_mma.cu), up to
+// kFp8DecodeMaxRows rows: the W8A16 numerics of launch_fp8_mma (activations, RMS-normalized when
+// norm_w is set, rounded to bf16; weights exact; f32 sums, one rounding per 128-value block) in
+// one kernel that streams the weights into mma.sync fragments; bias and the fused_linear modes in
+// its epilogue. False when the shape does not suit it (nothing launched: the activations' f16
+// copy must fit in shared memory, x and w 16-byte aligned); the caller takes fp8_gemv_kernel.
+constexpr int64_t kFp8DecodeMaxRows = 4;
+bool launch_fp8_decode(const float* x, const float* norm_w, float eps, const void* w, const float* bias, int64_t M,
+                       int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream);
 // The tensor-core product on kF8B128 weights (kernels_fp8_mma.cu): activations (RMS-normalized
 // when norm_w is set) rounded to bf16, weights exact, f32 accumulation, bias and the fused_linear
 // modes in the epilogue. plan_fp8_mma sizes the scratch (staged activations and their row factors,

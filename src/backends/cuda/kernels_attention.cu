@@ -1313,9 +1313,10 @@ void launch_tc_decode(const float* qkv, const T16* k_cache, const T16* v_cache, 
   }();
   (void)attr_set;
   const int64_t group_size = shape.num_heads / shape.num_kv_heads, nsub = (group_size + kTcdRows - 1) / kTcdRows;
-  // Four blocks per SM measured best (H200, 8B shape: batch 64 101 us against 116 with eight; one
-  // sequence of 32k keys 70 us against 92).
-  launch_partitioned(meta, shape, shape.num_kv_heads * nsub, 4, skip_query_len, out, stream,
+  // Two blocks per SM (H200, 8B shape, whole decode steps: batch 8 5.985 ms against 6.085 with
+  // four and 6.369 with eight, batch 1 and 64 within 0.3%; earlier, four against eight: batch 64
+  // attention 101 us against 116, one sequence of 32k keys 70 us against 92).
+  launch_partitioned(meta, shape, shape.num_kv_heads * nsub, 2, skip_query_len, out, stream,
                      [&](dim3 grid, int t0, int nparts, int partition, float* part_ml, float* part_o) {
                        launch_pdl("tc_decode_kernel", tc_decode_kernel<T16, D>, grid, dim3(kTcdWarps * 32), bytes,
                                   stream, qkv, k_cache, v_cache, meta, shape, t0, nparts, partition, skip_query_len,

@@ -23,7 +23,8 @@
 // - M > 4: 64x64 output tiles; each 32-wide K slice of W is dequantized into shared memory as f32
 //   (one 8-value unit per thread) and multiplied like an f32 tile.
 // FP8 (kF8B128) weights have their own decode kernel here, for M <= kFp8GemvMaxRows (8; in
-// tensor-core mode it serves M <= 4 and the W8A16 mma kernel of kernels_fp8_mma.cu takes over),
+// tensor-core mode only where the W8A16 decode kernel of kernels_fp8_mma.cu does not fit, M <= 4,
+// and the W8A16 mma kernel takes over from 5 rows),
 // and from kFp8WidenRows rows in tensor-core mode fp8_to_bf16_kernel widens them for cuBLASLt.
 #include <algorithm>
 
@@ -474,7 +475,8 @@ void embedding_typed(const uint8_t* table, const int32_t* ids, int64_t tokens, i
 constexpr int kFp8Warps = 8, kFp8Unroll = 32;
 
 // The decode product of M <= 8 activation rows on kF8B128 rows (each weight byte read once for all
-// M; in tensor-core mode only M <= 4 come here: at 8 rows the mma kernel measured faster, 1071
+// M; in tensor-core mode only M <= 4 where launch_fp8_decode declines (its staged activations do
+// not fit in shared memory, or unaligned pointers): at 8 rows the mma kernel measured faster, 1071
 // against 907 tok/s for a Llama-3.1-8B decode step on an H200), with Backend::fused_linear's folds
 // as the bf16 kernel has them (kernels_linear.cu): norm_w stages each activation row's RMSNorm in
 // shared memory first; mode 1 adds into `out` (the residual), mode 2 (R = 2) streams rows n and
