@@ -159,6 +159,10 @@ class TimedBackend final : public Backend {
                  Tensor& out) override {
     timed("attention", 0, [&] { inner_->attention(qkv, c, b, p, out); return 0; });
   }
+  void rope_attention(Tensor& qkv, const std::vector<int32_t>& pos, const Tensor& f, KvCacheLayer& c,
+                      const AttentionBatch& b, const AttentionParams& p, Tensor& out) override {
+    timed("rope_attention", 0, [&] { inner_->rope_attention(qkv, pos, f, c, b, p, out); return 0; });
+  }
 
  private:
   std::unique_ptr<Backend> inner_;

@@ -46,6 +46,13 @@ void load_kv_fp8(const uint8_t* src, float scale, int64_t D, float* out) {
   for (int64_t d = 0; d < D; ++d) out[d] = f8e4m3_to_f32(src[d]) * scale;
 }
 
+void Backend::rope_attention(Tensor& qkv, const std::vector<int32_t>& positions, const Tensor& inv_freq,
+                             KvCacheLayer& cache, const AttentionBatch& batch, const AttentionParams& params,
+                             Tensor& out) {
+  rope(qkv, params.num_heads + params.num_kv_heads, params.head_dim, positions, inv_freq);
+  attention(qkv, cache, batch, params, out);
+}
+
 void Backend::fused_linear(const Tensor& x, const Tensor* norm_weight, float eps, const Tensor& w,
                            const Tensor* bias, LinearOut mode, Tensor& out) {
   RH_CHECK(x.dim() == 2 && w.dim() == 2, "fused_linear: ", x.str(), " x ", w.str());

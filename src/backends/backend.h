@@ -133,6 +133,12 @@ class Backend {
   // qkv: [T, (H + 2 * Hkv) * D], out: [T, H * D].
   virtual void attention(const Tensor& qkv, KvCacheLayer& cache, const AttentionBatch& batch,
                          const AttentionParams& params, Tensor& out) = 0;
+  // rope() on the q and k heads of qkv (heads [0, num_heads + num_kv_heads) of head_dim, angles
+  // positions[t] * inv_freq[i]), then attention(): one call, so that a backend may rotate K in
+  // the same pass that stores it. The default composes the two ops.
+  virtual void rope_attention(Tensor& qkv, const std::vector<int32_t>& positions, const Tensor& inv_freq,
+                              KvCacheLayer& cache, const AttentionBatch& batch, const AttentionParams& params,
+                              Tensor& out);
 
   // Draws one token from each of the first rows.size() rows of f32 logits [R, vocab], as
   // sample_row_reference() does; only tokens (and asked-for logprobs) come back to the host.

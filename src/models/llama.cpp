@@ -157,8 +157,7 @@ class LlamaModel final : public Model {
         be.head_rms_norm(qkv, 0, Hq, w.q_norm, eps);
         be.head_rms_norm(qkv, Hq, Hkv, w.k_norm, eps);
       }
-      be.rope(qkv, Hq + Hkv, D, b.positions, inv_freq_);
-      be.attention(qkv, kv.layers[static_cast<size_t>(l)], b.attn, attn_, attn_out);
+      be.rope_attention(qkv, b.positions, inv_freq_, kv.layers[static_cast<size_t>(l)], b.attn, attn_, attn_out);
       be.fused_linear(attn_out, nullptr, 0, w.o, w.o_bias.data() ? &w.o_bias : nullptr, LinearOut::kAccumulate,
                       residual);
       be.fused_linear(residual, &w.post_norm, eps, w.gate_up, nullptr, LinearOut::kSiluMul, act);

@@ -121,6 +121,56 @@ Result run_step(Backend& gpu, const std::vector<Seq>& seqs, int64_t H, int64_t H
   return r;
 }
 
+// rope_attention (rope fused into the K/V store for 16/32-bit caches) against rope() then
+// attention() on the same inputs: outputs, rotated qkv rows and both caches bit-identical, with
+// padding rows and, for the FP8 cache, the composed fallback.
+void check_rope_attention_is_the_composition(bool tensor_cores, DType kv_dtype, int64_t H, int64_t Hkv, int64_t D) {
+  CudaOptions o;
+  o.tensor_cores = tensor_cores;
+  auto gpu = make_cuda_backend(0, o);
+  const std::vector<Seq> seqs = {{1, 37}, {0, 0}, {5, 5}, {1, 300}, {20, 90}};
+  const int64_t block_size = 16;
+  Step st = make_step(seqs, block_size);
+  const int64_t T = st.batch.num_tokens(), cols = (H + 2 * Hkv) * D;
+  AttentionParams p{H, Hkv, D, 1.0f / std::sqrt(static_cast<float>(D)), 0};
+  Shape kv_shape{st.num_blocks, block_size, Hkv, D};
+  Tensor k = random_tensor(kv_dtype, kv_shape), v = random_tensor(kv_dtype, kv_shape);
+  KvCacheLayer a{gpu->upload(k), gpu->upload(v), {}, {}}, b{gpu->upload(k), gpu->upload(v), {}, {}};
+  if (kv_dtype == DType::kF8E4M3) {
+    Tensor sc = Tensor::empty(DType::kF32, {st.num_blocks, block_size, Hkv});
+    for (int64_t i = 0; i < sc.numel(); ++i) sc.data_as<float>()[i] = 0.01f + 0.001f * static_cast<float>(i % 7);
+    a.k_scale = gpu->upload(sc), a.v_scale = gpu->upload(sc), b.k_scale = gpu->upload(sc), b.v_scale = gpu->upload(sc);
+  }
+  std::vector<int32_t> positions;
+  for (int64_t t = 0; t < T; ++t) positions.push_back(static_cast<int32_t>((t * 977) % 5000));
+  Tensor inv_freq = Tensor::empty(DType::kF32, {D / 2});
+  for (int64_t i = 0; i < D / 2; ++i)
+    inv_freq.data_as<float>()[i] = std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(D));
+  const Tensor freq = gpu->upload(inv_freq), host_qkv = random_tensor(DType::kF32, {T, cols});
+  Tensor qa = gpu->upload(host_qkv), qb = gpu->upload(host_qkv);
+  Tensor oa = gpu->upload(poisoned({T, H * D})), ob = gpu->upload(poisoned({T, H * D}));
+  gpu->rope(qa, H + Hkv, D, positions, freq);
+  gpu->attention(qa, a, st.batch, p, oa);
+  gpu->rope_attention(qb, positions, freq, b, st.batch, p, ob);
+  const std::string what = std::string(dtype_name(kv_dtype)) + (tensor_cores ? " tensor cores" : " exact") + " H " +
+                           std::to_string(H) + "/" + std::to_string(Hkv) + " D " + std::to_string(D);
+  EXPECT_TRUE(same_bytes(gpu->to_host(oa), gpu->to_host(ob))) << what << ": outputs";
+  EXPECT_TRUE(same_bytes(gpu->to_host(qa), gpu->to_host(qb))) << what << ": rotated qkv";
+  EXPECT_TRUE(same_bytes(gpu->to_host(a.k), gpu->to_host(b.k))) << what << ": k cache";
+  EXPECT_TRUE(same_bytes(gpu->to_host(a.v), gpu->to_host(b.v))) << what << ": v cache";
+}
+
+TEST(CudaRopeAttention, FusedStoreIsBitwiseTheComposition) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  for (bool tc : {false, true}) {
+    check_rope_attention_is_the_composition(tc, DType::kBF16, 32, 8, 128);
+    check_rope_attention_is_the_composition(tc, DType::kF16, 12, 4, 64);
+    check_rope_attention_is_the_composition(tc, DType::kF32, 7, 1, 80);
+    check_rope_attention_is_the_composition(tc, DType::kBF16, 4, 2, 256);
+    check_rope_attention_is_the_composition(tc, DType::kF8E4M3, 8, 2, 128);
+  }
+}
+
 // Exact path: f32 math everywhere, so the bound is the existing ops tests' 1e-5.
 constexpr double kExactTol = 1e-5;
 

@@ -373,11 +373,41 @@ class CudaBackend final : public Backend {
   }
 
   void attention(const Tensor& qkv, KvCacheLayer& cache, const AttentionBatch& batch,
-                 const AttentionParams& p, Tensor& out) override;
+                 const AttentionParams& p, Tensor& out) override {
+    attention_impl(qkv, cache, batch, p, out, nullptr);
+  }
+
+  // 16/32-bit caches: the rotation rides on the K/V store (cuda::launch_rope_store), one kernel
+  // fewer per layer; the FP8 cache composes the two ops.
+  void rope_attention(Tensor& qkv, const std::vector<int32_t>& positions, const Tensor& inv_freq, KvCacheLayer& cache,
+                      const AttentionBatch& batch, const AttentionParams& p, Tensor& out) override {
+    if (cache.k.dtype() == DType::kF8E4M3 || p.head_dim < 2 || p.head_dim % 2 != 0) {
+      Backend::rope_attention(qkv, positions, inv_freq, cache, batch, p, out);
+      return;
+    }
+    check_f32(qkv, "rope qkv");
+    check_f32(inv_freq, "rope inv_freq");
+    RH_CHECK(qkv.dim() == 2 && static_cast<int64_t>(positions.size()) == qkv.size(0) &&
+                 inv_freq.numel() >= p.head_dim / 2,
+             "rope: ", p.num_heads + p.num_kv_heads, " heads of ", p.head_dim, " over ", qkv.str());
+    const RopeArgs rope{&qkv, &positions, &inv_freq};
+    attention_impl(qkv, cache, batch, p, out, &rope);
+  }
 
   std::vector<SampledToken> sample_rows(const Tensor& logits, const std::vector<RowSampling>& rows) override;
 
  private:
+  // rope_attention's rotation: qkv (the same tensor as attention_impl's, mutable), positions, inv_freq.
+  struct RopeArgs {
+    Tensor* qkv;
+    const std::vector<int32_t>* positions;
+    const Tensor* inv_freq;
+  };
+  // attention(); with `rope` (rope_attention) the q and k heads are rotated first, in the kernel
+  // that stores K/V.
+  void attention_impl(const Tensor& qkv, KvCacheLayer& cache, const AttentionBatch& batch, const AttentionParams& p,
+                      Tensor& out, const RopeArgs* rope);
+
   cudaStream_t stream() const { return ctx_->stream; }
 
   // Block-quantized tensors get kBlockPadBytes of zeros past their end: the quant kernels read
@@ -734,8 +764,8 @@ std::vector<SampledToken> CudaBackend::sample_rows(const Tensor& logits, const s
   return out;
 }
 
-void CudaBackend::attention(const Tensor& qkv, KvCacheLayer& cache, const AttentionBatch& batch,
-                            const AttentionParams& p, Tensor& out) {
+void CudaBackend::attention_impl(const Tensor& qkv, KvCacheLayer& cache, const AttentionBatch& batch,
+                                 const AttentionParams& p, Tensor& out, const RopeArgs* rope) {
   check_f32(qkv, "attention qkv");
   check_f32(out, "attention out");
   check_on_device(cache.k, "kv cache k");
@@ -784,8 +814,13 @@ void CudaBackend::attention(const Tensor& qkv, KvCacheLayer& cache, const Attent
                                cache.v_scale.data_as<float>(), meta, shape, out.data_as<float>(), stream());
     return;
   }
-  cuda::launch_attention(qkv.data_as<float>(), cache.k.data(), cache.v.data(), elem_of(cache.k, "attention kv cache"),
-                         meta, shape, out.data_as<float>(), stream());
+  const cuda::Elem kv_type = elem_of(cache.k, "attention kv cache");
+  if (rope) {
+    cuda::launch_rope_store(rope->qkv->data_as<float>(), cache.k.data(), cache.v.data(), kv_type, meta, shape,
+                            mirror(positions_, *rope->positions), rope->inv_freq->data_as<float>(), stream());
+  }
+  cuda::launch_attention(qkv.data_as<float>(), cache.k.data(), cache.v.data(), kv_type, meta, shape,
+                         out.data_as<float>(), stream(), rope != nullptr);
 }
 
 }  // namespace

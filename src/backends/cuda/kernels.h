@@ -211,7 +211,14 @@ constexpr int32_t kFlashMinQuery = 16;
 // (negative slot) store nothing and get zero output rows.
 void launch_attention(const float* qkv, void* k_cache, void* v_cache, Elem kv_type,
                       const AttentionMeta& meta, const AttentionShape& shape, float* out,
-                      cudaStream_t stream);
+                      cudaStream_t stream, bool kv_stored = false);
+// launch_rope and launch_attention's K/V store in one kernel (16/32-bit caches, even head_dim):
+// the q and k heads of each qkv row rotated in place (angles positions[t] * inv_freq[i]), the
+// rotated k and the v heads written to the token's slot. launch_attention then runs with
+// kv_stored = true. Bit for bit the two separate kernels' results.
+void launch_rope_store(float* qkv, void* k_cache, void* v_cache, Elem kv_type, const AttentionMeta& meta,
+                       const AttentionShape& shape, const int32_t* positions, const float* inv_freq,
+                       cudaStream_t stream);
 // The same over an FP8 cache (e4m3 bytes with an f32 scale per token and KV head, see
 // KvCacheLayer): the store quantizes, and every query runs on the exact split kernel.
 void launch_attention_fp8(const float* qkv, void* k_cache, void* v_cache, float* k_scale, float* v_scale,

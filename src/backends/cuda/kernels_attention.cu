@@ -115,6 +115,42 @@ __global__ void store_kv_kernel(const float* __restrict__ qkv, int64_t cols, int
   }
 }
 
+// rope_kernel and store_kv_kernel in one pass (launch_rope_store): one block per token rotates
+// the q and k heads of its qkv row in place, with rope_kernel's arithmetic, and writes the rotated
+// k heads and the v heads to the token's slot, rounded as store_kv_kernel rounds them; results
+// are bit for bit those of the two kernels.
+template <typename KV>
+__global__ void rope_store_kernel(float* __restrict__ qkv, int64_t cols, int H, int Hkv, int D,
+                                  const int32_t* __restrict__ positions, const float* __restrict__ inv_freq,
+                                  const int32_t* __restrict__ slot_mapping, KV* __restrict__ k_cache,
+                                  KV* __restrict__ v_cache) {
+  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
+  pdl_wait();
+  const int64_t t = blockIdx.x, slot = slot_mapping[t], kv_cols = static_cast<int64_t>(Hkv) * D;
+  const int half = D / 2;
+  float* row = qkv + t * cols;
+  const float pos = static_cast<float>(positions[t]);
+  for (int e = threadIdx.x; e < (H + Hkv) * half; e += blockDim.x) {
+    const int h = e / half, i = e - h * half;
+    const float angle = __fmul_rn(pos, inv_freq[i]);
+    float sn, cs;
+    sincosf(angle, &sn, &cs);
+    float* p = row + static_cast<int64_t>(h) * D;
+    const float a = p[i], b = p[i + half];
+    const float ra = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn)), rb = __fadd_rn(__fmul_rn(b, cs), __fmul_rn(a, sn));
+    p[i] = ra;
+    p[i + half] = rb;
+    if (h >= H && slot >= 0) {
+      KV* k = k_cache + slot * kv_cols + static_cast<int64_t>(h - H) * D;
+      k[i] = from_f32<KV>(ra);
+      k[i + half] = from_f32<KV>(rb);
+    }
+  }
+  if (slot < 0) return;  // padding token: rotated like every row, not stored
+  const float* v = row + static_cast<int64_t>(H + Hkv) * D;
+  for (int64_t i = threadIdx.x; i < kv_cols; i += blockDim.x) v_cache[slot * kv_cols + i] = from_f32<KV>(v[i]);
+}
+
 // FP8 cache: a warp per (token, KV head) vector: s = max|x| / 448 (1 for all zeros), bytes
 // e4m3(x / s) rounded to nearest even and saturated, as store_kv_fp8() on the host.
 __global__ void store_kv_fp8_kernel(const float* __restrict__ qkv, int64_t cols, int64_t q_cols, int Hkv, int D,
@@ -1408,12 +1444,14 @@ int tcd_smem_for(int D) {
 
 template <typename KV>
 void launch_typed(const float* qkv, KV* k_cache, KV* v_cache, const AttentionMeta& meta,
-                  const AttentionShape& shape, float* out, cudaStream_t stream) {
+                  const AttentionShape& shape, bool kv_stored, float* out, cudaStream_t stream) {
   const int64_t D = shape.head_dim, H = shape.num_heads, Hkv = shape.num_kv_heads;
   const int64_t cols = (H + 2 * Hkv) * D, kv_cols = Hkv * D;
-  const int store_threads = static_cast<int>(std::min<int64_t>(256, (kv_cols + 31) / 32 * 32));
-  launch_pdl("store_kv_kernel", store_kv_kernel<KV>, dim3(static_cast<unsigned>(meta.tokens)), dim3(store_threads), 0,
-             stream, qkv, cols, H * D, kv_cols, meta.slot_mapping, k_cache, v_cache);
+  if (!kv_stored) {
+    const int store_threads = static_cast<int>(std::min<int64_t>(256, (kv_cols + 31) / 32 * 32));
+    launch_pdl("store_kv_kernel", store_kv_kernel<KV>, dim3(static_cast<unsigned>(meta.tokens)), dim3(store_threads),
+               0, stream, qkv, cols, H * D, kv_cols, meta.slot_mapping, k_cache, v_cache);
+  }
 
   const bool split_ok = D % Vec16<KV>::kN == 0 && D <= kSplitMaxDim;
   if (!split_ok) {
@@ -1479,19 +1517,44 @@ void launch_attention_fp8(const float* qkv, void* k_cache, void* v_cache, float*
 
 void launch_attention(const float* qkv, void* k_cache, void* v_cache, Elem kv_type,
                       const AttentionMeta& meta, const AttentionShape& shape, float* out,
-                      cudaStream_t stream) {
+                      cudaStream_t stream, bool kv_stored) {
   if (meta.tokens == 0) return;
   RH_CHECK(shape.head_dim <= kMaxHeadDim, "CUDA attention supports head_dim up to ", kMaxHeadDim);
   switch (kv_type) {
     case Elem::kF32:
-      launch_typed(qkv, static_cast<float*>(k_cache), static_cast<float*>(v_cache), meta, shape, out, stream);
+      launch_typed(qkv, static_cast<float*>(k_cache), static_cast<float*>(v_cache), meta, shape, kv_stored, out,
+                   stream);
       break;
     case Elem::kF16:
-      launch_typed(qkv, static_cast<__half*>(k_cache), static_cast<__half*>(v_cache), meta, shape, out, stream);
+      launch_typed(qkv, static_cast<__half*>(k_cache), static_cast<__half*>(v_cache), meta, shape, kv_stored, out,
+                   stream);
       break;
     case Elem::kBF16:
-      launch_typed(qkv, static_cast<__nv_bfloat16*>(k_cache), static_cast<__nv_bfloat16*>(v_cache), meta, shape, out, stream);
+      launch_typed(qkv, static_cast<__nv_bfloat16*>(k_cache), static_cast<__nv_bfloat16*>(v_cache), meta, shape,
+                   kv_stored, out, stream);
       break;
+  }
+}
+
+void launch_rope_store(float* qkv, void* k_cache, void* v_cache, Elem kv_type, const AttentionMeta& meta,
+                       const AttentionShape& shape, const int32_t* positions, const float* inv_freq,
+                       cudaStream_t stream) {
+  if (meta.tokens == 0) return;
+  RH_CHECK(shape.head_dim >= 2 && shape.head_dim % 2 == 0, "launch_rope_store: head_dim ", shape.head_dim);
+  const int64_t cols = (static_cast<int64_t>(shape.num_heads) + 2 * shape.num_kv_heads) * shape.head_dim;
+  const int64_t work = std::max<int64_t>((static_cast<int64_t>(shape.num_heads) + shape.num_kv_heads) * shape.head_dim / 2,
+                                         static_cast<int64_t>(shape.num_kv_heads) * shape.head_dim);
+  const int threads = static_cast<int>(std::min<int64_t>(512, (work + 31) / 32 * 32));
+  const dim3 grid(static_cast<unsigned>(meta.tokens));
+  auto go = [&](auto* k, auto* v) {
+    using KV = std::remove_pointer_t<decltype(k)>;
+    launch_pdl("rope_store_kernel", rope_store_kernel<KV>, grid, dim3(threads), 0, stream, qkv, cols, shape.num_heads,
+               shape.num_kv_heads, shape.head_dim, positions, inv_freq, meta.slot_mapping, k, v);
+  };
+  switch (kv_type) {
+    case Elem::kF32: go(static_cast<float*>(k_cache), static_cast<float*>(v_cache)); break;
+    case Elem::kF16: go(static_cast<__half*>(k_cache), static_cast<__half*>(v_cache)); break;
+    case Elem::kBF16: go(static_cast<__nv_bfloat16*>(k_cache), static_cast<__nv_bfloat16*>(v_cache)); break;
   }
 }
 
