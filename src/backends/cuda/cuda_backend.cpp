@@ -345,11 +345,7 @@ class CudaBackend final : public Backend {
 
   void rope(Tensor& x, int64_t num_heads, int64_t head_dim, const std::vector<int32_t>& positions,
             const Tensor& inv_freq) override {
-    check_f32(x, "rope x");
-    check_f32(inv_freq, "rope inv_freq");
-    RH_CHECK(x.dim() == 2 && static_cast<int64_t>(positions.size()) == x.size(0) &&
-                 num_heads * head_dim <= x.size(1) && inv_freq.numel() >= head_dim / 2,
-             "rope: ", num_heads, " heads of ", head_dim, " over ", x.str());
+    check_rope(x, num_heads, head_dim, positions, inv_freq);
     cuda::launch_rope(x.data_as<float>(), x.size(0), x.size(1), num_heads, head_dim,
                       mirror(positions_, positions), inv_freq.data_as<float>(), stream());
   }
@@ -385,11 +381,7 @@ class CudaBackend final : public Backend {
       Backend::rope_attention(qkv, positions, inv_freq, cache, batch, p, out);
       return;
     }
-    check_f32(qkv, "rope qkv");
-    check_f32(inv_freq, "rope inv_freq");
-    RH_CHECK(qkv.dim() == 2 && static_cast<int64_t>(positions.size()) == qkv.size(0) &&
-                 inv_freq.numel() >= p.head_dim / 2,
-             "rope: ", p.num_heads + p.num_kv_heads, " heads of ", p.head_dim, " over ", qkv.str());
+    check_rope(qkv, p.num_heads + p.num_kv_heads, p.head_dim, positions, inv_freq);
     const RopeArgs rope{&qkv, &positions, &inv_freq};
     attention_impl(qkv, cache, batch, p, out, &rope);
   }
@@ -397,6 +389,16 @@ class CudaBackend final : public Backend {
   std::vector<SampledToken> sample_rows(const Tensor& logits, const std::vector<RowSampling>& rows) override;
 
  private:
+  // rope()'s arguments (rope_attention checks the same before fusing the rotation).
+  void check_rope(const Tensor& x, int64_t num_heads, int64_t head_dim, const std::vector<int32_t>& positions,
+                  const Tensor& inv_freq) const {
+    check_f32(x, "rope x");
+    check_f32(inv_freq, "rope inv_freq");
+    RH_CHECK(x.dim() == 2 && static_cast<int64_t>(positions.size()) == x.size(0) &&
+                 num_heads * head_dim <= x.size(1) && inv_freq.numel() >= head_dim / 2,
+             "rope: ", num_heads, " heads of ", head_dim, " over ", x.str());
+  }
+
   // rope_attention's rotation: qkv (the same tensor as attention_impl's, mutable), positions, inv_freq.
   struct RopeArgs {
     Tensor* qkv;

@@ -41,6 +41,10 @@ void set_max_block_smem_for_tests(int bytes);
 // The device's own limit, whatever a test set: for kernel attributes set once per process, which
 // must not keep a lowered limit after the test restores it.
 int device_block_smem();
+// An attribute of the current device, read once per device (launch decisions ask on every call).
+int device_attribute(cudaDeviceAttr attr);
+// Multiprocessors of the current device.
+int sm_count();
 // Whether launch_pdl (pdl.cuh) asks for programmatic dependent launch on the current device:
 // compute capability 9.0 or later, and not turned off (REDHARE_PDL=0 in the environment, or
 // set_pdl_enabled(false), which the benchmark and tests use to compare).

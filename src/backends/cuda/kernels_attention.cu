@@ -103,8 +103,7 @@ template <typename KV>
 __global__ void store_kv_kernel(const float* __restrict__ qkv, int64_t cols, int64_t q_cols,
                                 int64_t kv_cols, const int32_t* __restrict__ slot_mapping,
                                 KV* __restrict__ k_cache, KV* __restrict__ v_cache) {
-  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
-  pdl_wait();
+  pdl_begin();  // launched by launch_pdl (pdl.cuh)
   const int64_t t = blockIdx.x, slot = slot_mapping[t];
   if (slot < 0) return;  // padding token
   const float* k = qkv + t * cols + q_cols;
@@ -124,8 +123,7 @@ __global__ void rope_store_kernel(float* __restrict__ qkv, int64_t cols, int H, 
                                   const int32_t* __restrict__ positions, const float* __restrict__ inv_freq,
                                   const int32_t* __restrict__ slot_mapping, KV* __restrict__ k_cache,
                                   KV* __restrict__ v_cache) {
-  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
-  pdl_wait();
+  pdl_begin();  // launched by launch_pdl (pdl.cuh)
   const int64_t t = blockIdx.x, slot = slot_mapping[t], kv_cols = static_cast<int64_t>(Hkv) * D;
   const int half = D / 2;
   float* row = qkv + t * cols;
@@ -157,8 +155,7 @@ __global__ void store_kv_fp8_kernel(const float* __restrict__ qkv, int64_t cols,
                                     const int32_t* __restrict__ slot_mapping, uint8_t* __restrict__ k_cache,
                                     uint8_t* __restrict__ v_cache, float* __restrict__ k_scale,
                                     float* __restrict__ v_scale) {
-  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
-  pdl_wait();
+  pdl_begin();  // launched by launch_pdl (pdl.cuh)
   const int64_t t = blockIdx.x, slot = slot_mapping[t];
   if (slot < 0) return;  // padding token
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
@@ -211,8 +208,7 @@ __global__ void __launch_bounds__(kThreads)
 attention_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache,
                  const KV* __restrict__ v_cache, AttentionMeta meta, AttentionShape shape,
                  float* __restrict__ out) {
-  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
-  pdl_wait();
+  pdl_begin();  // launched by launch_pdl (pdl.cuh)
   __shared__ float q[kMaxHeadDim];
   __shared__ float score[kChunk];
   __shared__ int64_t slot_of[kChunk];
@@ -334,8 +330,7 @@ split_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache, cons
              AttentionMeta meta, AttentionShape shape, int token_begin, int nparts, int partition,
              int skip_query_len, float* __restrict__ out, float* __restrict__ part_ml,
              float* __restrict__ part_o) {
-  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
-  pdl_wait();
+  pdl_begin();  // launched by launch_pdl (pdl.cuh)
   constexpr int V = Vec16<KV>::kN;
   constexpr int NI = (kSplitMaxDim / V + 31) / 32;  // 16-byte loads per lane per row
   // Keys in flight per lane group: as many as the registers allow (q, acc, K and V rows).
@@ -532,8 +527,7 @@ constexpr int kCombineStaged = 1024;
 __global__ void combine_kernel(AttentionMeta meta, AttentionShape shape, int token_begin, int nparts,
                                int partition, int skip_query_len, const float* __restrict__ part_ml,
                                const float* __restrict__ part_o, float* __restrict__ out) {
-  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
-  pdl_wait();
+  pdl_begin();  // launched by launch_pdl (pdl.cuh)
   const int local_t = blockIdx.x, t = token_begin + local_t, h = blockIdx.y;
   const int D = shape.head_dim, H = shape.num_heads;
   const QueryOf qo = query_of(meta, shape, t);
@@ -607,8 +601,7 @@ template <typename KV>
 __global__ void __launch_bounds__(kFlashThreads)
 flash_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache, const KV* __restrict__ v_cache,
              AttentionMeta meta, AttentionShape shape, float* __restrict__ out) {
-  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
-  pdl_wait();
+  pdl_begin();  // launched by launch_pdl (pdl.cuh)
   extern __shared__ __align__(128) unsigned char smem[];
   const int qt = blockIdx.x, s = blockIdx.y, h = blockIdx.z, tid = threadIdx.x;
   const int warp = tid / 32, lane = tid % 32;
@@ -855,8 +848,7 @@ template <typename KV, int D, int NW, int ST>
 __global__ void __launch_bounds__(NW * 32)
 fa_kernel(const float* __restrict__ qkv, const KV* __restrict__ k_cache, const KV* __restrict__ v_cache,
           AttentionMeta meta, AttentionShape shape, float* __restrict__ out) {
-  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
-  pdl_wait();
+  pdl_begin();  // launched by launch_pdl (pdl.cuh)
   using T16 = typename MmaType<KV>::T;
   constexpr int R = NW * 16, LD = D + 8, KS = D / 16, ND = D / 8, NK = kFaKeys / 8, kTile = kFaKeys * LD;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -1062,8 +1054,7 @@ tc_decode_kernel(const float* __restrict__ qkv, const T16* __restrict__ k_cache,
                  AttentionMeta meta, AttentionShape shape, int token_begin, int nparts, int partition,
                  int skip_query_len, float* __restrict__ out, float* __restrict__ part_ml,
                  float* __restrict__ part_o) {
-  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
-  pdl_wait();
+  pdl_begin();  // launched by launch_pdl (pdl.cuh)
   constexpr int NW = kTcdWarps, ST = kTcdStages, LD = D + 8, KS = D / 16, ND = D / 8, C = D / 8;
   constexpr int kTile = kTcdKeys * LD, kStage = 2 * kTile;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -1264,16 +1255,6 @@ tc_decode_kernel(const float* __restrict__ qkv, const T16* __restrict__ k_cache,
 
 // ---------------------------------------------------------------------------------------------
 // Launches.
-
-int sm_count() {
-  static const int sms = [] {
-    int dev = 0, n = 0;
-    RH_CUDA(cudaGetDevice(&dev));
-    RH_CUDA(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-    return n;
-  }();
-  return sms;
-}
 
 // Runs a partitioned decode kernel (split or tensor-core) and the combine kernel: launch(grid,
 // t0, nparts, partition, part_ml, part_o) launches the kernel for tokens t0 .. t0 + grid.x - 1,

@@ -682,8 +682,7 @@ fp8_decode_mma_kernel(const float* __restrict__ x, const float* __restrict__ nor
   float sa[kDecRound], sb[kDecRound];
   load_round(0, qa, sa);
   for (int r = 1; r <= pf; ++r) prefetch_round(r);
-  pdl_trigger();
-  pdl_wait();
+  pdl_begin();
   dec_stage<M, kIntCvt>(x, norm_w, eps, K, smem, a_stride, rs);
   __syncthreads();
   for (int r = 0; r < total; r += 2) {
@@ -992,16 +991,6 @@ std::pair<Fp8MmaKernel, int> kernel_of() {
   return {fp8_mma_kernel<C>, per_sm};
 }
 
-int sm_count() {
-  static const int n = [] {
-    int dev = 0, v = 0;
-    RH_CUDA(cudaGetDevice(&dev));
-    RH_CUDA(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
-    return v;
-  }();
-  return n;
-}
-
 constexpr int64_t align256(int64_t n) { return (n + 255) / 256 * 256; }
 
 }  // namespace
@@ -1102,10 +1091,8 @@ DecodeVariant decode_variant() {
     d.int_cvt = s.find("cvt") == std::string::npos;
     if (const size_t p = s.find("pf="); p != std::string::npos) d.pf = std::atoi(s.c_str() + p + 3);
     if (const size_t p = s.find("slice="); p != std::string::npos) d.slice = std::max(1, std::atoi(s.c_str() + p + 6));
-    int dev = 0, major = 0, minor = 0;
-    RH_CUDA(cudaGetDevice(&dev));
-    RH_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    RH_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+    const int major = device_attribute(cudaDevAttrComputeCapabilityMajor),
+              minor = device_attribute(cudaDevAttrComputeCapabilityMinor);
     if (major * 10 + minor < 89) d.int_cvt = true;  // no paired e4m3 conversion before sm_89
     return d;
   }();
@@ -1180,10 +1167,8 @@ bool launch_fp8_decode(const float* x, const float* norm_w, float eps, const voi
 
 bool fp8_w8a8_supported() {
   static const bool ok = [] {
-    int dev = 0, major = 0, minor = 0;
-    RH_CUDA(cudaGetDevice(&dev));
-    RH_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    RH_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+    const int major = device_attribute(cudaDevAttrComputeCapabilityMajor),
+              minor = device_attribute(cudaDevAttrComputeCapabilityMinor);
     // The device has FP8 tensor cores and the code it would run was built for them (an sm_89 GPU
     // runs this build's sm_80 code, where the mma is absent).
     cudaFuncAttributes attr{};

@@ -209,8 +209,7 @@ gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float
   // Launched with PDL (pdl.cuh): x and out are touched only after pdl_wait(). (Prefetching the
   // warps' first weight rows into L2 before the wait gained nothing at 2 KB per row and cost 6%
   // of a batch-1 step at 8 KB, the down product's rows overflowing L2; H200, 8B shape.)
-  pdl_trigger();
-  pdl_wait();
+  pdl_begin();
   const float* xin = x;
   if (norm_w) {
     stage_rms_norm<M>(x, norm_w, eps, K, xs);
@@ -281,11 +280,9 @@ void launch_gemv(const float* x, const float* norm_w, float eps, const W* w, con
       auto it = resident.find({key, smem});
       if (it == resident.end()) {
         if (smem > 0) allow_staged_shared_memory(key);
-        int dev = 0, sms = 0, per_sm = 0;
-        RH_CUDA(cudaGetDevice(&dev));
-        RH_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        int per_sm = 0;
         RH_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
-        it = resident.emplace(std::make_pair(key, smem), static_cast<int64_t>(std::max(per_sm, 1)) * sms).first;
+        it = resident.emplace(std::make_pair(key, smem), static_cast<int64_t>(std::max(per_sm, 1)) * sm_count()).first;
       }
       fit = it->second;
     }
@@ -457,18 +454,24 @@ int max_block_smem() {
   return device_block_smem();
 }
 
-int device_block_smem() {
-  constexpr int kDevices = 64;
-  static std::atomic<int> by_device[kDevices] = {};
+int device_block_smem() { return device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin); }
+
+int device_attribute(cudaDeviceAttr attr) {
+  static std::mutex mu;
+  static std::map<std::pair<int, int>, int> known;  // (device, attribute) -> value
   int dev = 0;
   RH_CUDA(cudaGetDevice(&dev));
-  int v = dev < kDevices ? by_device[dev].load() : 0;
-  if (v == 0) {
-    RH_CUDA(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    if (dev < kDevices) by_device[dev].store(v);
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = known.find({dev, static_cast<int>(attr)});
+  if (it == known.end()) {
+    int v = 0;
+    RH_CUDA(cudaDeviceGetAttribute(&v, attr, dev));
+    it = known.emplace(std::make_pair(dev, static_cast<int>(attr)), v).first;
   }
-  return v;
+  return it->second;
 }
+
+int sm_count() { return device_attribute(cudaDevAttrMultiProcessorCount); }
 
 void set_max_block_smem_for_tests(int bytes) { g_smem_limit_override.store(bytes); }
 
@@ -486,19 +489,7 @@ bool pdl_enabled() {
     g_pdl_switch.compare_exchange_strong(expected, on);
     on = g_pdl_switch.load();
   }
-  if (on == 0) return false;
-  constexpr int kDevices = 64;
-  static std::atomic<int> by_device[kDevices] = {};  // 0 unknown, 1 no, 2 yes
-  int dev = 0;
-  RH_CUDA(cudaGetDevice(&dev));
-  int v = dev < kDevices ? by_device[dev].load() : 0;
-  if (v == 0) {
-    int major = 0;
-    RH_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    v = major >= 9 ? 2 : 1;
-    if (dev < kDevices) by_device[dev].store(v);
-  }
-  return v == 2;
+  return on != 0 && device_attribute(cudaDevAttrComputeCapabilityMajor) >= 9;
 }
 
 void set_pdl_enabled(bool on) { g_pdl_switch.store(on ? 1 : 0); }

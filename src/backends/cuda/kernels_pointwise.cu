@@ -22,8 +22,7 @@ unsigned grid_for(int64_t n, int threads) {
 template <typename T>
 __global__ void embedding_kernel(const T* __restrict__ table, const int32_t* __restrict__ ids,
                                  int64_t hidden, float* __restrict__ out) {
-  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
-  pdl_wait();
+  pdl_begin();  // launched by launch_pdl (pdl.cuh)
   const T* row = table + static_cast<int64_t>(ids[blockIdx.x]) * hidden;
   float* o = out + static_cast<int64_t>(blockIdx.x) * hidden;
   for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) o[i] = to_f32(row[i]);
@@ -33,8 +32,7 @@ __global__ void embedding_kernel(const T* __restrict__ table, const int32_t* __r
 __global__ void rms_norm_kernel(float* __restrict__ residual, const float* __restrict__ x,
                                 const float* __restrict__ weight, float eps, int64_t n,
                                 float* __restrict__ out) {
-  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
-  pdl_wait();
+  pdl_begin();  // launched by launch_pdl (pdl.cuh)
   const int64_t base = static_cast<int64_t>(blockIdx.x) * n;
   const float* src = x + base;
   double ss = 0;
@@ -59,8 +57,7 @@ __global__ void rms_norm_kernel(float* __restrict__ residual, const float* __res
 __global__ void head_rms_norm_kernel(float* __restrict__ x, int64_t cols, int64_t first_col,
                                      int64_t num_heads, int64_t d, const float* __restrict__ weight,
                                      float eps) {
-  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
-  pdl_wait();
+  pdl_begin();  // launched by launch_pdl (pdl.cuh)
   const int64_t row = blockIdx.x / num_heads, head = blockIdx.x % num_heads;
   float* p = x + row * cols + first_col + head * d;
   double ss = 0;
@@ -85,8 +82,7 @@ __global__ void silu_mul_kernel(const float* __restrict__ gu, int64_t tokens, in
 __global__ void rope_kernel(float* __restrict__ x, int64_t cols, int64_t num_heads,
                             int64_t head_dim, const int32_t* __restrict__ positions,
                             const float* __restrict__ inv_freq) {
-  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
-  pdl_wait();
+  pdl_begin();  // launched by launch_pdl (pdl.cuh)
   const int64_t t = blockIdx.x / num_heads, h = blockIdx.x % num_heads, half = head_dim / 2;
   float* p = x + t * cols + h * head_dim;
   const float pos = static_cast<float>(positions[t]);
@@ -140,8 +136,7 @@ __global__ void narrow_kernel(const float* __restrict__ x, int64_t n, T* __restr
 constexpr int kArgmaxThreads = 1024;
 __global__ void __launch_bounds__(kArgmaxThreads)
 argmax_kernel(const float* __restrict__ x, int64_t n, int32_t* __restrict__ out) {
-  pdl_trigger();  // launched by launch_pdl (pdl.cuh): nothing is read before pdl_wait()
-  pdl_wait();
+  pdl_begin();  // launched by launch_pdl (pdl.cuh)
   __shared__ float best_v[kArgmaxThreads / 32];
   __shared__ int32_t best_i[kArgmaxThreads / 32];
   const float* row = x + static_cast<int64_t>(blockIdx.x) * n;

@@ -39,6 +39,13 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 
+// The start of a kernel that reads nothing before waiting: lets the next kernel be scheduled,
+// then waits for the previous one.
+__device__ __forceinline__ void pdl_begin() {
+  pdl_trigger();
+  pdl_wait();
+}
+
 // kernel<<<grid, block, smem, stream>>>(args...), with programmatic stream serialization where
 // pdl_enabled() (kernels.h). The kernel must keep the contract above. Checks the launch.
 template <typename... Params, typename... Args>
