@@ -69,14 +69,14 @@ if command -v compute-sanitizer >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/com
   ops+=':QuantOddSizes/CudaQuantLinear.*_M1_*:QuantOddSizes/CudaQuantLinear.*_M70_*:CudaQuant.Embedding*'
   # Fused decode products (staged activations), the attention kernels, graphs replaying padded
   # batches, and the tensor-core products.
-  ops+=':Shapes/CudaFusedLinear.*:*CudaAttention*:CudaGraphs.ReplayedDecodeIsBitwiseEager:Shapes/CudaTensorCoreLinear.*_M33_*'
+  ops+=':Shapes/CudaFusedLinear.*:*CudaAttention*:CudaRopeAttention.*:CudaGraphs.ReplayedDecodeIsBitwiseEager:Shapes/CudaTensorCoreLinear.*_M33_*'
   # Sampling (shared-memory sorts and scans) and the FP8 tensor-core products.
   ops+=':CudaSampling.*:*CudaFp8TensorCore*'
   timeout "${MEMCHECK_S:-240}" "$cs" --tool memcheck --error-exitcode 7 "$bin/test_cuda" --gtest_filter="$ops" \
     >"$logs/memcheck.log" 2>&1
   sanitizer_rc=$?
   timeout "${RACECHECK_S:-120}" "$cs" --tool racecheck --error-exitcode 7 "$bin/test_cuda" \
-    --gtest_filter='Shapes/CudaAttention.*:CudaOps.Norms*:OddSizes/CudaLinear.*/bf16_M130_*:OddSizes/CudaLinear.*/f32_M9_*:QuantOddSizes/CudaQuantLinear.*/q4_k_M70_*:CudaSampling.Ties*:*CudaFp8TensorCore*M33*:Decode/CudaFp8TensorCore.*M3_*' \
+    --gtest_filter='Shapes/CudaAttention.*:CudaOps.Norms*:OddSizes/CudaLinear.*/bf16_M130_*:OddSizes/CudaLinear.*/f32_M9_*:QuantOddSizes/CudaQuantLinear.*/q4_k_M70_*:CudaSampling.Ties*:*CudaFp8TensorCore*M33*:Decode/CudaFp8TensorCore.*M3_*:CudaRopeAttention.Decode*' \
     >"$logs/racecheck.log" 2>&1
   racecheck_rc=$?
   tail -3 "$logs/memcheck.log"

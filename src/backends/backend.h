@@ -135,7 +135,9 @@ class Backend {
                          const AttentionParams& params, Tensor& out) = 0;
   // rope() on the q and k heads of qkv (heads [0, num_heads + num_kv_heads) of head_dim, angles
   // positions[t] * inv_freq[i]), then attention(): one call, so that a backend may rotate K in
-  // the same pass that stores it. The default composes the two ops.
+  // the same pass that stores it, or rotate inside its attention kernel. Afterwards the q and k
+  // heads of qkv are unspecified (rotated in place, or left as they were). The default composes
+  // the two ops.
   virtual void rope_attention(Tensor& qkv, const std::vector<int32_t>& positions, const Tensor& inv_freq,
                               KvCacheLayer& cache, const AttentionBatch& batch, const AttentionParams& params,
                               Tensor& out);

@@ -121,18 +121,43 @@ Result run_step(Backend& gpu, const std::vector<Seq>& seqs, int64_t H, int64_t H
   return r;
 }
 
-// rope_attention (rope fused into the K/V store for 16/32-bit caches) against rope() then
-// attention() on the same inputs: outputs, rotated qkv rows and both caches bit-identical, with
-// padding rows and, for the FP8 cache, the composed fallback.
-void check_rope_attention_is_the_composition(bool tensor_cores, DType kv_dtype, int64_t H, int64_t Hkv, int64_t D) {
+// Whether the tensor-core decode kernel rotates inside for a launch (cuda::attention_fuses_rope):
+// a decode-only batch few enough for that kernel, a 16-bit cache, tensor cores on.
+bool fuses_rope(bool tensor_cores, DType kv, int64_t H, int64_t Hkv, int64_t D, const std::vector<Seq>& seqs) {
+  const Step st = make_step(seqs, 16);
+  int32_t max_query = 0;
+  for (const Seq& s : seqs) max_query = std::max(max_query, std::max(s.nq, 1));
+  cuda::AttentionMeta meta{};
+  meta.tokens = static_cast<int32_t>(st.batch.num_tokens());
+  meta.max_blocks = st.batch.max_blocks;
+  meta.max_query_len = max_query;
+  int32_t counters_stand_in = 0;  // read for non-null only
+  meta.counters = &counters_stand_in;
+  meta.counter_count = cuda::kAttentionCounters;
+  cuda::AttentionShape shape{static_cast<int32_t>(H), static_cast<int32_t>(Hkv), static_cast<int32_t>(D), 16,
+                             1.0f, 0};
+  shape.tensor_cores = tensor_cores;
+  const cuda::Elem e = kv == DType::kBF16 ? cuda::Elem::kBF16 : kv == DType::kF16 ? cuda::Elem::kF16 : cuda::Elem::kF32;
+  return cuda::attention_fuses_rope(meta, shape, e);
+}
+
+// rope_attention (rope fused into the K/V store for 16/32-bit caches, or into the tensor-core
+// decode kernel for decode-only batches) against rope() then attention() on the same inputs:
+// outputs and both caches bit-identical, with padding rows and, for the FP8 cache, the composed
+// fallback; the qkv rows too where the store kernel rotates them in place (the decode kernel
+// leaves them unrotated, which rope_attention allows). `rounds` steps run on the same backend one
+// after another, each with new qkv rows (the decode kernel's merge counters must be left ready for
+// the next launch).
+void check_rope_attention_is_the_composition(bool tensor_cores, DType kv_dtype, int64_t H, int64_t Hkv, int64_t D,
+                                             const std::vector<Seq>& seqs = {{1, 37}, {0, 0}, {5, 5}, {1, 300}, {20, 90}},
+                                             int64_t window = 0, int rounds = 1) {
   CudaOptions o;
   o.tensor_cores = tensor_cores;
   auto gpu = make_cuda_backend(0, o);
-  const std::vector<Seq> seqs = {{1, 37}, {0, 0}, {5, 5}, {1, 300}, {20, 90}};
   const int64_t block_size = 16;
   Step st = make_step(seqs, block_size);
   const int64_t T = st.batch.num_tokens(), cols = (H + 2 * Hkv) * D;
-  AttentionParams p{H, Hkv, D, 1.0f / std::sqrt(static_cast<float>(D)), 0};
+  AttentionParams p{H, Hkv, D, 1.0f / std::sqrt(static_cast<float>(D)), window};
   Shape kv_shape{st.num_blocks, block_size, Hkv, D};
   Tensor k = random_tensor(kv_dtype, kv_shape), v = random_tensor(kv_dtype, kv_shape);
   KvCacheLayer a{gpu->upload(k), gpu->upload(v), {}, {}}, b{gpu->upload(k), gpu->upload(v), {}, {}};
@@ -146,18 +171,26 @@ void check_rope_attention_is_the_composition(bool tensor_cores, DType kv_dtype, 
   Tensor inv_freq = Tensor::empty(DType::kF32, {D / 2});
   for (int64_t i = 0; i < D / 2; ++i)
     inv_freq.data_as<float>()[i] = std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(D));
-  const Tensor freq = gpu->upload(inv_freq), host_qkv = random_tensor(DType::kF32, {T, cols});
-  Tensor qa = gpu->upload(host_qkv), qb = gpu->upload(host_qkv);
-  Tensor oa = gpu->upload(poisoned({T, H * D})), ob = gpu->upload(poisoned({T, H * D}));
-  gpu->rope(qa, H + Hkv, D, positions, freq);
-  gpu->attention(qa, a, st.batch, p, oa);
-  gpu->rope_attention(qb, positions, freq, b, st.batch, p, ob);
+  const Tensor freq = gpu->upload(inv_freq);
+  const bool in_kernel = fuses_rope(tensor_cores, kv_dtype, H, Hkv, D, seqs);
   const std::string what = std::string(dtype_name(kv_dtype)) + (tensor_cores ? " tensor cores" : " exact") + " H " +
-                           std::to_string(H) + "/" + std::to_string(Hkv) + " D " + std::to_string(D);
-  EXPECT_TRUE(same_bytes(gpu->to_host(oa), gpu->to_host(ob))) << what << ": outputs";
-  EXPECT_TRUE(same_bytes(gpu->to_host(qa), gpu->to_host(qb))) << what << ": rotated qkv";
-  EXPECT_TRUE(same_bytes(gpu->to_host(a.k), gpu->to_host(b.k))) << what << ": k cache";
-  EXPECT_TRUE(same_bytes(gpu->to_host(a.v), gpu->to_host(b.v))) << what << ": v cache";
+                           std::to_string(H) + "/" + std::to_string(Hkv) + " D " + std::to_string(D) + " window " +
+                           std::to_string(window) + " tokens " + std::to_string(T);
+  for (int round = 0; round < rounds; ++round) {
+    const Tensor host_qkv = random_tensor(DType::kF32, {T, cols});
+    Tensor qa = gpu->upload(host_qkv), qb = gpu->upload(host_qkv);
+    Tensor oa = gpu->upload(poisoned({T, H * D})), ob = gpu->upload(poisoned({T, H * D}));
+    gpu->rope(qa, H + Hkv, D, positions, freq);
+    gpu->attention(qa, a, st.batch, p, oa);
+    gpu->rope_attention(qb, positions, freq, b, st.batch, p, ob);
+    const std::string at = what + " round " + std::to_string(round);
+    EXPECT_TRUE(same_bytes(gpu->to_host(oa), gpu->to_host(ob))) << at << ": outputs";
+    if (!in_kernel) {
+      EXPECT_TRUE(same_bytes(gpu->to_host(qa), gpu->to_host(qb))) << at << ": rotated qkv";
+    }
+    EXPECT_TRUE(same_bytes(gpu->to_host(a.k), gpu->to_host(b.k))) << at << ": k cache";
+    EXPECT_TRUE(same_bytes(gpu->to_host(a.v), gpu->to_host(b.v))) << at << ": v cache";
+  }
 }
 
 TEST(CudaRopeAttention, FusedStoreIsBitwiseTheComposition) {
@@ -169,6 +202,41 @@ TEST(CudaRopeAttention, FusedStoreIsBitwiseTheComposition) {
     check_rope_attention_is_the_composition(tc, DType::kBF16, 4, 2, 256);
     check_rope_attention_is_the_composition(tc, DType::kF8E4M3, 8, 2, 128);
   }
+}
+
+TEST(CudaRopeAttention, DecodeKernelRotatesBitwiseAsTheComposition) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  // Decode-only batches: batch 1 over 1024 keys (many partitions, merged in the kernel); one key,
+  // a partial tile, padding, 5000 keys; 24 short contexts (one partition each, no merge); three
+  // rounds each. (24 tokens of 8 KV heads stay within the kernel's 2 rows per SM on an H100.)
+  const std::vector<Seq> one = {{1, 1024}};
+  const std::vector<Seq> mixed = {{1, 37}, {0, 0}, {1, 1}, {1, 300}, {1, 17}, {1, 5000}, {0, 0}, {1, 1030}};
+  std::vector<Seq> many(24, Seq{1, 60});
+  many[3] = {0, 0}, many[20] = {1, 1};
+  struct Case {
+    DType kv;
+    int64_t H, Hkv, D, window;
+  };
+  for (const Case& c : {Case{DType::kBF16, 32, 8, 128, 0}, Case{DType::kF16, 8, 8, 64, 0}, Case{DType::kBF16, 16, 1, 80, 0},
+                        Case{DType::kF16, 12, 2, 96, 100}, Case{DType::kBF16, 4, 2, 256, 0},
+                        Case{DType::kBF16, 28, 4, 128, 700}, Case{DType::kF16, 32, 2, 64, 0}}) {
+    const std::vector<Seq>* batches[] = {&one, &mixed, &many};
+    for (const std::vector<Seq>* seqs : batches) {
+      EXPECT_TRUE(fuses_rope(true, c.kv, c.H, c.Hkv, c.D, *seqs)) << c.H << "/" << c.Hkv << " D " << c.D;
+      check_rope_attention_is_the_composition(true, c.kv, c.H, c.Hkv, c.D, *seqs, c.window, 3);
+    }
+  }
+  // More than 16 q heads per KV head: two head groups, each rotating the key, the first storing it.
+  EXPECT_TRUE(fuses_rope(true, DType::kBF16, 40, 2, 128, mixed));
+  check_rope_attention_is_the_composition(true, DType::kBF16, 40, 2, 128, mixed, 0, 2);
+  // Not taken: a prefill chunk in the batch, exact mode, a 32-bit cache, more rows than the
+  // kernel takes. The store kernel rotates there, with the same results.
+  EXPECT_FALSE(fuses_rope(true, DType::kBF16, 32, 8, 128, {{1, 100}, {3, 50}}));
+  check_rope_attention_is_the_composition(true, DType::kBF16, 32, 8, 128, {{1, 100}, {3, 50}}, 0, 2);
+  const std::vector<Seq> wide(100, Seq{1, 40});
+  EXPECT_FALSE(fuses_rope(true, DType::kBF16, 32, 8, 128, wide));
+  EXPECT_FALSE(fuses_rope(false, DType::kBF16, 32, 8, 128, mixed));
+  EXPECT_FALSE(fuses_rope(true, DType::kF32, 32, 8, 128, mixed));
 }
 
 // Exact path: f32 math everywhere, so the bound is the existing ops tests' 1e-5.

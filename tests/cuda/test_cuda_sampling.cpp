@@ -121,6 +121,24 @@ TEST_F(CudaSampling, TiesGoToTheSmallerId) {
   }
 }
 
+TEST_F(CudaSampling, GreedyRowsTakeTheFirstLargestLogit) {
+  // Every row plain greedy: the argmax kernel alone, over several blocks per row for large
+  // vocabularies (a candidate per block, reduced by the row's last block). Ties within and across
+  // those blocks go to the smaller id; the largest at the first and last ids; unaligned rows.
+  for (int64_t V : {7, 1000, 4099, 32001, 128256, 151936}) {
+    for (int64_t R : {1, 5, 70}) {
+      Tensor host = random_logits(R, V, 2.0f, V == 4099);
+      for (int64_t r = 0; r < R; ++r) {
+        float* row = host.data_as<float>() + r * V;
+        if (r % 5 == 1) row[V - 1] = 100.0f;
+        if (r % 5 == 2) row[0] = 100.0f;
+        if (r % 5 == 3) row[V / 3] = row[V - 2] = row[2 * V / 3] = 100.0f;  // a tie across blocks
+      }
+      check(host, std::vector<RowSampling>(static_cast<size_t>(R)), 2, "greedy R=" + std::to_string(R));
+    }
+  }
+}
+
 TEST_F(CudaSampling, SharpAndFlatDistributions) {
   // Scale 30: nearly one-hot rows; scale 0.01: nearly uniform, so top-p keeps most of the row.
   for (float scale : {30.0f, 0.01f}) {

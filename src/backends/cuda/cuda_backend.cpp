@@ -108,6 +108,8 @@ class CudaBackend final : public Backend {
       gemv_rows_ = 1;
     }
     RH_CUDA(cudaMalloc(&attn_workspace_, sizeof(float) * cuda::kAttentionWorkspaceFloats));
+    RH_CUDA(cudaMalloc(&attn_counters_, sizeof(int32_t) * cuda::kAttentionCounters));
+    RH_CUDA(cudaMemset(attn_counters_, 0, sizeof(int32_t) * cuda::kAttentionCounters));
     if (lt_ && options_.raise_lower_bit_float_to != LowerBitFloat::kBf16 && cuda::fp8_w8a8_supported())
       w8a8_rows_ = options_.raise_lower_bit_float_to == LowerBitFloat::kFp8 ? cuda::kGemvMaxRows + 1
                                                                              : cuda::kW8A8AutoRows;
@@ -123,6 +125,7 @@ class CudaBackend final : public Backend {
     }
     if (pinned_out_) cudaFreeHost(pinned_out_);
     if (attn_workspace_) cudaFree(attn_workspace_);
+    if (attn_counters_) cudaFree(attn_counters_);
   }
 
   std::string name() const override { return name_; }
@@ -373,8 +376,9 @@ class CudaBackend final : public Backend {
     attention_impl(qkv, cache, batch, p, out, nullptr);
   }
 
-  // 16/32-bit caches: the rotation rides on the K/V store (cuda::launch_rope_store), one kernel
-  // fewer per layer; the FP8 cache composes the two ops.
+  // 16/32-bit caches: the rotation rides on the K/V store, one kernel fewer per layer, or on the
+  // tensor-core decode kernel itself (cuda::launch_attention with RopeInputs); the FP8 cache
+  // composes the two ops.
   void rope_attention(Tensor& qkv, const std::vector<int32_t>& positions, const Tensor& inv_freq, KvCacheLayer& cache,
                       const AttentionBatch& batch, const AttentionParams& p, Tensor& out) override {
     if (cache.k.dtype() == DType::kF8E4M3 || p.head_dim < 2 || p.head_dim % 2 != 0) {
@@ -619,6 +623,8 @@ class CudaBackend final : public Backend {
   std::unique_ptr<cuda::LtGemm> lt_;
   // Scratch of the partitioned attention kernels (AttentionMeta::workspace), allocated once.
   float* attn_workspace_ = nullptr;
+  // Arrival counters of the tensor-core decode kernel's in-kernel merge (AttentionMeta::counters).
+  int32_t* attn_counters_ = nullptr;
   // Products on FP8 weights of this many rows and more run W8A8 (CudaOptions::raise_lower_bit_float_to).
   int64_t w8a8_rows_ = std::numeric_limits<int64_t>::max();
   // The most activation rows a bf16/f16 product runs on the decode GEMV (f32 activations); more go
@@ -666,7 +672,15 @@ std::vector<SampledToken> CudaBackend::sample_rows(const Tensor& logits, const s
   if (plain) {
     // Every row greedy: the argmax kernel alone (the first largest logit, as the reference).
     Tensor ids = alloc_uninit(DType::kI32, {R});
-    cuda::launch_argmax_rows(logits.data_as<float>(), R, V, ids.data_as<int32_t>(), stream());
+    // Its candidates go through the attention workspace and counters (stream-ordered scratch,
+    // free between kernels; each launch leaves the counters zero).
+    cuda::ArgmaxScratch scratch;
+    scratch.pairs = cuda::kAttentionWorkspaceFloats / 2;
+    scratch.values = attn_workspace_;
+    scratch.indices = reinterpret_cast<int32_t*>(attn_workspace_ + scratch.pairs);
+    scratch.counters = attn_counters_;
+    scratch.counters_count = cuda::kAttentionCounters;
+    cuda::launch_argmax_rows(logits.data_as<float>(), R, V, ids.data_as<int32_t>(), stream(), scratch);
     const Tensor h = to_host(ids);
     for (int64_t r = 0; r < R; ++r) out[static_cast<size_t>(r)].token = h.data_as<int32_t>()[r];
     return out;
@@ -801,6 +815,8 @@ void CudaBackend::attention_impl(const Tensor& qkv, KvCacheLayer& cache, const A
   meta.max_query_len = max_query_len;
   meta.workspace = attn_workspace_;
   meta.workspace_floats = cuda::kAttentionWorkspaceFloats;
+  meta.counters = attn_counters_;
+  meta.counter_count = cuda::kAttentionCounters;
   cuda::AttentionShape shape{static_cast<int32_t>(p.num_heads), static_cast<int32_t>(p.num_kv_heads),
                              static_cast<int32_t>(p.head_dim), static_cast<int32_t>(block_size),
                              p.scale, static_cast<int32_t>(p.sliding_window)};
@@ -817,12 +833,14 @@ void CudaBackend::attention_impl(const Tensor& qkv, KvCacheLayer& cache, const A
     return;
   }
   const cuda::Elem kv_type = elem_of(cache.k, "attention kv cache");
+  cuda::RopeInputs rope_in{};
   if (rope) {
-    cuda::launch_rope_store(rope->qkv->data_as<float>(), cache.k.data(), cache.v.data(), kv_type, meta, shape,
-                            mirror(positions_, *rope->positions), rope->inv_freq->data_as<float>(), stream());
+    rope_in.qkv = rope->qkv->data_as<float>();
+    rope_in.positions = mirror(positions_, *rope->positions);
+    rope_in.inv_freq = rope->inv_freq->data_as<float>();
   }
   cuda::launch_attention(qkv.data_as<float>(), cache.k.data(), cache.v.data(), kv_type, meta, shape,
-                         out.data_as<float>(), stream(), rope != nullptr);
+                         out.data_as<float>(), stream(), rope ? &rope_in : nullptr);
 }
 
 }  // namespace

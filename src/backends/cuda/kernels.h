@@ -131,8 +131,18 @@ void launch_rope(float* x, int64_t tokens, int64_t cols, int64_t num_heads, int6
                  const int32_t* positions, const float* inv_freq, cudaStream_t stream);
 // out[i] = x[i] rounded to nearest even in `type` (bf16 or f16); x 16-byte aligned.
 void launch_narrow(const float* x, int64_t n, void* out, Elem type, cudaStream_t stream);
+// Stream-ordered scratch of the multi-block argmax: (value, index) candidates per (row, block) and
+// zeroed per-row counters, each launch leaving them zero. Empty: one block per row.
+struct ArgmaxScratch {
+  float* values = nullptr;
+  int32_t* indices = nullptr;
+  int64_t pairs = 0;
+  int32_t* counters = nullptr;
+  int64_t counters_count = 0;
+};
 // out[r] = index of the first maximum of row r of x [rows, n].
-void launch_argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* out, cudaStream_t stream);
+void launch_argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* out, cudaStream_t stream,
+                        const ArgmaxScratch& scratch = {});
 void launch_add(float* out, const float* x, int64_t n, cudaStream_t stream);
 
 // Sampling (kernels_sampling.cu): one row's draw as the kernels read it (RowSampling, with its
@@ -192,10 +202,16 @@ struct AttentionMeta {
   // Null, or too small for a launch: that launch allocates its own.
   float* workspace = nullptr;
   int64_t workspace_floats = 0;
+  // Host-side only: zeroed arrival counters (the backend's, kAttentionCounters) with which the
+  // tensor-core decode kernel merges its partitions itself; each use leaves them zero. Null or
+  // too few for a launch: the combine kernel merges.
+  int32_t* counters = nullptr;
+  int64_t counter_count = 0;
 };
 // The attention workspace a backend keeps (64 MiB): the partitioned kernels slice long prefills
 // so that their scratch stays within it.
 constexpr int64_t kAttentionWorkspaceFloats = int64_t{16} << 20;
+constexpr int64_t kAttentionCounters = 4096;
 
 struct AttentionShape {
   int32_t num_heads, num_kv_heads, head_dim, block_size;
@@ -213,16 +229,26 @@ constexpr int32_t kFlashMinQuery = 16;
 // Stores each new token's K and V (columns after the q heads of its qkv row) into its slot, then
 // computes causal attention of every query over its sequence's cached keys. Padding tokens
 // (negative slot) store nothing and get zero output rows.
+// rope_attention's rotation (Backend::rope_attention) for launch_attention: the q and k heads of
+// qkv (heads [0, num_heads + num_kv_heads)) rotated by angles positions[t] * inv_freq[i] before
+// attention, and the rotated k heads stored; outputs and caches bit for bit launch_rope, then
+// launch_attention. The store kernel rotates qkv in place; the tensor-core decode kernel rotates
+// in registers and leaves qkv unrotated (Backend::rope_attention leaves its q and k heads
+// unspecified).
+struct RopeInputs {
+  float* qkv;                 // the rows launch_attention reads, writable
+  const int32_t* positions;   // [tokens], on the device
+  const float* inv_freq;      // [head_dim / 2], on the device
+};
+// Stores the tokens' K/V rows to their slots (rotating first, with rope inputs) and runs attention.
+// With rope inputs the rotation rides on the K/V store (rope_store_kernel, one block per token), or,
+// for a decode-only launch on the tensor-core decode kernel, inside the attention kernel itself.
 void launch_attention(const float* qkv, void* k_cache, void* v_cache, Elem kv_type,
                       const AttentionMeta& meta, const AttentionShape& shape, float* out,
-                      cudaStream_t stream, bool kv_stored = false);
-// launch_rope and launch_attention's K/V store in one kernel (16/32-bit caches, even head_dim):
-// the q and k heads of each qkv row rotated in place (angles positions[t] * inv_freq[i]), the
-// rotated k and the v heads written to the token's slot. launch_attention then runs with
-// kv_stored = true. Bit for bit the two separate kernels' results.
-void launch_rope_store(float* qkv, void* k_cache, void* v_cache, Elem kv_type, const AttentionMeta& meta,
-                       const AttentionShape& shape, const int32_t* positions, const float* inv_freq,
-                       cudaStream_t stream);
+                      cudaStream_t stream, const RopeInputs* rope = nullptr);
+// Whether launch_attention with rope inputs rotates inside the tensor-core decode kernel (no store
+// kernel) for a launch of this shape; reads meta's host-side fields only.
+bool attention_fuses_rope(const AttentionMeta& meta, const AttentionShape& shape, Elem kv_type);
 // The same over an FP8 cache (e4m3 bytes with an f32 scale per token and KV head, see
 // KvCacheLayer): the store quantizes, and every query runs on the exact split kernel.
 void launch_attention_fp8(const float* qkv, void* k_cache, void* v_cache, float* k_scale, float* v_scale,

@@ -1048,18 +1048,33 @@ constexpr int tcd_smem_bytes() {
   return tiles > merge ? tiles : merge;
 }
 
+// rope_attention's rotation inside the tensor-core decode kernel (decode-only launches, see
+// launch_typed): every block rotates its q heads in registers, and a block that holds a token's
+// newest key (its own: one query per sequence) rotates that key from the qkv row, takes the row
+// into its tile from shared memory and (first head group) stores it and the V row to the token's
+// slot, with rope_store_kernel's arithmetic and rounding. qkv itself is left unrotated.
+// positions == nullptr: no rotation (the K/V rows were stored before the launch).
+struct TcdRope {
+  const int32_t* positions = nullptr;
+  const float* inv_freq = nullptr;
+  void* k_cache = nullptr;  // the caches the kernel reads, writable
+  void* v_cache = nullptr;
+};
+
 template <typename T16, int D>
 __global__ void __launch_bounds__(kTcdWarps * 32)
-tc_decode_kernel(const float* __restrict__ qkv, const T16* __restrict__ k_cache, const T16* __restrict__ v_cache,
-                 AttentionMeta meta, AttentionShape shape, int token_begin, int nparts, int partition,
-                 int skip_query_len, float* __restrict__ out, float* __restrict__ part_ml,
-                 float* __restrict__ part_o) {
+tc_decode_kernel(const float* qkv, const T16* k_cache, const T16* v_cache, AttentionMeta meta, AttentionShape shape,
+                 int token_begin, int nparts, int partition, int skip_query_len, float* __restrict__ out,
+                 float* __restrict__ part_ml, float* __restrict__ part_o, int* __restrict__ counters, TcdRope rope) {
   pdl_begin();  // launched by launch_pdl (pdl.cuh)
-  constexpr int NW = kTcdWarps, ST = kTcdStages, LD = D + 8, KS = D / 16, ND = D / 8, C = D / 8;
+  constexpr int NW = kTcdWarps, ST = kTcdStages, LD = D + 8, KS = D / 16, ND = D / 8, C = D / 8, HALF = D / 2;
   constexpr int kTile = kTcdKeys * LD, kStage = 2 * kTile;
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ int32_t seg[kTableSegment];
   __shared__ float red_m[NW * kTcdRows], red_l[NW * kTcdRows];
+  __shared__ float rope_cs[HALF], rope_sn[HALF];  // the token's rotation (fused rope only)
+  __shared__ __align__(16) T16 new_kv[2][D];      // its own K and V rows as the cache holds them
+  __shared__ int is_last;
   const int local_t = blockIdx.x, t = token_begin + local_t, p = blockIdx.z;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, tq = lane % 4;
   const int H = shape.num_heads, Hkv = shape.num_kv_heads, bs = shape.block_size;
@@ -1067,45 +1082,57 @@ tc_decode_kernel(const float* __restrict__ qkv, const T16* __restrict__ k_cache,
   const int kvh = blockIdx.y / nsub, sub = blockIdx.y % nsub, h0 = kvh * group_size + sub * kTcdRows;
   const int gcount = min(kTcdRows, group_size - sub * kTcdRows);
   const int64_t cols = static_cast<int64_t>(H + 2 * Hkv) * D, kv_cols = static_cast<int64_t>(Hkv) * D;
+  const bool fuse_rope = rope.positions != nullptr;
 
-  // Q as A fragments first: its loads need no metadata, so they overlap the dependent chain below.
-  uint32_t qf[KS][4];
+  // Q first, as raw f32 in the lane's 8-column chunks (chunk u: columns u * 8 + 2 tq, + 1): its
+  // loads need no metadata, so they overlap the dependent chain below. (A block past its token's
+  // context loads them too and drops them, also while the finishing block rewrites them.)
+  const bool la = g < gcount, lb = g + 8 < gcount;
+  float2 qa[2 * KS], qb[2 * KS];
   {
-    const float qs = shape.scale * kLog2e;
-    const bool la = g < gcount, lb = g + 8 < gcount;
-    const float* qa = qkv + t * cols + static_cast<int64_t>(h0 + (la ? g : 0)) * D + 2 * tq;
-    const float* qb = qkv + t * cols + static_cast<int64_t>(h0 + (lb ? g + 8 : 0)) * D + 2 * tq;
+    const float* pa = qkv + t * cols + static_cast<int64_t>(h0 + (la ? g : 0)) * D + 2 * tq;
+    const float* pb = qkv + t * cols + static_cast<int64_t>(h0 + (lb ? g + 8 : 0)) * D + 2 * tq;
     const float2 z = make_float2(0.0f, 0.0f);
 #pragma unroll
-    for (int ks = 0; ks < KS; ++ks) {
-      const float2 a0 = la ? *reinterpret_cast<const float2*>(qa + ks * 16) : z;
-      const float2 a1 = lb ? *reinterpret_cast<const float2*>(qb + ks * 16) : z;
-      const float2 a2 = la ? *reinterpret_cast<const float2*>(qa + ks * 16 + 8) : z;
-      const float2 a3 = lb ? *reinterpret_cast<const float2*>(qb + ks * 16 + 8) : z;
-      qf[ks][0] = pack2<T16>(a0.x * qs, a0.y * qs);
-      qf[ks][1] = pack2<T16>(a1.x * qs, a1.y * qs);
-      qf[ks][2] = pack2<T16>(a2.x * qs, a2.y * qs);
-      qf[ks][3] = pack2<T16>(a3.x * qs, a3.y * qs);
+    for (int u = 0; u < 2 * KS; ++u) {
+      qa[u] = la ? *reinterpret_cast<const float2*>(pa + u * 8) : z;
+      qb[u] = lb ? *reinterpret_cast<const float2*>(pb + u * 8) : z;
     }
   }
+  if (fuse_rope) {
+    const float pos = static_cast<float>(rope.positions[t]);
+    for (int i = tid; i < HALF; i += NW * 32) {
+      float sn, cs;
+      sincosf(__fmul_rn(pos, rope.inv_freq[i]), &sn, &cs);
+      rope_cs[i] = cs, rope_sn[i] = sn;
+    }
+  }
+  // rope_kernel's rotation of column pair (i, i + HALF).
+  auto rotate = [&](float& a, float& b, int i) {
+    const float cs = rope_cs[i], sn = rope_sn[i];
+    const float ra = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn)), rb = __fadd_rn(__fmul_rn(b, cs), __fmul_rn(a, sn));
+    a = ra, b = rb;
+  };
   const QueryOf qo = query_of(meta, shape, t);
   if (skip_query_len > 0 && qo.nq >= skip_query_len) return;  // the flash kernel owns this one
-  const bool direct = nparts == 1;
+  const bool direct = nparts == 1, merge = !direct && counters != nullptr;
   if (qo.padding) {
-    if (direct)
+    if (p == 0 && (direct || merge))
       for (int i = tid; i < gcount * D; i += NW * 32) out[static_cast<int64_t>(t) * H * D + static_cast<int64_t>(h0) * D + i] = 0.0f;
     return;
   }
   const int kbeg = max(qo.first, p * partition), kend = min(qo.pos + 1, (p + 1) * partition);
-  if (kbeg >= kend) return;  // beyond this token's context: the combine kernel skips it
+  if (kbeg >= kend) return;  // beyond this token's context: the merge skips it
 
   const int32_t* table = meta.block_tables + static_cast<int64_t>(qo.seq) * meta.max_blocks;
   const int b0 = kbeg / bs, nb = (kend - 1) / bs - b0 + 1;
   const bool seg_ok = nb <= kTableSegment;
-  if (seg_ok) {
+  if (seg_ok)
     for (int i = tid; i < nb; i += NW * 32) seg[i] = table[b0 + i];
-    __syncthreads();
-  }
+  __syncthreads();  // the block-table segment and the rotation table
+  // With fused rope the block holding the token's own key (always the newest, qo.pos) makes its
+  // row instead of reading it back.
+  const int own_key = fuse_rope && kend == qo.pos + 1 ? qo.pos : -1;
   const T16* k_head = k_cache + static_cast<int64_t>(kvh) * D;
   const T16* v_head = v_cache + static_cast<int64_t>(kvh) * D;
   T16* ring = reinterpret_cast<T16*>(smem) + warp * ST * kStage;
@@ -1113,7 +1140,7 @@ tc_decode_kernel(const float* __restrict__ qkv, const T16* __restrict__ k_cache,
   const int my_tiles = ntiles > warp ? (ntiles - warp + NW - 1) / NW : 0;
 
   // This warp's it-th tile (keys from kbeg + (warp + it * NW) * 16) into ring stage st; keys at
-  // or past kend become zero rows.
+  // or past kend, and the key this block makes, become zero rows.
   auto load_tile = [&](int it, int st) {
     const int j0 = kbeg + (warp + it * NW) * kTcdKeys;
     T16* sk = ring + st * kStage;
@@ -1121,7 +1148,7 @@ tc_decode_kernel(const float* __restrict__ qkv, const T16* __restrict__ k_cache,
 #pragma unroll
     for (int i = 0; i < kTcdKeys * C / 32; ++i) {
       const int idx = lane + i * 32, r = idx / C, c = idx % C, j = j0 + r;
-      const bool live = j < kend;
+      const bool live = j < kend && j != own_key;
       int64_t at = 0;
       if (live) {
         const int64_t slot = seg_ok ? static_cast<int64_t>(seg[j / bs - b0]) * bs + j % bs : slot_of_key(table, j, bs);
@@ -1132,6 +1159,56 @@ tc_decode_kernel(const float* __restrict__ qkv, const T16* __restrict__ k_cache,
     }
   };
 
+  // Up to ST - 1 tiles in flight ahead of the one in use; every step commits one (possibly
+  // empty) group, so waiting for all but the newest ST - 1 groups means the current tile landed.
+#pragma unroll
+  for (int st = 0; st < ST - 1; ++st) {
+    if (st < my_tiles) load_tile(st, st);
+    cp_async_commit();
+  }
+
+  if (own_key >= 0) {
+    // The token's k head rotated and its v head, rounded to the cache type, stored to its slot.
+    const float* krow = qkv + t * cols + static_cast<int64_t>(H + kvh) * D;
+    const float* vrow = krow + kv_cols;
+    const int64_t at = static_cast<int64_t>(meta.slot_mapping[t]) * kv_cols + static_cast<int64_t>(kvh) * D;
+    for (int i = tid; i < HALF; i += NW * 32) {
+      float a = krow[i], b = krow[i + HALF];
+      rotate(a, b, i);
+      const T16 ka = from_f32<T16>(a), kb = from_f32<T16>(b), va = from_f32<T16>(vrow[i]),
+                vb = from_f32<T16>(vrow[i + HALF]);
+      new_kv[0][i] = ka, new_kv[0][i + HALF] = kb, new_kv[1][i] = va, new_kv[1][i + HALF] = vb;
+      if (sub == 0) {
+        T16* kc = static_cast<T16*>(rope.k_cache) + at;
+        T16* vc = static_cast<T16*>(rope.v_cache) + at;
+        kc[i] = ka, kc[i + HALF] = kb, vc[i] = va, vc[i + HALF] = vb;
+      }
+    }
+  }
+
+  // Q as A fragments: rotated (the pair of a column sits HALF / 8 = KS chunks on, in the same
+  // lane), scaled by scale * log2 e and rounded once.
+  uint32_t qf[KS][4];
+  {
+    if (fuse_rope) {
+#pragma unroll
+      for (int u = 0; u < KS; ++u) {
+        const int i = u * 8 + 2 * tq;
+        rotate(qa[u].x, qa[u + KS].x, i), rotate(qa[u].y, qa[u + KS].y, i + 1);
+        rotate(qb[u].x, qb[u + KS].x, i), rotate(qb[u].y, qb[u + KS].y, i + 1);
+      }
+    }
+    const float qs = shape.scale * kLog2e;
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      qf[ks][0] = pack2<T16>(qa[2 * ks].x * qs, qa[2 * ks].y * qs);
+      qf[ks][1] = pack2<T16>(qb[2 * ks].x * qs, qb[2 * ks].y * qs);
+      qf[ks][2] = pack2<T16>(qa[2 * ks + 1].x * qs, qa[2 * ks + 1].y * qs);
+      qf[ks][3] = pack2<T16>(qb[2 * ks + 1].x * qs, qb[2 * ks + 1].y * qs);
+    }
+  }
+  if (own_key >= 0) __syncthreads();  // new_kv complete
+
   float o[ND][4];
 #pragma unroll
   for (int d = 0; d < ND; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
@@ -1141,21 +1218,23 @@ tc_decode_kernel(const float* __restrict__ qkv, const T16* __restrict__ k_cache,
   const int k_off = ((lane % 8) + (lane / 16) * 8) * LD + ((lane / 8) % 2) * 8;
   const int v_off = ((lane % 8) + ((lane / 8) % 2) * 8) * LD + (lane / 16) * 8;
 
-  // Up to ST - 1 tiles in flight ahead of the one in use; every step commits one (possibly
-  // empty) group, so waiting for all but the newest ST - 1 groups means the current tile landed.
-#pragma unroll
-  for (int st = 0; st < ST - 1; ++st) {
-    if (st < my_tiles) load_tile(st, st);
-    cp_async_commit();
-  }
   for (int it = 0; it < my_tiles; ++it) {
     if (it + ST - 1 < my_tiles) load_tile(it + ST - 1, (it + ST - 1) % ST);  // the stage tile it - 1 used
     cp_async_commit();
     cp_async_wait<ST - 1>();
     __syncwarp();
     const int j0 = kbeg + (warp + it * NW) * kTcdKeys;
-    const T16* sk = ring + (it % ST) * kStage;
-    const T16* sv = sk + kTile;
+    T16* sk = ring + (it % ST) * kStage;
+    T16* sv = sk + kTile;
+    if (own_key >= j0 && own_key < j0 + kTcdKeys) {  // this block's own key: its zero row filled in
+      const int r = own_key - j0;
+      for (int idx = lane; idx < 2 * C; idx += 32) {
+        const int c = idx % C;
+        *reinterpret_cast<uint4*>((idx < C ? sk : sv) + r * LD + c * 8) =
+            *reinterpret_cast<const uint4*>(&new_kv[idx < C ? 0 : 1][c * 8]);
+      }
+      __syncwarp();
+    }
     float sc[2][4];
 #pragma unroll
     for (int n = 0; n < 2; ++n) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
@@ -1245,33 +1324,113 @@ tc_decode_kernel(const float* __restrict__ qkv, const T16* __restrict__ k_cache,
     if (direct) {
       out[static_cast<int64_t>(t) * H * D + static_cast<int64_t>(h) * D + d] = acc / sum;
     } else {
-      // The combine kernel weighs partitions by expf: the max goes back to natural-log units.
+      // The merge weighs partitions by expf: the max goes back to natural-log units.
       const int64_t at = (static_cast<int64_t>(local_t) * H + h) * nparts + p;
       part_o[at * D + d] = acc;
       if (d == 0) part_ml[2 * at] = mx * kLn2, part_ml[2 * at + 1] = sum;
     }
   }
+
+  if (merge) {
+    // Publish this partition, count it in; the last of the token's partitions merges them all.
+    const int p0 = qo.first / partition, np = qo.pos / partition - p0 + 1;
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+      int* counter = counters + static_cast<int64_t>(local_t) * gridDim.y + blockIdx.y;
+      is_last = atomicAdd(counter, 1) == np - 1;
+      if (is_last) *counter = 0;  // every partition has arrived: ready for the next launch
+    }
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+    // The combine kernel's arithmetic, row by row: maxima, weights expf(m - max), the sums and
+    // the weighted outputs in partition order. The merge buffer is free again: the partitions'
+    // rows are copied into it in one round of cp.async (where they fit) while the (max, sum)
+    // pairs load beside them.
+    float* m_s = reinterpret_cast<float*>(smem);  // [row][np] each
+    float* l_s = m_s + kTcdRows * np;
+    float* w_s = l_s + kTcdRows * np;
+    float* o_s = w_s + kTcdRows * np;  // [row][np][D]
+    const bool staged = (3 * kTcdRows * np + gcount * np * D) * static_cast<int>(sizeof(float)) <= tcd_smem_bytes<D>();
+    const int64_t base = (static_cast<int64_t>(local_t) * H + h0) * nparts + p0;
+    if (staged) {
+      for (int idx = tid; idx < gcount * np * (D / 4); idx += NW * 32) {
+        const int ri = idx / (D / 4), q = idx - ri * (D / 4), r = ri / np, i = ri - r * np;
+        cp_async16(smem_u32(o_s + static_cast<int64_t>(ri) * D + q * 4),
+                   part_o + (base + static_cast<int64_t>(r) * nparts + i) * D + q * 4, true);
+      }
+      cp_async_commit();
+    }
+    for (int idx = tid; idx < gcount * np; idx += NW * 32) {
+      const int r = idx / np, i = idx - r * np;
+      const int64_t at = base + static_cast<int64_t>(r) * nparts + i;
+      m_s[idx] = __ldcg(part_ml + 2 * at);
+      l_s[idx] = __ldcg(part_ml + 2 * at + 1);
+    }
+    __syncthreads();
+    for (int idx = tid; idx < gcount * np; idx += NW * 32) {
+      const int r = idx / np;
+      float mx = -INFINITY;
+      for (int i = 0; i < np; ++i) mx = fmaxf(mx, m_s[r * np + i]);
+      w_s[idx] = expf(m_s[idx] - mx);
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+    for (int idx = tid; idx < gcount * D; idx += NW * 32) {
+      const int r = idx / D, d = idx - r * D;
+      const float* lr = l_s + r * np;
+      const float* wr = w_s + r * np;
+      float sum = 0.0f;
+      for (int i = 0; i < np; ++i) sum += lr[i] * wr[i];
+      float acc = 0.0f;
+      if (staged) {
+        const float* po = o_s + static_cast<int64_t>(r) * np * D + d;
+#pragma unroll 8
+        for (int i = 0; i < np; ++i) acc += po[static_cast<int64_t>(i) * D] * wr[i];
+      } else {
+        const float* po = part_o + (base + static_cast<int64_t>(r) * nparts) * D + d;
+#pragma unroll 8
+        for (int i = 0; i < np; ++i) acc += __ldcg(po + static_cast<int64_t>(i) * D) * wr[i];
+      }
+      out[static_cast<int64_t>(t) * H * D + static_cast<int64_t>(h0 + r) * D + d] = acc / sum;
+    }
+  }
+}
+
+template <int D>
+constexpr int tcd_merge_max_parts() {
+  return tcd_smem_bytes<D>() / (3 * kTcdRows * static_cast<int>(sizeof(float)));
 }
 
 // ---------------------------------------------------------------------------------------------
 // Launches.
 
-// Runs a partitioned decode kernel (split or tensor-core) and the combine kernel: launch(grid,
-// t0, nparts, partition, part_ml, part_o) launches the kernel for tokens t0 .. t0 + grid.x - 1,
-// with grid.y = heads_y. The partition is the largest that still gives about per_sm blocks per SM
-// (a few waves of those that fit), at least kMinPartition keys: a block's keys take dependent
-// rounds, so long partitions leave the memory system idle. It depends only on the launch's token
-// count and max_blocks, never on the per-step contexts.
-template <typename Launch>
-void launch_partitioned(const AttentionMeta& meta, const AttentionShape& shape, int64_t heads_y, int per_sm,
-                        int skip_query_len, float* out, cudaStream_t stream, Launch&& launch) {
-  const int64_t D = shape.head_dim, H = shape.num_heads;
-  const int64_t max_keys = std::max<int64_t>(1, static_cast<int64_t>(meta.max_blocks) * shape.block_size);
+// The partition of a partitioned decode kernel (split or tensor-core): the largest that still
+// gives about per_sm blocks per SM (a few waves of those that fit), at least kMinPartition keys: a
+// block's keys take dependent rounds, so long partitions leave the memory system idle. It depends
+// only on the launch's token count and max_blocks, never on the per-step contexts.
+struct Partitions {
+  int64_t partition;
+  int nparts;
+};
+Partitions choose_partitions(const AttentionMeta& meta, int64_t block_size, int64_t heads_y, int per_sm) {
+  const int64_t max_keys = std::max<int64_t>(1, static_cast<int64_t>(meta.max_blocks) * block_size);
   const int64_t rows = static_cast<int64_t>(meta.tokens) * heads_y;
   int64_t partition = kMinPartition;
   while (partition < max_keys && rows * ((max_keys + 2 * partition - 1) / (2 * partition)) >= per_sm * sm_count())
     partition *= 2;
-  const int nparts = static_cast<int>((max_keys + partition - 1) / partition);
+  return {partition, static_cast<int>((max_keys + partition - 1) / partition)};
+}
+
+// Runs a partitioned decode kernel and, unless it merged its partitions itself, the combine
+// kernel: launch(grid, t0, nparts, partition, part_ml, part_o) launches the kernel for tokens
+// t0 .. t0 + grid.x - 1, with grid.y = heads_y, and returns whether it merged them.
+template <typename Launch>
+void launch_partitioned(const AttentionMeta& meta, const AttentionShape& shape, int64_t heads_y, int per_sm,
+                        int skip_query_len, float* out, cudaStream_t stream, Launch&& launch) {
+  const int64_t D = shape.head_dim, H = shape.num_heads;
+  const auto [partition, nparts] = choose_partitions(meta, shape.block_size, heads_y, per_sm);
   // Scratch per token: (max, sum) and an unnormalized row per (head, partition). Long prefills
   // run in token slices so scratch stays under about 64 MiB.
   const int64_t per_token = nparts == 1 ? 0 : H * nparts * (D + 2);
@@ -1293,8 +1452,8 @@ void launch_partitioned(const AttentionMeta& meta, const AttentionShape& shape, 
   for (int64_t t0 = 0; t0 < meta.tokens; t0 += slice_tokens) {
     const int64_t n = std::min<int64_t>(slice_tokens, meta.tokens - t0);
     dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(heads_y), static_cast<unsigned>(nparts));
-    launch(grid, static_cast<int>(t0), nparts, static_cast<int>(partition), part_ml, part_o);
-    if (nparts > 1) {
+    const bool merged = launch(grid, static_cast<int>(t0), nparts, static_cast<int>(partition), part_ml, part_o);
+    if (nparts > 1 && !merged) {
       dim3 cgrid(static_cast<unsigned>(n), static_cast<unsigned>(H));
       launch_pdl("combine_kernel", combine_kernel, cgrid, dim3(D <= 64 ? 64 : 128), 0, stream, meta, shape,
                  static_cast<int>(t0), nparts, static_cast<int>(partition), skip_query_len, part_ml, part_o, out);
@@ -1315,12 +1474,31 @@ void launch_split(const float* qkv, const KV* k_cache, const KV* v_cache, const 
                        launch_pdl("split_kernel", split_kernel<KV, G>, grid, dim3(kSplitThreads), 0, stream, qkv,
                                   k_cache, v_cache, k_scale, v_scale, meta, shape, t0, nparts, partition,
                                   skip_query_len, out, part_ml, part_o);
+                       return false;
                      });
+}
+
+// Two blocks per SM (H200, 8B shape, whole decode steps: batch 8 5.985 ms against 6.085 with
+// four and 6.369 with eight, batch 1 and 64 within 0.3%; earlier, four against eight: batch 64
+// attention 101 us against 116, one sequence of 32k keys 70 us against 92).
+constexpr int kTcdPerSm = 2;
+
+int64_t tcd_heads_y(const AttentionShape& shape) {
+  return static_cast<int64_t>(shape.num_kv_heads) * ((shape.num_heads / shape.num_kv_heads + kTcdRows - 1) / kTcdRows);
+}
+
+// Whether a tensor-core decode launch of nparts partitions (grid.x tokens) merges them in the
+// kernel (tc_decode_kernel's counters) rather than through the combine kernel.
+template <int D>
+bool tcd_merges(const AttentionMeta& meta, int64_t tokens, int64_t heads_y, int nparts) {
+  return nparts > 1 && meta.counters != nullptr && tokens * heads_y <= meta.counter_count &&
+         nparts <= tcd_merge_max_parts<D>();
 }
 
 template <typename T16, int D>
 void launch_tc_decode(const float* qkv, const T16* k_cache, const T16* v_cache, const AttentionMeta& meta,
-                      const AttentionShape& shape, int skip_query_len, float* out, cudaStream_t stream) {
+                      const AttentionShape& shape, int skip_query_len, float* out, const TcdRope& rope,
+                      cudaStream_t stream) {
   constexpr int bytes = tcd_smem_bytes<D>();
   static const bool attr_set = [] {
     RH_CUDA(cudaFuncSetAttribute(tc_decode_kernel<T16, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
@@ -1329,27 +1507,31 @@ void launch_tc_decode(const float* qkv, const T16* k_cache, const T16* v_cache, 
     return true;
   }();
   (void)attr_set;
-  const int64_t group_size = shape.num_heads / shape.num_kv_heads, nsub = (group_size + kTcdRows - 1) / kTcdRows;
-  // Two blocks per SM (H200, 8B shape, whole decode steps: batch 8 5.985 ms against 6.085 with
-  // four and 6.369 with eight, batch 1 and 64 within 0.3%; earlier, four against eight: batch 64
-  // attention 101 us against 116, one sequence of 32k keys 70 us against 92).
-  launch_partitioned(meta, shape, shape.num_kv_heads * nsub, 2, skip_query_len, out, stream,
+  const int64_t heads_y = tcd_heads_y(shape);
+  launch_partitioned(meta, shape, heads_y, kTcdPerSm, skip_query_len, out, stream,
                      [&](dim3 grid, int t0, int nparts, int partition, float* part_ml, float* part_o) {
+                       const bool merge = tcd_merges<D>(meta, grid.x, heads_y, nparts);
                        launch_pdl("tc_decode_kernel", tc_decode_kernel<T16, D>, grid, dim3(kTcdWarps * 32), bytes,
                                   stream, qkv, k_cache, v_cache, meta, shape, t0, nparts, partition, skip_query_len,
-                                  out, part_ml, part_o);
+                                  out, part_ml, part_o, merge ? meta.counters : nullptr, rope);
+                       return merge;
                      });
 }
 
+// Whether launch_tc_decode can take rope_attention's rotation (TcdRope): a decode-only launch, one
+// query per sequence, so that a token's only key not yet in the cache is its own.
+bool tcd_takes_rope(const AttentionMeta& meta) { return meta.max_query_len == 1; }
+
 template <typename T16>
 void launch_tc_decode_dim(const float* qkv, const T16* k_cache, const T16* v_cache, const AttentionMeta& meta,
-                          const AttentionShape& shape, int skip_query_len, float* out, cudaStream_t stream) {
+                          const AttentionShape& shape, int skip_query_len, float* out, const TcdRope& rope,
+                          cudaStream_t stream) {
   switch (shape.head_dim) {
-    case 64: launch_tc_decode<T16, 64>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, stream); break;
-    case 80: launch_tc_decode<T16, 80>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, stream); break;
-    case 96: launch_tc_decode<T16, 96>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, stream); break;
-    case 128: launch_tc_decode<T16, 128>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, stream); break;
-    default: launch_tc_decode<T16, 256>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, stream); break;
+    case 64: launch_tc_decode<T16, 64>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, rope, stream); break;
+    case 80: launch_tc_decode<T16, 80>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, rope, stream); break;
+    case 96: launch_tc_decode<T16, 96>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, rope, stream); break;
+    case 128: launch_tc_decode<T16, 128>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, rope, stream); break;
+    default: launch_tc_decode<T16, 256>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, rope, stream); break;
   }
 }
 
@@ -1423,18 +1605,55 @@ int tcd_smem_for(int D) {
   }
 }
 
+// Whether a launch goes to the tensor-core decode kernel (16-bit caches; see launch_typed).
+template <typename KV>
+bool takes_tc_decode(const AttentionMeta& meta, const AttentionShape& shape) {
+  if constexpr (sizeof(KV) != 2) {
+    return false;
+  } else {
+    const int D = shape.head_dim;
+    return shape.tensor_cores && tcd_dim_ok(D) && tcd_heads_y(shape) * meta.tokens <= 2 * sm_count() &&
+           tcd_smem_for(D) <= max_block_smem();
+  }
+}
+
+// rope_store_kernel over one token per block (launch_attention with rope inputs, where the
+// tensor-core decode kernel does not take the rotation itself).
+template <typename KV>
+void launch_rope_store(const RopeInputs& rope, KV* k_cache, KV* v_cache, const AttentionMeta& meta,
+                       const AttentionShape& shape, cudaStream_t stream) {
+  const int64_t cols = (static_cast<int64_t>(shape.num_heads) + 2 * shape.num_kv_heads) * shape.head_dim;
+  const int64_t work = std::max<int64_t>((static_cast<int64_t>(shape.num_heads) + shape.num_kv_heads) * shape.head_dim / 2,
+                                         static_cast<int64_t>(shape.num_kv_heads) * shape.head_dim);
+  const int threads = static_cast<int>(std::min<int64_t>(512, (work + 31) / 32 * 32));
+  launch_pdl("rope_store_kernel", rope_store_kernel<KV>, dim3(static_cast<unsigned>(meta.tokens)), dim3(threads), 0,
+             stream, rope.qkv, cols, shape.num_heads, shape.num_kv_heads, shape.head_dim, rope.positions,
+             rope.inv_freq, meta.slot_mapping, k_cache, v_cache);
+}
+
 template <typename KV>
 void launch_typed(const float* qkv, KV* k_cache, KV* v_cache, const AttentionMeta& meta,
-                  const AttentionShape& shape, bool kv_stored, float* out, cudaStream_t stream) {
+                  const AttentionShape& shape, const RopeInputs* rope, float* out, cudaStream_t stream) {
   const int64_t D = shape.head_dim, H = shape.num_heads, Hkv = shape.num_kv_heads;
   const int64_t cols = (H + 2 * Hkv) * D, kv_cols = Hkv * D;
-  if (!kv_stored) {
+  const bool split_ok = D % Vec16<KV>::kN == 0 && D <= kSplitMaxDim;
+  // The tensor-core decode kernel, for few (token, KV head) rows only: there its deep per-warp
+  // pipeline wins (H200, 8B shape, 1024 keys: batch 1 18 us against the split kernel's 41,
+  // batch 8 34 against 42); with many rows both run at the same ~3.2 TB/s (batch 256: 334
+  // against 337 us) and the split kernel is ahead at batch 64 (92 against 101 us). Like the
+  // partition size, the choice depends only on the launch's token count. (Its K/V rings need
+  // 52 KB at head_dim 128 and 101 KB at 256: not on every GPU.)
+  const bool tcd = takes_tc_decode<KV>(meta, shape);
+  // With rope inputs the tensor-core decode kernel rotates and stores a decode launch's K itself.
+  const bool fused_rope = rope != nullptr && tcd && tcd_takes_rope(meta);
+  if (rope != nullptr && !fused_rope) {
+    launch_rope_store<KV>(*rope, k_cache, v_cache, meta, shape, stream);
+  } else if (rope == nullptr) {
     const int store_threads = static_cast<int>(std::min<int64_t>(256, (kv_cols + 31) / 32 * 32));
     launch_pdl("store_kv_kernel", store_kv_kernel<KV>, dim3(static_cast<unsigned>(meta.tokens)), dim3(store_threads),
                0, stream, qkv, cols, H * D, kv_cols, meta.slot_mapping, k_cache, v_cache);
   }
 
-  const bool split_ok = D % Vec16<KV>::kN == 0 && D <= kSplitMaxDim;
   if (!split_ok) {
     dim3 grid(static_cast<unsigned>(meta.tokens), static_cast<unsigned>(H));
     launch_pdl("attention_kernel", attention_kernel<KV>, grid, dim3(kThreads), 0, stream, qkv, k_cache, v_cache, meta,
@@ -1457,16 +1676,10 @@ void launch_typed(const float* qkv, KV* k_cache, KV* v_cache, const AttentionMet
     skip_query_len = skip_query_len < 0 ? 0 : kFlashMinQuery;
   }
   if constexpr (sizeof(KV) == 2) {
-    // Few (token, KV head) rows only: there the kernel's deep per-warp pipeline wins (H200, 8B
-    // shape, 1024 keys: batch 1 18 us against the split kernel's 41, batch 8 34 against 42); with
-    // many rows both run at the same ~3.2 TB/s (batch 256: 334 against 337 us) and the split
-    // kernel is ahead at batch 64 (92 against 101 us). Like the partition size, the choice
-    // depends only on the launch's token count.
-    const int64_t rows = meta.tokens * Hkv * ((H / Hkv + kTcdRows - 1) / kTcdRows);
-    // (Its K/V rings need 102 KB at head_dim 128 and 198 KB at 256: not on every GPU.)
-    if (shape.tensor_cores && tcd_dim_ok(static_cast<int>(D)) && rows <= 2 * sm_count() &&
-        tcd_smem_for(static_cast<int>(D)) <= max_block_smem()) {
-      launch_tc_decode_dim<KV>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, stream);
+    if (tcd) {
+      TcdRope tr;
+      if (fused_rope) tr = TcdRope{rope->positions, rope->inv_freq, k_cache, v_cache};
+      launch_tc_decode_dim<KV>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, tr, stream);
       return;
     }
   }
@@ -1496,46 +1709,32 @@ void launch_attention_fp8(const float* qkv, void* k_cache, void* v_cache, float*
              stream);
 }
 
-void launch_attention(const float* qkv, void* k_cache, void* v_cache, Elem kv_type,
-                      const AttentionMeta& meta, const AttentionShape& shape, float* out,
-                      cudaStream_t stream, bool kv_stored) {
-  if (meta.tokens == 0) return;
-  RH_CHECK(shape.head_dim <= kMaxHeadDim, "CUDA attention supports head_dim up to ", kMaxHeadDim);
+bool attention_fuses_rope(const AttentionMeta& meta, const AttentionShape& shape, Elem kv_type) {
+  if (shape.head_dim < 2 || shape.head_dim % 2 != 0) return false;
   switch (kv_type) {
-    case Elem::kF32:
-      launch_typed(qkv, static_cast<float*>(k_cache), static_cast<float*>(v_cache), meta, shape, kv_stored, out,
-                   stream);
-      break;
-    case Elem::kF16:
-      launch_typed(qkv, static_cast<__half*>(k_cache), static_cast<__half*>(v_cache), meta, shape, kv_stored, out,
-                   stream);
-      break;
-    case Elem::kBF16:
-      launch_typed(qkv, static_cast<__nv_bfloat16*>(k_cache), static_cast<__nv_bfloat16*>(v_cache), meta, shape,
-                   kv_stored, out, stream);
-      break;
+    case Elem::kF16: return takes_tc_decode<__half>(meta, shape) && tcd_takes_rope(meta);
+    case Elem::kBF16: return takes_tc_decode<__nv_bfloat16>(meta, shape) && tcd_takes_rope(meta);
+    default: return false;
   }
 }
 
-void launch_rope_store(float* qkv, void* k_cache, void* v_cache, Elem kv_type, const AttentionMeta& meta,
-                       const AttentionShape& shape, const int32_t* positions, const float* inv_freq,
-                       cudaStream_t stream) {
+void launch_attention(const float* qkv, void* k_cache, void* v_cache, Elem kv_type, const AttentionMeta& meta,
+                      const AttentionShape& shape, float* out, cudaStream_t stream, const RopeInputs* rope) {
   if (meta.tokens == 0) return;
-  RH_CHECK(shape.head_dim >= 2 && shape.head_dim % 2 == 0, "launch_rope_store: head_dim ", shape.head_dim);
-  const int64_t cols = (static_cast<int64_t>(shape.num_heads) + 2 * shape.num_kv_heads) * shape.head_dim;
-  const int64_t work = std::max<int64_t>((static_cast<int64_t>(shape.num_heads) + shape.num_kv_heads) * shape.head_dim / 2,
-                                         static_cast<int64_t>(shape.num_kv_heads) * shape.head_dim);
-  const int threads = static_cast<int>(std::min<int64_t>(512, (work + 31) / 32 * 32));
-  const dim3 grid(static_cast<unsigned>(meta.tokens));
-  auto go = [&](auto* k, auto* v) {
-    using KV = std::remove_pointer_t<decltype(k)>;
-    launch_pdl("rope_store_kernel", rope_store_kernel<KV>, grid, dim3(threads), 0, stream, qkv, cols, shape.num_heads,
-               shape.num_kv_heads, shape.head_dim, positions, inv_freq, meta.slot_mapping, k, v);
-  };
+  RH_CHECK(shape.head_dim <= kMaxHeadDim, "CUDA attention supports head_dim up to ", kMaxHeadDim);
+  RH_CHECK(rope == nullptr || (shape.head_dim >= 2 && shape.head_dim % 2 == 0 && rope->qkv == qkv),
+           "launch_attention: rope over head_dim ", shape.head_dim, " or on other rows");
   switch (kv_type) {
-    case Elem::kF32: go(static_cast<float*>(k_cache), static_cast<float*>(v_cache)); break;
-    case Elem::kF16: go(static_cast<__half*>(k_cache), static_cast<__half*>(v_cache)); break;
-    case Elem::kBF16: go(static_cast<__nv_bfloat16*>(k_cache), static_cast<__nv_bfloat16*>(v_cache)); break;
+    case Elem::kF32:
+      launch_typed(qkv, static_cast<float*>(k_cache), static_cast<float*>(v_cache), meta, shape, rope, out, stream);
+      break;
+    case Elem::kF16:
+      launch_typed(qkv, static_cast<__half*>(k_cache), static_cast<__half*>(v_cache), meta, shape, rope, out, stream);
+      break;
+    case Elem::kBF16:
+      launch_typed(qkv, static_cast<__nv_bfloat16*>(k_cache), static_cast<__nv_bfloat16*>(v_cache), meta, shape, rope,
+                   out, stream);
+      break;
   }
 }
 

@@ -130,33 +130,57 @@ __global__ void narrow_kernel(const float* __restrict__ x, int64_t n, T* __restr
   }
 }
 
-// One block per row: each thread keeps the first maximum of its strided elements, then the block
-// reduces (value, index) pairs preferring the larger value and, on ties, the smaller index — the
-// element std::max_element would return.
-constexpr int kArgmaxThreads = 1024;
+// The first largest of two (value, index) candidates: the larger value, on ties the smaller
+// index — the element std::max_element would return.
+__device__ __forceinline__ void take_better(float& v, int32_t& idx, float ov, int32_t oi) {
+  if (ov > v || (ov == v && oi < idx)) {
+    v = ov;
+    idx = oi;
+  }
+}
+
+// Argmax over rows of n floats, gridDim.y blocks per row, each over one `slice` of it: every
+// thread keeps the first maximum of its strided elements (16-byte loads where the rows allow),
+// the block reduces its threads' candidates, and with more than one block per row each block
+// publishes its candidate and the row's last block to arrive (a counter per row, left zero for
+// the next launch) reduces them in block order.
+constexpr int kArgmaxThreads = 256;
+constexpr int64_t kArgmaxSlice = 4096;  // elements per block, at least (a 128k vocabulary: 32 blocks)
+constexpr int kArgmaxMaxBlocks = 64;
 __global__ void __launch_bounds__(kArgmaxThreads)
-argmax_kernel(const float* __restrict__ x, int64_t n, int32_t* __restrict__ out) {
+argmax_kernel(const float* __restrict__ x, int64_t n, int64_t slice, bool vec, int32_t* __restrict__ out,
+              float* __restrict__ part_v, int32_t* __restrict__ part_i, int32_t* __restrict__ counters) {
   pdl_begin();  // launched by launch_pdl (pdl.cuh)
   __shared__ float best_v[kArgmaxThreads / 32];
   __shared__ int32_t best_i[kArgmaxThreads / 32];
-  const float* row = x + static_cast<int64_t>(blockIdx.x) * n;
+  __shared__ bool last;
+  const int64_t row_i = blockIdx.x, begin = blockIdx.y * slice, end = min(n, begin + slice);
+  const float* row = x + row_i * n;
   float v = -INFINITY;
   int32_t idx = INT32_MAX;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    const float e = row[i];
+  auto see = [&](float e, int64_t i) {
     if (e > v || idx == INT32_MAX) {
       v = e;
       idx = static_cast<int32_t>(i);
     }
+  };
+  if (vec) {  // begin, end and the row start are multiples of 4 elements (16 bytes)
+    const float4* r4 = reinterpret_cast<const float4*>(row + begin);
+    const int64_t n4 = (end - begin) / 4;
+#pragma unroll 4
+    for (int64_t j = threadIdx.x; j < n4; j += kArgmaxThreads) {
+      const float4 e = r4[j];
+      const int64_t i = begin + 4 * j;
+      see(e.x, i), see(e.y, i + 1), see(e.z, i + 2), see(e.w, i + 3);
+    }
+  } else {
+    for (int64_t i = begin + threadIdx.x; i < end; i += kArgmaxThreads) see(row[i], i);
   }
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
     const float ov = __shfl_xor_sync(0xffffffffu, v, o);
     const int32_t oi = __shfl_xor_sync(0xffffffffu, idx, o);
-    if (ov > v || (ov == v && oi < idx)) {
-      v = ov;
-      idx = oi;
-    }
+    take_better(v, idx, ov, oi);
   }
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) {
@@ -164,14 +188,24 @@ argmax_kernel(const float* __restrict__ x, int64_t n, int32_t* __restrict__ out)
     best_i[warp] = idx;
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int w = 1; w < static_cast<int>(blockDim.x >> 5); ++w)
-      if (best_v[w] > v || (best_v[w] == v && best_i[w] < idx)) {
-        v = best_v[w];
-        idx = best_i[w];
-      }
-    out[blockIdx.x] = idx;
+  if (threadIdx.x != 0) return;
+  for (int w = 1; w < kArgmaxThreads / 32; ++w) take_better(v, idx, best_v[w], best_i[w]);
+  const int parts = static_cast<int>(gridDim.y);
+  if (parts == 1) {
+    out[row_i] = idx;
+    return;
   }
+  part_v[row_i * parts + blockIdx.y] = v;
+  part_i[row_i * parts + blockIdx.y] = idx;
+  __threadfence();
+  last = atomicAdd(&counters[row_i], 1) == parts - 1;
+  if (!last) return;
+  counters[row_i] = 0;
+  __threadfence();
+  v = __ldcg(part_v + row_i * parts);
+  idx = __ldcg(part_i + row_i * parts);
+  for (int b = 1; b < parts; ++b) take_better(v, idx, __ldcg(part_v + row_i * parts + b), __ldcg(part_i + row_i * parts + b));
+  out[row_i] = idx;
 }
 
 }  // namespace
@@ -239,10 +273,19 @@ void launch_narrow(const float* x, int64_t n, void* out, Elem type, cudaStream_t
   RH_CUDA_LAUNCHED("narrow_kernel");
 }
 
-void launch_argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* out, cudaStream_t stream) {
+void launch_argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* out, cudaStream_t stream,
+                        const ArgmaxScratch& scratch) {
   if (rows == 0) return;
-  launch_pdl("argmax_kernel", argmax_kernel, dim3(static_cast<unsigned>(rows)), dim3(kArgmaxThreads), 0, stream, x, n,
-             out);
+  // Blocks per row: one per kArgmaxSlice elements (a multiple of 4, so 16-byte loads stay aligned
+  // in every slice), up to kArgmaxMaxBlocks, where the scratch holds every row's candidates.
+  int64_t parts = std::clamp<int64_t>((n + kArgmaxSlice - 1) / kArgmaxSlice, 1, kArgmaxMaxBlocks);
+  if (rows > scratch.counters_count || rows * parts > scratch.pairs || scratch.counters == nullptr) parts = 1;
+  int64_t slice = (n + parts - 1) / parts;
+  slice = (slice + 3) / 4 * 4;
+  const bool vec = n % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  launch_pdl("argmax_kernel", argmax_kernel, dim3(static_cast<unsigned>(rows), static_cast<unsigned>(parts)),
+             dim3(kArgmaxThreads), 0, stream, x, n, slice, vec, out, scratch.values, scratch.indices,
+             scratch.counters);
 }
 
 void launch_add(float* out, const float* x, int64_t n, cudaStream_t stream) {
