@@ -51,6 +51,7 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <cstdlib>
 #include <type_traits>
 
 #include "backends/cuda/cuda_check.h"
@@ -1605,6 +1606,16 @@ int tcd_smem_for(int D) {
   }
 }
 
+// Rows (token, head group) per SM up to which launches take the tensor-core decode kernel.
+// MEASUREMENT SWITCH, to be settled: REDHARE_TCD_ROWS_PER_SM (default 2).
+int tcd_rows_per_sm() {
+  static const int v = [] {
+    const char* e = std::getenv("REDHARE_TCD_ROWS_PER_SM");
+    return e ? std::max(1, std::atoi(e)) : 2;
+  }();
+  return v;
+}
+
 // Whether a launch goes to the tensor-core decode kernel (16-bit caches; see launch_typed).
 template <typename KV>
 bool takes_tc_decode(const AttentionMeta& meta, const AttentionShape& shape) {
@@ -1612,7 +1623,7 @@ bool takes_tc_decode(const AttentionMeta& meta, const AttentionShape& shape) {
     return false;
   } else {
     const int D = shape.head_dim;
-    return shape.tensor_cores && tcd_dim_ok(D) && tcd_heads_y(shape) * meta.tokens <= 2 * sm_count() &&
+    return shape.tensor_cores && tcd_dim_ok(D) && tcd_heads_y(shape) * meta.tokens <= tcd_rows_per_sm() * sm_count() &&
            tcd_smem_for(D) <= max_block_smem();
   }
 }
