@@ -32,6 +32,37 @@
 // activations in shared memory (RMS norm when asked, bf16 rounding, the row factor, f16), reading
 // x from L2.
 //
+// Measured on an H100 80GB HBM3 (2 GiB read probe 3080-3096 GB/s), Llama-3.1-8B shapes, against
+// the kernel it replaced (fp8_decode_mma_kernel, 8 weight rows per warp as the mma's B, a
+// barrier per round; binaries of acb0b30), same lease:
+// - bench_fp8_decode (each launch reads another copy of the weights; graph replay; us, share of
+//   the read bandwidth). M = 1: qkv with norm 19.6 (47%) -> 16.7 (55%), o + residual 13.9 (44%) ->
+//   11.6 (53%), gate_up with norm and SiLU 64.0 (67%) -> 52.5 (82%), down + residual 34.0 (63%)
+//   -> 29.3 (73%). M = 2: 21.3 / 14.8 / 65.8 / 35.4 -> 18.0 / 12.1 / 57.2 / 33.4. M = 3: 22.6 /
+//   15.6 / 65.1 / 36.3 -> 19.1 / 12.9 / 58.3 / 34.8. M = 4: 24.2 / 16.5 / 67.4 / 37.7 -> 20.2 /
+//   13.5 / 58.5 / 36.0. (bench_cuda's table, one weight matrix repeated, M = 1: 15.1 / 9.9 / 49.7
+//   / 25.5 us, 61 / 62 / 86 / 84%.)
+// - bench_cuda decode steps (--dummy-dtype f8_e4m3_b128, graphs): batch 1 / 2 / 4 190.0 / 358.1 /
+//   643.3 -> 217.5 / 394.1 / 732.3 tok/s (5.263 -> 4.599 ms at batch 1; 55.5 -> 63.7% of the bound).
+// The aim of 85% at M = 1 is met by none in bench_fp8_decode: on the small products (9.2 and 6.1
+// us of transfer) what remains is fixed cost (the launch gap, staging, the first loads' latency,
+// the last tile's reduction); gate_up and down lose 10-25% in steady streaming.
+// Tried on the way (same H100, bench_fp8_decode, M = 1 unless said; earlier versions):
+// - Warps on contiguous k ranges of consecutive tiles, no barrier in the loop: gate_up 57.3 us
+//   (75%). Each warp's loads were 288-byte pieces of 16 rows spread over the matrix; with all
+//   warps of a block on one tile, 51.1 us.
+// - One block of 8 warps per SM (another lease): about as fast at M = 1 (16.1 / 11.3 / 51.1 / 29.7
+//   us) but from M = 2 on 25% slower (gate_up 69 us, slower than the old kernel); 16 warps per SM
+//   (this kernel, or two blocks of 8) keep M = 2..4 near M = 1.
+// - Launched with PDL (launch_pdl; that 8-warp version, one lease): the products alone faster
+//   (14.0 / 9.2 / 48.8 / 27.0 us), whole steps slower: batch 1 4.63 -> 5.89 ms. Tiles taken from
+//   an atomic counter (in case the blocks of an early-launched grid land unevenly on the SMs):
+//   5.92 ms; that and pdl_trigger after the main loop: 5.02 ms; that and no weight loads before
+//   pdl_wait: 6.60 ms. Cause not established; hence the ordinary launch. This 16-warp kernel was
+//   not measured with PDL.
+// - A 256-byte L2 prefetch size on the weight loads: no change; the bit moves in place of the
+//   hardware conversion on sm_90: 1.5-3.5% slower (first version).
+//
 #include <algorithm>
 #include <map>
 #include <mutex>
@@ -413,8 +444,8 @@ bool launch_fp8_decode(const float* x, const float* norm_w, float eps, const voi
   const Fp8DecodeKernel kernel = kernel_for(M);
   if (!fits(kernel, smem)) return false;
   const int64_t grid = std::min<int64_t>(tiles, sm_count());
-  // An ordinary launch, not launch_pdl (see the measurements above); its pdl_trigger still lets
-  // the kernel after it start early.
+  // An ordinary launch, not launch_pdl (it slowed whole decode steps, see above); its pdl_trigger
+  // still lets the kernel after it start early.
   kernel<<<dim3(static_cast<unsigned>(grid)), dim3(kThreads), static_cast<size_t>(smem), stream>>>(
       x, norm_w, eps, static_cast<const uint8_t*>(w), bias, N, K, static_cast<int>(mode), static_cast<int>(tiles),
       out);
