@@ -216,10 +216,11 @@ INSTANTIATE_TEST_SUITE_P(
     fp8_tc_case_name);
 
 // Tensor-core mode, decode sizes (M <= cuda::kFp8DecodeMaxRows): the W8A16 decode kernel, same
-// numerics as the tiles, so the same reference. Odd N (tiles of 8 rows, 4 gate + 4 up in SiLU
-// mode, partly past the end), every mode, bias and norm, K from one block to the 8B down
-// product's 14336, and N large enough that blocks loop over several tiles (iters > 1 at K 128,
-// 4096 and 14336 on a 132-SM GPU).
+// numerics as the tiles, so the same reference. Odd N (tiles of 16 rows, 8 gate + 8 up in SiLU
+// mode, partly past the end), every mode, bias and norm, K from one block (one warp of a block
+// with rounds) to the 8B down product's 14336 (warps with 3 and 4 rounds per tile), odd numbers
+// of FP8 blocks (a round of one block), and N large enough that blocks take several tiles one
+// after another (at K 128, 4096 and 14336 on a 132-SM GPU).
 INSTANTIATE_TEST_SUITE_P(
     Decode, CudaFp8TensorCore,
     ::testing::Values(Fp8TcCase{1, 37, 128, kS, false, false}, Fp8TcCase{1, 37, 384, kS, true, true},

@@ -79,7 +79,7 @@ constexpr int64_t kFp8WidenRows = 128;
 // plain types), M <= kFp8GemvMaxRows; false when the shape does not suit it (nothing launched).
 bool launch_fused_fp8_gemv(const float* x, const float* norm_w, float eps, const void* w, const float* bias,
                            int64_t M, int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream);
-// Tensor-core mode's decode product on kF8B128 weights (kernels_fp8_mma.cu), up to
+// Tensor-core mode's decode product on kF8B128 weights (kernels_fp8_decode.cu), up to
 // kFp8DecodeMaxRows rows: the W8A16 numerics of launch_fp8_mma (activations, RMS-normalized when
 // norm_w is set, rounded to bf16; weights exact; f32 sums, one rounding per 128-value block) in
 // one kernel that streams the weights into mma.sync fragments; bias and the fused_linear modes in

@@ -1,6 +1,7 @@
 // The tensor-core products on FP8 (kF8B128) weights, the weights read once from memory as e4m3
 // bytes: W8A16 on mma.sync m16n8k16 (f16 activations) for 5 to kFp8WidenRows - 1 activation rows,
 // and W8A8 on mma.sync m16n8k32 e4m3 (sm_89+; any number of rows, see the end of this comment).
+// 1 to 4 rows (decode) take the W8A16 decode kernel of kernels_fp8_decode.cu, same numerics.
 //
 // Numerics are those of the bf16 tensor-core mode's activations times the exact weights:
 // - activations: staged first (fp8_mma_stage_kernel), each f32 row RMS-normalized when the
@@ -40,10 +41,6 @@
 // the epilogue are the W8A16 kernel's. The rounding is in the e4m3 activations (3 mantissa bits:
 // a few percent per value, averaging out over K) and the f32 sums.
 #include <algorithm>
-#include <cstdlib>
-#include <map>
-#include <mutex>
-#include <string>
 #include <utility>
 
 #include <cuda_bf16.h>
@@ -52,14 +49,12 @@
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device_util.cuh"
+#include "backends/cuda/fp8_device.cuh"
 #include "backends/cuda/kernels.h"
-#include "backends/cuda/pdl.cuh"
 
 namespace redhare::cuda {
 namespace {
 
-constexpr int kBK = 128;                // k per tile: one FP8 block
-constexpr int kBlockBytes = 144;        // an FP8 block: 128 e4m3 bytes, f32 scale, padding
 constexpr int kAStride = 2 * kBK + 64;  // bytes per staged activation row (320: rows g, g + 1 on other banks)
 constexpr int kBStride = kBK + 32;      // bytes per staged weight row (160: four rows span all banks)
 
@@ -82,35 +77,6 @@ using Tile16 = Fp8MmaConfig<1, 1, 4, 4>;     // 16 x 128, 4 warps: M <= 16
 using SmallTile = Fp8MmaConfig<2, 1, 4, 3>;  // 32 x 128, 4 warps: M <= 32
 using MidTile = Fp8MmaConfig<2, 2, 4, 3>;    // 64 x 128, 8 warps: M > 64
 using WideTile = Fp8MmaConfig<4, 1, 8, 3>;   // 64 x 256, 8 warps: M <= 64 (each weight converted once)
-
-// d += a * b on one m16n8k16 tile (row-major A 16x16, column-major B 16x8, f16 in, f32 C).
-__device__ __forceinline__ void mma_f16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                        uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ < 890
-// The integer route from e4m3 to f32 (GPUs before sm_89): the byte's exponent and mantissa moved
-// under an f32 sign read as the value times 2^-120 (subnormals included), and times 2^120 is exact.
-__device__ __forceinline__ float e4m3_to_f32_int(uint32_t b) {
-  return __uint_as_float(((b & 0x80u) << 24) | ((b & 0x7Fu) << 20)) * 1.329227995784916e36f;
-}
-#endif
-
-// Two e4m3 bytes (low 16 bits of `pair`, first value in the low byte) as two f16, exactly: every
-// e4m3 value is a normal f16 or 0. sm_89+: the paired hardware conversion, one instruction.
-__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t pair) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair & 0xFFFFu), __NV_E4M3);
-  return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
-#else
-  const __half2 p = __floats2half2_rn(e4m3_to_f32_int(pair & 0xFFu), e4m3_to_f32_int((pair >> 8) & 0xFFu));
-  return *reinterpret_cast<const uint32_t*>(&p);
-#endif
-}
 
 // The weight row behind tile column j: j itself, or for the SiLU mode gate row j / 2 (j even)
 // and up row half + j / 2 (j odd).
@@ -150,20 +116,6 @@ __device__ __forceinline__ float block_max(float v) {
   float r = 0.0f;
   for (int i = 0; i < static_cast<int>(blockDim.x >> 5); ++i) r = fmaxf(r, partial[i]);
   return r;
-}
-
-// An activation as the kernels see it: x (or its RMSNorm times norm_w, rounded as the norm
-// kernels round it) rounded to bf16.
-__device__ __forceinline__ float staged_value(float x, const float* __restrict__ norm_w, int64_t k, float inv) {
-  const float v = norm_w ? __fmul_rn(norm_w[k], __fmul_rn(x, inv)) : x;
-  return __bfloat162float(__float2bfloat16_rn(v));
-}
-
-// The f16 staging's row factor: 2^e with the row's largest |value| times 2^-e in [2^15, 2^16), so
-// every value within 2^-29 of it is a normal f16 after the (exact) scaling, and its 8 bits fit.
-__device__ __forceinline__ int row_exponent(float mx) {
-  if (!(mx > 0.0f) || !isfinite(mx)) return 0;
-  return min(max(ilogbf(mx) - 15, -100), 112);
 }
 
 // One row of activations per block into a[m, :]: the staged values times 2^-e as f16 (exact, see
@@ -393,309 +345,6 @@ __global__ void fp8_mma_reduce_kernel(const float* __restrict__ partial, int spl
     if (j + 1 < N) v1 += p[1];
   }
   finish_pair(v0, v1, m, j, N, bias, mode, out);
-}
-
-// ---- W8A16 decode product: 1 to kFp8DecodeMaxRows activation rows ----
-//
-// The tiles above stream the weights through shared memory and build fragments there; at decode
-// sizes that machinery, the staging kernel and the split-K reduction cost more than the product.
-// This kernel reads each weight byte once straight into the registers that feed the tensor cores,
-// with the same numerics as fp8_mma_kernel (bf16 activations held exactly as f16 times a per-row
-// power of two, e4m3 weights exact, one f32 fragment per 128-value block scaled into the sum).
-//
-// mma.sync m16n8k16 with the activations as A (row m of the tile = activation row m; rows M..15
-// are never read back, so their registers hold whatever row M - 1 holds) and eight weight rows
-// as B. Lane (g, t) streams weight row g: per FP8 block two 16-byte loads at value bytes 16t and
-// 64 + 16t, i.e. 16 consecutive k each, which become the B fragments of four k16 steps. The dot
-// product does not depend on the order of k, so the fragments' k slots are assigned such that
-// every lane's A values are the same 16 consecutive k of row g of the staged activations (two
-// 16-byte shared loads): step j of a 16-byte chunk takes its k 4j..4j+3. The weight conversion
-// either
-// - kIntCvt: bit moves (the e4m3 exponent and mantissa placed under an f16 sign read as the value
-//   times 2^-8, subnormals included; 2^8 is folded into the row factor), pairing bytes (0, 2) and
-//   (1, 3) of each word; the staged activations are stored with each group of four permuted
-//   alike (0, 2, 1, 3), so one 32-bit shared word is the matching A pair; or
-// - the paired hardware conversion (sm_89+), bytes (0, 1) and (2, 3), activations in order.
-// The thread then holds the block's sums for its activation row g and weight rows 2t, 2t + 1,
-// scaled by those rows' block scales (a load of row g's scale and two shuffles) into the running
-// f32 sums.
-//
-// A block of kDecWarps warps works on kDecWarps / WT tiles of 8 weight rows at a time, WT warps
-// per tile each taking a contiguous slice of K (WT chosen so that a slice is at least
-// kDecRound blocks), and the tiles' partial sums meet in shared memory after every tile (fixed
-// order: deterministic), where the epilogue (bias, store / residual add / SiLU: in that mode a
-// tile is 4 gate rows and their 4 up rows) runs. The grid is at most what fits on the GPU at
-// once; a block loops over its tiles. Weight loads run a round ahead: each lane holds
-// 2 x kDecRound 16-byte loads in flight (64 KB per 16-warp block) while it computes the previous
-// round. 124-128 registers, no spills: one block per SM.
-//
-// Every block first stages the activations into shared memory itself (RMS norm when asked, bf16
-// rounding, the row's power-of-two factor, f16), reading x from L2 (not measured against a
-// separate staging kernel). Launched with PDL (pdl.cuh): the first round's weights go into
-// registers before pdl_wait(); x, bias and out are touched after it.
-//
-// Measured on an H200 (Llama-3.1-8B FP8 shapes, bench_cuda --product-rows 1,4; 4.5 TB/s read):
-// batch-1 decode 221 tok/s against 194 with fp8_gemv_kernel, batch 2 / 4: 369 / 626 against
-// 309 / 428 (those two with an L2 prefetch on, see below). Per product at M = 1, us and share of
-// the read bandwidth, this kernel / fp8_gemv_kernel: qkv with norm 15.1 (42%) / 17.4 (36%), qkv
-// 13.6 (46%) / 12.2 (52%), o 9.9 (43%) / 11.4 (37%), gate_up 58.1 (51%) / 59.1 (50%), down 29.6
-// (50%) / 36.8 (40%); at M = 4 (prefetch on) 21.3 / 36.6, 17.3 / 16.4, 13.2 / 16.7, 71.6 / 137.4,
-// 36.5 / 49.1. So about half the read bandwidth even on the 132 MB gate_up product. Likely
-// (not yet measured apart): one round of loads in flight per lane (what the registers allow) is
-// too little to cover DRAM latency, and a block holding the whole register file keeps the next
-// kernel's blocks from starting early under PDL (without PDL: 191 tok/s at batch 1, prefetch on).
-// Tried and slower at batch 1: per-lane L2 prefetches (prefetch.global.L2, 3 per lane and round)
-// of the rounds 2 ahead (203 tok/s) or 6 ahead (194), 2-block slices per warp in place of 4
-// (184). The hardware e4m3 conversion in place of the bit moves: 206 against 203 tok/s with the
-// prefetch on (not measured without).
-constexpr int kDecWarps = 16, kDecThreads = kDecWarps * 32;
-constexpr int kDecRound = 4;  // FP8 blocks per warp per round of loads
-constexpr int kDecStaticSmem = 1024;  // the kernel's own shared arrays (reductions, row factors), at most
-
-// Four e4m3 bytes (b0..b3 of `w`) as f16 pairs (b0, b2) and (b1, b3), each value times 2^-8,
-// exactly: bits 6..0 of a byte moved to f16 bits 13..7 and its sign to bit 15. Three integer
-// operations per pair, on any GPU.
-__device__ __forceinline__ void e4m3x4_to_f16_scaled(uint32_t w, uint32_t& lo, uint32_t& hi) {
-  constexpr uint32_t kMag = 0x3F803F80u;
-  const uint32_t s = w & 0x80808080u;
-  lo = ((w << 7) & kMag) | ((s << 8) & ~kMag);
-  hi = ((w >> 1) & kMag) | (s & ~kMag);
-}
-
-// Reduces v[m] over the block (kDecWarps warps) in a fixed order; every thread gets the results.
-template <int M, class T, class Op>
-__device__ __forceinline__ void dec_block_reduce(T (&v)[M], T (&scratch)[kDecWarps][M], Op op) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-#pragma unroll
-  for (int m = 0; m < M; ++m) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v[m] = op(v[m], __shfl_xor_sync(0xffffffffu, v[m], o));
-    if (lane == 0) scratch[warp][m] = v[m];
-  }
-  __syncthreads();
-#pragma unroll
-  for (int m = 0; m < M; ++m) {
-    T r = scratch[0][m];
-    for (int i = 1; i < kDecWarps; ++i) r = op(r, scratch[i][m]);
-    v[m] = r;
-  }
-}
-
-// The staged activations: row m at a + m * a_stride as f16 (in k order, or with each group of
-// four permuted (0, 2, 1, 3) for kIntCvt), rs[m] the row factor times `extra` (2^8 for kIntCvt).
-// bf16 values are written first and turned into f16 in place once the row's largest is known.
-template <int M, bool kIntCvt>
-__device__ __forceinline__ void dec_stage(const float* __restrict__ x, const float* __restrict__ norm_w, float eps,
-                                          int64_t K, uint8_t* a, int64_t a_stride, float* rs) {
-  __shared__ double ssp[kDecWarps][M];
-  __shared__ float mxp[kDecWarps][M];
-  const int64_t n4 = K / 4;
-  float inv[M];
-#pragma unroll
-  for (int m = 0; m < M; ++m) inv[m] = 1.0f;
-  if (norm_w) {
-    double ss[M];
-#pragma unroll
-    for (int m = 0; m < M; ++m) {
-      ss[m] = 0;
-      const float4* row = reinterpret_cast<const float4*>(x + m * K);
-      for (int64_t j = threadIdx.x; j < n4; j += kDecThreads) {
-        const float4 f = row[j];
-        ss[m] += static_cast<double>(f.x) * f.x;
-        ss[m] += static_cast<double>(f.y) * f.y;
-        ss[m] += static_cast<double>(f.z) * f.z;
-        ss[m] += static_cast<double>(f.w) * f.w;
-      }
-    }
-    dec_block_reduce<M>(ss, ssp, [](double p, double q) { return p + q; });
-#pragma unroll
-    for (int m = 0; m < M; ++m) inv[m] = rms_inverse(ss[m], K, eps);
-  }
-  float mx[M];
-#pragma unroll
-  for (int m = 0; m < M; ++m) {
-    mx[m] = 0.0f;
-    const float4* row = reinterpret_cast<const float4*>(x + m * K);
-    uint2* dst = reinterpret_cast<uint2*>(a + m * a_stride);
-    for (int64_t j = threadIdx.x; j < n4; j += kDecThreads) {
-      const float4 f = row[j];
-      const float v0 = staged_value(f.x, norm_w, 4 * j, inv[m]), v1 = staged_value(f.y, norm_w, 4 * j + 1, inv[m]);
-      const float v2 = staged_value(f.z, norm_w, 4 * j + 2, inv[m]), v3 = staged_value(f.w, norm_w, 4 * j + 3, inv[m]);
-      mx[m] = fmaxf(mx[m], fmaxf(fmaxf(fabsf(v0), fabsf(v1)), fmaxf(fabsf(v2), fabsf(v3))));
-      // bf16 values: the high halves of their f32 bits.
-      dst[j] = make_uint2(__byte_perm(__float_as_uint(v0), __float_as_uint(v1), 0x7632),
-                          __byte_perm(__float_as_uint(v2), __float_as_uint(v3), 0x7632));
-    }
-  }
-  dec_block_reduce<M>(mx, mxp, [](float p, float q) { return fmaxf(p, q); });
-#pragma unroll
-  for (int m = 0; m < M; ++m) {
-    const int e = row_exponent(mx[m]);
-    const float factor = __int_as_float((127 - e) << 23);
-    uint2* dst = reinterpret_cast<uint2*>(a + m * a_stride);
-    for (int64_t j = threadIdx.x; j < n4; j += kDecThreads) {
-      const uint2 b = dst[j];
-      const auto h = [&](uint32_t bits) {  // a bf16 (high half of `bits`) times factor, as f16: exact
-        return static_cast<uint32_t>(__half_as_ushort(__float2half_rn(__uint_as_float(bits & 0xFFFF0000u) * factor)));
-      };
-      const uint32_t h0 = h(b.x << 16), h1 = h(b.x), h2 = h(b.y << 16), h3 = h(b.y);
-      dst[j] = kIntCvt ? make_uint2(h0 | (h2 << 16), h1 | (h3 << 16)) : make_uint2(h0 | (h1 << 16), h2 | (h3 << 16));
-    }
-    if (threadIdx.x == 0) rs[m] = __int_as_float((127 + e + (kIntCvt ? 8 : 0)) << 23);
-  }
-}
-
-// x [M, K] f32 (16-byte aligned), w [N, K] kF8B128; WT warps per tile of 8 weight rows (4 gate
-// + 4 up rows in SiLU mode), `iters` tile rounds per block over `tiles` tiles; L2 prefetch `pf`
-// rounds ahead of the register loads (0: none).
-template <int M, bool kIntCvt>
-__global__ void __launch_bounds__(kDecThreads, 1)
-fp8_decode_mma_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps,
-                      const uint8_t* __restrict__ w, const float* __restrict__ bias, int64_t N, int64_t K, int mode,
-                      int WT, int iters, int64_t tiles, int pf, float* __restrict__ out) {
-  extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ float rs[M];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  const int G = kDecWarps / WT, gr = warp / WT, wi = warp % WT;
-  const int64_t KB = K / kBK, row_bytes = KB * kBlockBytes, a_stride = 2 * K + 16, half = N / 2;
-  const int per = static_cast<int>((KB + WT - 1) / WT);
-  const int kb_lo = static_cast<int>(std::min<int64_t>(KB, static_cast<int64_t>(wi) * per));
-  const int kb_hi = static_cast<int>(std::min<int64_t>(KB, kb_lo + per));
-  const int rpt = (per + kDecRound - 1) / kDecRound, total = iters * rpt;
-  const bool silu = mode == 2;
-  float* red = reinterpret_cast<float*>(smem + M * a_stride);  // [2][kDecWarps][M][8]
-
-  auto tile_of = [&](int it, int group) {
-    return (static_cast<int64_t>(blockIdx.x) + static_cast<int64_t>(it) * gridDim.x) * G + group;
-  };
-  // Weight row r of a tile (clamped: rows past the end are read, never written).
-  auto row_of = [&](int64_t tile, int r) {
-    const int64_t n = silu ? (r < 4 ? std::min(tile * 4 + r, half - 1) : half + std::min(tile * 4 + r - 4, half - 1))
-                           : std::min(tile * 8 + r, N - 1);
-    return w + n * row_bytes;
-  };
-  auto load_round = [&](int r, uint4 (&q)[2 * kDecRound], float (&sc)[kDecRound]) {
-    const int it = r / rpt, kb0 = kb_lo + (r - it * rpt) * kDecRound;
-    const int64_t tile = tile_of(it, gr);
-    const uint8_t* p = row_of(tile, g);
-#pragma unroll
-    for (int u = 0; u < kDecRound; ++u) {
-      const int kb = kb0 + u;
-      if (tile < tiles && kb < kb_hi) {
-        const uint8_t* blk = p + static_cast<int64_t>(kb) * kBlockBytes;
-        q[2 * u] = __ldcs(reinterpret_cast<const uint4*>(blk + 16 * t));
-        q[2 * u + 1] = __ldcs(reinterpret_cast<const uint4*>(blk + 64 + 16 * t));
-        sc[u] = __ldg(reinterpret_cast<const float*>(blk + kBK));
-      } else {
-        q[2 * u] = q[2 * u + 1] = make_uint4(0u, 0u, 0u, 0u);
-        sc[u] = 0.0f;
-      }
-    }
-  };
-  // L2 prefetch of round r: lane (g, t) asks for the lines of block kb0 + t of row g.
-  auto prefetch_round = [&](int r) {
-    if (r >= total) return;
-    const int it = r / rpt, kb = kb_lo + (r - it * rpt) * kDecRound + t;
-    const int64_t tile = tile_of(it, gr);
-    if (tile >= tiles || kb >= kb_hi) return;
-    const uint8_t* blk = row_of(tile, g) + static_cast<int64_t>(kb) * kBlockBytes;
-    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(blk));
-    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(blk + 128));
-    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(blk + kBlockBytes - 1));
-  };
-  float acc0 = 0.0f, acc1 = 0.0f;
-  const uint8_t* arow = smem + std::min(g, M - 1) * a_stride + 32 * t;
-  auto compute_round = [&](int r, const uint4 (&q)[2 * kDecRound], const float (&sc)[kDecRound]) {
-    const int it = r / rpt, kb0 = kb_lo + (r - it * rpt) * kDecRound;
-    if (tile_of(it, gr) >= tiles) return;
-    float c[kDecRound][4];
-#pragma unroll
-    for (int u = 0; u < kDecRound; ++u) {
-      c[u][0] = c[u][1] = c[u][2] = c[u][3] = 0.0f;
-      const int kb = kb0 + u;
-      if (kb >= kb_hi) continue;
-#pragma unroll
-      for (int s = 0; s < 2; ++s) {
-        const uint4 wq = q[2 * u + s];
-        const uint8_t* ap = arow + static_cast<int64_t>(kb) * 2 * kBK + 128 * s;
-        const uint4 a0 = *reinterpret_cast<const uint4*>(ap), a1 = *reinterpret_cast<const uint4*>(ap + 16);
-        const uint32_t wv[4] = {wq.x, wq.y, wq.z, wq.w}, av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          uint32_t b0, b1;
-          if constexpr (kIntCvt) {
-            e4m3x4_to_f16_scaled(wv[j], b0, b1);
-          } else {
-            b0 = e4m3x2_to_f16x2(wv[j]);
-            b1 = e4m3x2_to_f16x2(wv[j] >> 16);
-          }
-          // Rows g + 8 of A (registers 1 and 3) are never read back.
-          mma_f16(c[u], av[2 * j], av[2 * j], av[2 * j + 1], av[2 * j + 1], b0, b1);
-        }
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kDecRound; ++u) {
-      if (kb0 + u >= kb_hi) break;
-      // This thread's columns are weight rows 2t and 2t + 1: their scales from lanes 8t, 8t + 4.
-      const float s0 = __shfl_sync(0xffffffffu, sc[u], 8 * t), s1 = __shfl_sync(0xffffffffu, sc[u], 8 * t + 4);
-      acc0 = fmaf(c[u][0], s0, acc0);
-      acc1 = fmaf(c[u][1], s1, acc1);
-    }
-  };
-  // After the last round of tile round `it`: the warps' sums meet in shared memory, and threads
-  // (group, m, r) finish output (m, r) of their group's tile.
-  auto flush = [&](int it) {
-    float* buf = red + (it & 1) * kDecWarps * M * 8;
-    if (g < M) {
-      buf[(warp * M + g) * 8 + 2 * t] = acc0;
-      buf[(warp * M + g) * 8 + 2 * t + 1] = acc1;
-    }
-    acc0 = acc1 = 0.0f;
-    __syncthreads();  // also: buf was last read two tile rounds ago, before the previous barrier
-    const int idx = threadIdx.x;
-    if (idx >= G * M * 8) return;
-    const int group = idx / (M * 8), m = (idx / 8) % M, r = idx % 8;
-    const int64_t tile = tile_of(it, group);
-    if (tile >= tiles) return;
-    auto sum_of = [&](int col) {
-      float v = 0.0f;
-      for (int i = 0; i < WT; ++i) v += buf[((group * WT + i) * M + m) * 8 + col];
-      return v * rs[m];
-    };
-    if (silu) {
-      const int64_t i = tile * 4 + r;
-      if (r >= 4 || i >= half) return;
-      const float gv = sum_of(r), uv = sum_of(r + 4);
-      out[m * half + i] = silu_times(bias ? gv + bias[i] : gv, bias ? uv + bias[half + i] : uv);
-    } else {
-      const int64_t n = tile * 8 + r;
-      if (n >= N) return;
-      float v = sum_of(r);
-      if (bias) v += bias[n];
-      if (mode == 1) out[m * N + n] = __fadd_rn(out[m * N + n], v);
-      else out[m * N + n] = v;
-    }
-  };
-
-  uint4 qa[2 * kDecRound], qb[2 * kDecRound];
-  float sa[kDecRound], sb[kDecRound];
-  load_round(0, qa, sa);
-  for (int r = 1; r <= pf; ++r) prefetch_round(r);
-  pdl_begin();
-  dec_stage<M, kIntCvt>(x, norm_w, eps, K, smem, a_stride, rs);
-  __syncthreads();
-  for (int r = 0; r < total; r += 2) {
-    if (r + 1 < total) load_round(r + 1, qb, sb);
-    if (pf > 0) prefetch_round(r + 1 + pf);
-    compute_round(r, qa, sa);
-    if ((r + 1) % rpt == 0) flush(r / rpt);
-    if (r + 1 >= total) break;
-    if (r + 2 < total) load_round(r + 2, qa, sa);
-    if (pf > 0) prefetch_round(r + 2 + pf);
-    compute_round(r + 1, qb, sb);
-    if ((r + 2) % rpt == 0) flush((r + 1) / rpt);
-  }
 }
 
 // ---- W8A8: e4m3 activations times e4m3 weights on mma.sync m16n8k32 ----
@@ -1068,101 +717,6 @@ void launch_fp8_mma(const float* x, const float* norm_w, float eps, const void* 
   });
   RH_CUDA_LAUNCHED("fp8_mma_kernel");
   if (partial) launch_reduce(partial, plan, bias, M, N, m, out, stream);
-}
-
-namespace {
-
-// Which decode kernel variant runs (REDHARE_FP8_DECODE, read once, for measuring them against
-// each other): "old" hands M <= 4 back to fp8_gemv_kernel (kernels_quant.cu); "cvt" converts the
-// weights with the hardware instruction (else bit moves); "pf=N": L2 prefetch N rounds ahead
-// (default 0: off, measured slower); "slice=N": the fewest FP8 blocks per warp and tile when
-// choosing the warps per tile (default kDecRound).
-struct DecodeVariant {
-  bool old = false, int_cvt = true;
-  int pf = 0, slice = kDecRound;
-};
-
-DecodeVariant decode_variant() {
-  static const DecodeVariant v = [] {
-    DecodeVariant d;
-    const char* e = std::getenv("REDHARE_FP8_DECODE");
-    const std::string s = e ? e : "";
-    d.old = s.find("old") != std::string::npos;
-    d.int_cvt = s.find("cvt") == std::string::npos;
-    if (const size_t p = s.find("pf="); p != std::string::npos) d.pf = std::atoi(s.c_str() + p + 3);
-    if (const size_t p = s.find("slice="); p != std::string::npos) d.slice = std::max(1, std::atoi(s.c_str() + p + 6));
-    const int major = device_attribute(cudaDevAttrComputeCapabilityMajor),
-              minor = device_attribute(cudaDevAttrComputeCapabilityMinor);
-    if (major * 10 + minor < 89) d.int_cvt = true;  // no paired e4m3 conversion before sm_89
-    return d;
-  }();
-  return v;
-}
-
-using Fp8DecodeKernel = void (*)(const float*, const float*, float, const uint8_t*, const float*, int64_t, int64_t, int,
-                                 int, int, int64_t, int, float*);
-
-// How many blocks of `kernel` with `smem` bytes of shared memory fit on the GPU at once (asked once
-// per kernel and size); the kernel is opted in to the device's shared memory on first use.
-int64_t decode_resident_blocks(Fp8DecodeKernel kernel, int64_t smem) {
-  static std::mutex mu;
-  static std::map<std::pair<const void*, int64_t>, int64_t> resident;
-  std::lock_guard<std::mutex> lock(mu);
-  const void* key = reinterpret_cast<const void*>(kernel);
-  auto it = resident.find({key, smem});
-  if (it == resident.end()) {
-    cudaFuncAttributes attr{};
-    RH_CUDA(cudaFuncGetAttributes(&attr, key));
-    RH_CUDA(cudaFuncSetAttribute(key, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 device_block_smem() - static_cast<int>(attr.sharedSizeBytes)));
-    int per_sm = 0;
-    RH_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kDecThreads, static_cast<size_t>(smem)));
-    it = resident.emplace(std::make_pair(key, smem), static_cast<int64_t>(std::max(per_sm, 1)) * sm_count()).first;
-  }
-  return it->second;
-}
-
-template <int M>
-Fp8DecodeKernel decode_kernel_of(const DecodeVariant& v) {
-  return v.int_cvt ? fp8_decode_mma_kernel<M, true> : fp8_decode_mma_kernel<M, false>;
-}
-
-}  // namespace
-
-bool launch_fp8_decode(const float* x, const float* norm_w, float eps, const void* w, const float* bias, int64_t M,
-                       int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream) {
-  if (M < 1 || M > kFp8DecodeMaxRows || N == 0 || K <= 0 || K % kBK != 0) return false;
-  if (mode == LinearMode::kSiluMul && N % 2 != 0) return false;
-  if (reinterpret_cast<uintptr_t>(w) % 16 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
-  const DecodeVariant v = decode_variant();
-  if (v.old) return false;
-  // The staged activations (f16 rows padded by 16 bytes: rows g and g + 1 on other banks) and
-  // the partial sums' double buffer.
-  const int64_t smem = M * (2 * K + 16) + 2 * kDecWarps * M * 8 * static_cast<int64_t>(sizeof(float));
-  if (smem + kDecStaticSmem > max_block_smem()) return false;
-  const int64_t blocks = K / kBK;
-  int wt = 1;  // warps per tile: each slice at least kDecRound blocks where K allows
-  while (wt < kDecWarps && blocks / (2 * wt) >= v.slice) wt *= 2;
-  const int64_t tiles = mode == LinearMode::kSiluMul ? (N / 2 + 3) / 4 : (N + 7) / 8;
-  const int64_t block_iters = (tiles + kDecWarps / wt - 1) / (kDecWarps / wt);
-  Fp8DecodeKernel kernel = nullptr;
-  switch (M) {
-    case 1: kernel = decode_kernel_of<1>(v); break;
-    case 2: kernel = decode_kernel_of<2>(v); break;
-    case 3: kernel = decode_kernel_of<3>(v); break;
-    default: kernel = decode_kernel_of<4>(v); break;
-  }
-  const int64_t fit = decode_resident_blocks(kernel, smem);
-  const int64_t iters = (block_iters + fit - 1) / fit, grid = (block_iters + iters - 1) / iters;
-  // An ordinary launch, not launch_pdl: with every other decode kernel chained by PDL, launching
-  // this one early too took a batch-1 step of the 8B FP8 shape from 4.85 to 5.76 ms (H200; cause
-  // not established: its blocks each take a whole SM's registers and start their first loads
-  // before pdl_wait). Its pdl_trigger still lets the kernel after it start early.
-  kernel<<<dim3(static_cast<unsigned>(grid)), dim3(kDecThreads), static_cast<size_t>(smem), stream>>>(
-      x, norm_w, eps, static_cast<const uint8_t*>(w), bias, N, K, static_cast<int>(mode), wt, static_cast<int>(iters),
-      tiles, v.pf, out);
-  RH_CUDA_LAUNCHED("fp8_decode_mma_kernel");
-  return true;
 }
 
 bool fp8_w8a8_supported() {
