@@ -208,7 +208,7 @@ TEST(CudaRopeAttention, DecodeKernelRotatesBitwiseAsTheComposition) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   // Decode-only batches: batch 1 over 1024 keys (many partitions, merged in the kernel); one key,
   // a partial tile, padding, 5000 keys; 24 short contexts (one partition each, no merge); three
-  // rounds each. (24 tokens of 8 KV heads stay within the kernel's 2 rows per SM on an H100.)
+  // rounds each.
   const std::vector<Seq> one = {{1, 1024}};
   const std::vector<Seq> mixed = {{1, 37}, {0, 0}, {1, 1}, {1, 300}, {1, 17}, {1, 5000}, {0, 0}, {1, 1030}};
   std::vector<Seq> many(24, Seq{1, 60});
@@ -233,7 +233,7 @@ TEST(CudaRopeAttention, DecodeKernelRotatesBitwiseAsTheComposition) {
   // kernel takes. The store kernel rotates there, with the same results.
   EXPECT_FALSE(fuses_rope(true, DType::kBF16, 32, 8, 128, {{1, 100}, {3, 50}}));
   check_rope_attention_is_the_composition(true, DType::kBF16, 32, 8, 128, {{1, 100}, {3, 50}}, 0, 2);
-  const std::vector<Seq> wide(100, Seq{1, 40});
+  const std::vector<Seq> wide(400, Seq{1, 40});  // 3200 rows of 8 KV heads: past 16 per SM
   EXPECT_FALSE(fuses_rope(true, DType::kBF16, 32, 8, 128, wide));
   EXPECT_FALSE(fuses_rope(false, DType::kBF16, 32, 8, 128, mixed));
   EXPECT_FALSE(fuses_rope(true, DType::kF32, 32, 8, 128, mixed));

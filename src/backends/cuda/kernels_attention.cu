@@ -17,10 +17,12 @@
 //   every block pays a fixed latency for its loads and merges. A token's result therefore
 //   depends on how many tokens share its launch, not on what they are.
 // * Tensor-core decode kernel (opt-in tensor_cores, bf16 and f16 caches, head_dim 64, 80, 96, 128
-//   or 256), in place of the split kernel when the launch has few (token, KV head) rows: the q
-//   heads of a GQA group are the rows of mma.sync tiles, each warp streams its own 16-key K/V
-//   tiles through a cp.async ring and keeps a private online softmax; partitions and the combine
-//   kernel as for the split kernel (see tc_decode_kernel).
+//   or 256), in place of the split kernel for launches of up to kTcdRowsPerSm (token, head group)
+//   rows per SM: the q heads of a GQA group are the rows of mma.sync tiles, each warp streams its
+//   own 16-key K/V tiles through a cp.async ring and keeps a private online softmax; partitions
+//   as for the split kernel, merged by the kernel itself (the last block of a token's partitions),
+//   and for decode-only launches through rope_attention the rotation and the K/V store done
+//   inside (see tc_decode_kernel).
 // * Flash kernel (opt-in tensor_cores, head_dim 64, 80, 96 or 128): query chunks of at least
 //   kFlashMinQuery tokens. A block of 12 warps takes 192 queries of one head and walks the keys in
 //   64-key tiles gathered through the block table into shared memory (16-byte rows of padding keep
@@ -51,7 +53,6 @@
 
 #include <algorithm>
 #include <cfloat>
-#include <cstdlib>
 #include <type_traits>
 
 #include "backends/cuda/cuda_check.h"
@@ -1606,15 +1607,12 @@ int tcd_smem_for(int D) {
   }
 }
 
-// Rows (token, head group) per SM up to which launches take the tensor-core decode kernel.
-// MEASUREMENT SWITCH, to be settled: REDHARE_TCD_ROWS_PER_SM (default 2).
-int tcd_rows_per_sm() {
-  static const int v = [] {
-    const char* e = std::getenv("REDHARE_TCD_ROWS_PER_SM");
-    return e ? std::max(1, std::atoi(e)) : 2;
-  }();
-  return v;
-}
+// Rows (token, head group) per SM up to which launches take the tensor-core decode kernel. Since
+// it rotates, stores and merges by itself (one kernel where the split path runs three), it is
+// ahead at every batch measured: H100, 8B shape, 1024 keys, whole decode steps with a limit of 2
+// / 4 / 16 rows per SM: batch 64 13.64 / 10.88 / 10.88 ms, batch 256 33.41 / 33.41 / 23.25 ms
+// (batch 1-8 within their limit already).
+constexpr int kTcdRowsPerSm = 16;
 
 // Whether a launch goes to the tensor-core decode kernel (16-bit caches; see launch_typed).
 template <typename KV>
@@ -1623,7 +1621,7 @@ bool takes_tc_decode(const AttentionMeta& meta, const AttentionShape& shape) {
     return false;
   } else {
     const int D = shape.head_dim;
-    return shape.tensor_cores && tcd_dim_ok(D) && tcd_heads_y(shape) * meta.tokens <= tcd_rows_per_sm() * sm_count() &&
+    return shape.tensor_cores && tcd_dim_ok(D) && tcd_heads_y(shape) * meta.tokens <= kTcdRowsPerSm * sm_count() &&
            tcd_smem_for(D) <= max_block_smem();
   }
 }
@@ -1648,12 +1646,12 @@ void launch_typed(const float* qkv, KV* k_cache, KV* v_cache, const AttentionMet
   const int64_t D = shape.head_dim, H = shape.num_heads, Hkv = shape.num_kv_heads;
   const int64_t cols = (H + 2 * Hkv) * D, kv_cols = Hkv * D;
   const bool split_ok = D % Vec16<KV>::kN == 0 && D <= kSplitMaxDim;
-  // The tensor-core decode kernel, for few (token, KV head) rows only: there its deep per-warp
-  // pipeline wins (H200, 8B shape, 1024 keys: batch 1 18 us against the split kernel's 41,
-  // batch 8 34 against 42); with many rows both run at the same ~3.2 TB/s (batch 256: 334
-  // against 337 us) and the split kernel is ahead at batch 64 (92 against 101 us). Like the
-  // partition size, the choice depends only on the launch's token count. (Its K/V rings need
-  // 52 KB at head_dim 128 and 101 KB at 256: not on every GPU.)
+  // The tensor-core decode kernel, up to kTcdRowsPerSm (token, head group) rows per SM: its deep
+  // per-warp pipeline, the rotation and store done inside and the in-kernel merge beat the split
+  // path's three kernels (H200, 8B shape, 1024 keys, attention alone before those fusions: batch 1
+  // 18 us against the split kernel's 41, batch 8 34 against 42; whole steps since, see
+  // kTcdRowsPerSm). Like the partition size, the choice depends only on the launch's token count.
+  // (Its K/V rings need 52 KB at head_dim 128 and 101 KB at 256: not on every GPU.)
   const bool tcd = takes_tc_decode<KV>(meta, shape);
   // With rope inputs the tensor-core decode kernel rotates and stores a decode launch's K itself.
   const bool fused_rope = rope != nullptr && tcd && tcd_takes_rope(meta);
