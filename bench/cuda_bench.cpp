@@ -33,6 +33,7 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
 #include "engine/generate.h"
+#include "bench_args.h"
 
 using namespace redhare;
 using Clock = std::chrono::steady_clock;
@@ -169,17 +170,7 @@ class TimedBackend final : public Backend {
 };
 
 
-std::vector<int64_t> parse_list(const std::string& s) {
-  std::vector<int64_t> v;
-  size_t i = 0;
-  while (i < s.size()) {
-    size_t j = s.find(',', i);
-    if (j == std::string::npos) j = s.size();
-    if (j > i) v.push_back(std::stoll(s.substr(i, j - i)));
-    i = j + 1;
-  }
-  return v;
-}
+using redhare::bench::parse_list;
 
 struct Decode {
   int64_t batch = 0;

@@ -22,22 +22,13 @@
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
+#include "bench_args.h"
 
 using namespace redhare;
 
 namespace {
 
-std::vector<int64_t> parse_list(const std::string& s) {
-  std::vector<int64_t> v;
-  size_t i = 0;
-  while (i < s.size()) {
-    size_t j = s.find(',', i);
-    if (j == std::string::npos) j = s.size();
-    if (j > i) v.push_back(std::stoll(s.substr(i, j - i)));
-    i = j + 1;
-  }
-  return v;
-}
+using redhare::bench::parse_list;
 
 // One kF8B128 matrix [N, K] on the host: random e4m3 bytes (0x7F / 0xFF, the NaNs, excluded),
 // block scales in [5e-4, 5e-3), zero padding.
