@@ -226,9 +226,6 @@ struct AttentionShape {
 // Query chunks at least this long use the tensor-core kernel when tensor_cores is on.
 constexpr int32_t kFlashMinQuery = 16;
 
-// Stores each new token's K and V (columns after the q heads of its qkv row) into its slot, then
-// computes causal attention of every query over its sequence's cached keys. Padding tokens
-// (negative slot) store nothing and get zero output rows.
 // rope_attention's rotation (Backend::rope_attention) for launch_attention: the q and k heads of
 // qkv (heads [0, num_heads + num_kv_heads)) rotated by angles positions[t] * inv_freq[i] before
 // attention, and the rotated k heads stored; outputs and caches bit for bit launch_rope, then
@@ -240,18 +237,20 @@ struct RopeInputs {
   const int32_t* positions;   // [tokens], on the device
   const float* inv_freq;      // [head_dim / 2], on the device
 };
-// Stores the tokens' K/V rows to their slots (rotating first, with rope inputs) and runs attention.
-// With rope inputs the rotation rides on the K/V store (rope_store_kernel, one block per token), or,
-// for a decode-only launch on the tensor-core decode kernel, inside the attention kernel itself.
+// Stores each new token's K and V (columns after the q heads of its qkv row) into its slot, then
+// computes causal attention of every query over its sequence's cached keys. Padding tokens
+// (negative slot) store nothing and get zero output rows. With rope inputs the q and k heads are
+// rotated first: in the kernel that stores K/V (rope_store_kernel, one block per token), or, for a
+// decode-only launch on the tensor-core decode kernel, inside the attention kernel itself.
 void launch_attention(const float* qkv, void* k_cache, void* v_cache, Elem kv_type,
                       const AttentionMeta& meta, const AttentionShape& shape, float* out,
                       cudaStream_t stream, const RopeInputs* rope = nullptr);
-// Whether launch_attention with rope inputs rotates inside the tensor-core decode kernel (no store
-// kernel) for a launch of this shape; reads meta's host-side fields only.
-bool attention_fuses_rope(const AttentionMeta& meta, const AttentionShape& shape, Elem kv_type);
 // The same over an FP8 cache (e4m3 bytes with an f32 scale per token and KV head, see
 // KvCacheLayer): the store quantizes, and every query runs on the exact split kernel.
 void launch_attention_fp8(const float* qkv, void* k_cache, void* v_cache, float* k_scale, float* v_scale,
                           const AttentionMeta& meta, const AttentionShape& shape, float* out, cudaStream_t stream);
+// Whether launch_attention with rope inputs rotates inside the tensor-core decode kernel (no store
+// kernel) for a launch of this shape; reads meta's host-side fields only.
+bool attention_fuses_rope(const AttentionMeta& meta, const AttentionShape& shape, Elem kv_type);
 
 }  // namespace redhare::cuda

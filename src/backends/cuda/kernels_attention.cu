@@ -1088,7 +1088,7 @@ tc_decode_kernel(const float* qkv, const T16* k_cache, const T16* v_cache, Atten
 
   // Q first, as raw f32 in the lane's 8-column chunks (chunk u: columns u * 8 + 2 tq, + 1): its
   // loads need no metadata, so they overlap the dependent chain below. (A block past its token's
-  // context loads them too and drops them, also while the finishing block rewrites them.)
+  // context loads them too and drops them.)
   const bool la = g < gcount, lb = g + 8 < gcount;
   float2 qa[2 * KS], qb[2 * KS];
   {
