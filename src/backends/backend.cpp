@@ -73,6 +73,12 @@ void Backend::fused_linear(const Tensor& x, const Tensor* norm_weight, float eps
   else silu_mul(p, out);
 }
 
+void Backend::swiglu_mlp(Tensor& residual, const Tensor& norm_weight, float eps, const Tensor& gate_up,
+                         const Tensor& down, Tensor& act) {
+  fused_linear(residual, &norm_weight, eps, gate_up, nullptr, LinearOut::kSiluMul, act);
+  fused_linear(act, nullptr, 0, down, nullptr, LinearOut::kAccumulate, residual);
+}
+
 std::vector<SampledToken> Backend::sample_rows(const Tensor& logits, const std::vector<RowSampling>& rows) {
   RH_CHECK(logits.dtype() == DType::kF32 && logits.dim() == 2 && logits.size(0) >= static_cast<int64_t>(rows.size()),
            "sample_rows: ", rows.size(), " rows of ", logits.str());

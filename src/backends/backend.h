@@ -118,6 +118,13 @@ class Backend {
   // CUDA decode path does), rounding each step as the composition does.
   virtual void fused_linear(const Tensor& x, const Tensor* norm_weight, float eps, const Tensor& w,
                             const Tensor* bias, LinearOut mode, Tensor& out);
+  // A decoder layer's gated MLP, added to the residual stream: residual += down(h) with
+  // h = silu(g) * u and [g | u] = gate_up(rms_norm(residual, norm_weight)); gate_up: [2I, H],
+  // down: [H, I]. act [T, I] f32 is scratch for h. The default composes two fused_linear calls
+  // through act; a backend may keep h in another form where the down product would round it to
+  // that form anyway (the CUDA backend's tensor-core path keeps it in the weights' 16-bit type).
+  virtual void swiglu_mlp(Tensor& residual, const Tensor& norm_weight, float eps, const Tensor& gate_up,
+                          const Tensor& down, Tensor& act);
   // out[t, i] = silu(gu[t, i]) * gu[t, I + i], gu = [T, 2I].
   virtual void silu_mul(const Tensor& gate_up, Tensor& out) = 0;
   // In place, rotate-half RoPE on heads [0, num_heads) of width head_dim in each row of x, with

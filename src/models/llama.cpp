@@ -143,7 +143,7 @@ class LlamaModel final : public Model {
     const float eps = static_cast<float>(c.rms_norm_eps);
     Backend& be = backend_;
     // The residual stream stays in `residual`; each norm is folded into the product after it,
-    // and the o and down products add into the stream (Backend::fused_linear).
+    // and the o and down products add into the stream (Backend::fused_linear, Backend::swiglu_mlp).
     Tensor residual = be.alloc(DType::kF32, {T, H});
     Tensor qkv = be.alloc(DType::kF32, {T, (Hq + 2 * Hkv) * D});
     Tensor attn_out = be.alloc(DType::kF32, {T, Hq * D});
@@ -160,8 +160,7 @@ class LlamaModel final : public Model {
       be.rope_attention(qkv, b.positions, inv_freq_, kv.layers[static_cast<size_t>(l)], b.attn, attn_, attn_out);
       be.fused_linear(attn_out, nullptr, 0, w.o, w.o_bias.data() ? &w.o_bias : nullptr, LinearOut::kAccumulate,
                       residual);
-      be.fused_linear(residual, &w.post_norm, eps, w.gate_up, nullptr, LinearOut::kSiluMul, act);
-      be.fused_linear(act, nullptr, 0, w.down, nullptr, LinearOut::kAccumulate, residual);
+      be.swiglu_mlp(residual, w.post_norm, eps, w.gate_up, w.down, act);
     }
     const int64_t R = static_cast<int64_t>(b.logit_rows.size());
     Tensor last = be.alloc(DType::kF32, {R, H});

@@ -233,6 +233,13 @@ TEST(CudaRopeAttention, DecodeKernelRotatesBitwiseAsTheComposition) {
   // kernel takes. The store kernel rotates there, with the same results.
   EXPECT_FALSE(fuses_rope(true, DType::kBF16, 32, 8, 128, {{1, 100}, {3, 50}}));
   check_rope_attention_is_the_composition(true, DType::kBF16, 32, 8, 128, {{1, 100}, {3, 50}}, 0, 2);
+  // 256 decodes of the 8B shape (2048 rows): the kernel takes them where the GPU has 128 SMs or more.
+  std::vector<Seq> bucket(256, Seq{1, 1024});
+  bucket[7] = {0, 0};
+  int sms = 0;
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+  EXPECT_EQ(fuses_rope(true, DType::kBF16, 32, 8, 128, bucket), sms >= 128);
+  check_rope_attention_is_the_composition(true, DType::kBF16, 32, 8, 128, bucket, 0, 2);
   const std::vector<Seq> wide(400, Seq{1, 40});  // 3200 rows of 8 KV heads: past 16 per SM
   EXPECT_FALSE(fuses_rope(true, DType::kBF16, 32, 8, 128, wide));
   EXPECT_FALSE(fuses_rope(false, DType::kBF16, 32, 8, 128, mixed));
@@ -355,6 +362,11 @@ TEST_P(CudaAttentionTensorCores, PrefillMatchesReference) {
   EXPECT_LT(r.rel, kTensorCoreTol);
   EXPECT_TRUE(r.padding_zero);
   EXPECT_TRUE(r.cache_same);
+  // Chunks of 16 tokens and more only: the flash kernel alone writes every output row.
+  Result rp = run_step(*gpu, {{16, 16}, {300, 300}, {100, 900}, {17, 17}}, c.H, c.Hkv, c.D, c.block_size, c.kv,
+                       c.window);
+  EXPECT_LT(rp.rel, kTensorCoreTol);
+  EXPECT_TRUE(rp.cache_same);
   std::printf("tensor cores H %lld/%lld D %lld window %lld %s: rel error %.3g\n", static_cast<long long>(c.H),
               static_cast<long long>(c.Hkv), static_cast<long long>(c.D), static_cast<long long>(c.window),
               std::string(dtype_info(c.kv).name).c_str(), r.rel);
@@ -389,6 +401,17 @@ TEST_P(CudaAttentionTensorCores, DecodesMatchReference) {
   Result rm = run_step(*gpu, many, c.H, c.Hkv, c.D, c.block_size, c.kv, c.window);
   EXPECT_LT(rm.rel, kTensorCoreTol);
   EXPECT_TRUE(rm.padding_zero);
+  // The engine's largest graph bucket on the 8B shape: 256 decodes over 1024 keys, 2048 (token,
+  // head group) rows, within the tensor-core decode kernel's 16 rows per SM on an H100/H200.
+  if (c.H == 32 && c.Hkv == 8) {
+    std::vector<Seq> bucket(256, Seq{1, 1024});
+    bucket[100] = {1, 0}, bucket[200] = {1, 1};
+    Result rb = run_step(*gpu, bucket, c.H, c.Hkv, c.D, c.block_size, c.kv, c.window);
+    EXPECT_LT(rb.rel, kTensorCoreTol);
+    EXPECT_TRUE(rb.padding_zero);
+    EXPECT_TRUE(rb.cache_same);
+    std::printf("256 decodes H 32/8: rel error %.3g\n", rb.rel);
+  }
   std::printf("decodes H %lld/%lld D %lld window %lld %s: rel error %.3g, %.3g\n", static_cast<long long>(c.H),
               static_cast<long long>(c.Hkv), static_cast<long long>(c.D), static_cast<long long>(c.window),
               std::string(dtype_info(c.kv).name).c_str(), r.rel, rm.rel);

@@ -248,6 +248,47 @@ TEST_F(CudaTensorCoreLinear, ResidualAddRidesOnTheProduct) {
   EXPECT_LT(rel_error(tc->to_host(out), ref), 2e-5);
 }
 
+TEST_F(CudaTensorCoreLinear, FusedOpsAreBitwiseTheComposition) {
+  // fused_linear with a norm (the norm kernel writes the product's bf16/f16 input itself) and
+  // swiglu_mlp (SiLU writes the down product's input in the weights' type) against the base
+  // class's compositions of the plain ops on the same backend. The odd shape (K 67) may be one
+  // cuBLASLt refuses: then both take the f32 kernels.
+  CudaOptions o;
+  o.tensor_cores = true;
+  auto tc = make_cuda_backend(0, o);
+  struct Case {
+    DType t;
+    int64_t M, H, I;
+  };
+  for (const Case& c : {Case{DType::kBF16, 2, 1024, 384}, Case{DType::kBF16, 33, 512, 1000},
+                        Case{DType::kF16, 517, 256, 128}, Case{DType::kBF16, 9, 67, 45}}) {
+    const std::string at = std::string(dtype_name(c.t)) + " M=" + std::to_string(c.M) + " H=" + std::to_string(c.H) +
+                           " I=" + std::to_string(c.I);
+    Tensor x = tc->upload(random_tensor(DType::kF32, {c.M, c.H}));
+    Tensor nw = tc->upload(random_tensor(DType::kF32, {c.H}, 0.5f));
+    Tensor gu = tc->upload(random_tensor(c.t, {2 * c.I, c.H}, 0.1f));
+    Tensor down = tc->upload(random_tensor(c.t, {c.H, c.I}, 0.1f));
+    Tensor bias = tc->upload(random_tensor(DType::kF32, {2 * c.I}));
+    for (LinearOut mode : {LinearOut::kStore, LinearOut::kSiluMul}) {
+      const int64_t cols = mode == LinearOut::kSiluMul ? c.I : 2 * c.I;
+      for (const Tensor* b : {static_cast<const Tensor*>(nullptr), static_cast<const Tensor*>(&bias)}) {
+        Tensor fused = tc->upload(poisoned({c.M, cols})), composed = tc->upload(poisoned({c.M, cols}));
+        tc->fused_linear(x, &nw, 1e-5f, gu, b, mode, fused);
+        tc->Backend::fused_linear(x, &nw, 1e-5f, gu, b, mode, composed);
+        EXPECT_TRUE(same_bytes(tc->to_host(fused), tc->to_host(composed)))
+            << at << (mode == LinearOut::kSiluMul ? " silu" : " store") << (b ? " bias" : "");
+      }
+    }
+    Tensor start = random_tensor(DType::kF32, {c.M, c.H});
+    Tensor r1 = tc->upload(start), r2 = tc->upload(start);
+    Tensor act1 = tc->upload(poisoned({c.M, c.I})), act2 = tc->upload(poisoned({c.M, c.I}));
+    tc->swiglu_mlp(r1, nw, 1e-5f, gu, down, act1);
+    tc->Backend::swiglu_mlp(r2, nw, 1e-5f, gu, down, act2);
+    EXPECT_TRUE(same_bytes(tc->to_host(r1), tc->to_host(r2))) << at << " swiglu_mlp";
+    EXPECT_FALSE(same_bytes(tc->to_host(r1), start)) << at << " swiglu_mlp added nothing";
+  }
+}
+
 TEST_F(CudaTensorCoreLinear, OddShapesStayCloseToTheExactProduct) {
   // Shapes cuBLASLt may refuse (odd K) fall back to the f32 kernels; either way the result is
   // within bf16 rounding of the exact product.

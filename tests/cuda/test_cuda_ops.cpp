@@ -75,7 +75,7 @@ TEST_F(CudaOps, EmbeddingCopiesRowsExactly) {
 }
 
 TEST_F(CudaOps, NormsMatchReference) {
-  for (int64_t n : {1, 7, 64, 131, 2049}) {
+  for (int64_t n : {1, 7, 64, 131, 2049, 4096}) {  // 64 and 4096: four values per thread
     Tensor x = random_tensor(DType::kF32, {5, n}), w = random_tensor(DType::kF32, {n});
     Tensor ref = poisoned({5, n}), out = gpu->upload(poisoned({5, n}));
     Tensor dw = gpu->upload(w);
@@ -105,7 +105,7 @@ TEST_F(CudaOps, NormsMatchReference) {
 }
 
 TEST_F(CudaOps, ElementwiseMatchReference) {
-  for (int64_t I : {1, 45, 1000}) {
+  for (int64_t I : {1, 45, 1000, 4096}) {  // 1000 and 4096: four values per thread
     Tensor gu = random_tensor(DType::kF32, {7, 2 * I}, 3.0f);
     Tensor ref = poisoned({7, I}), out = gpu->upload(poisoned({7, I}));
     cpu::ref::silu_mul(gu, ref);

@@ -299,10 +299,7 @@ class CudaBackend final : public Backend {
       check_f32(*bias, "fused_linear bias");
       RH_CHECK(bias->numel() == N, "fused_linear bias ", bias->str(), " for ", w.str());
     }
-    // Tensor cores: the residual add as the product's beta = 1.
-    if (lt_ && M > gemv_rows_ && mode == LinearOut::kAccumulate && !norm_weight &&
-        (w.dtype() == DType::kBF16 || w.dtype() == DType::kF16) && tensor_core_product(x, w, bias, out, true))
-      return;
+    if (tc_fused_linear(x, norm_weight, eps, w, bias, mode, out)) return;
     if (w.dtype() == DType::kF8B128) {
       if (lt_ && M <= cuda::kFp8DecodeMaxRows &&
           cuda::launch_fp8_decode(x.data_as<float>(), norm_weight ? norm_weight->data_as<float>() : nullptr, eps,
@@ -335,6 +332,39 @@ class CudaBackend final : public Backend {
                                  K, static_cast<cuda::LinearMode>(static_cast<int>(mode)), out.data_as<float>(),
                                  stream()))
       Backend::fused_linear(x, norm_weight, eps, w, bias, mode, out);
+  }
+
+  void swiglu_mlp(Tensor& residual, const Tensor& norm_weight, float eps, const Tensor& gate_up, const Tensor& down,
+                  Tensor& act) override {
+    check_f32(residual, "swiglu_mlp residual");
+    check_f32(norm_weight, "swiglu_mlp norm weight");
+    check_on_device(gate_up, "swiglu_mlp gate_up");
+    check_on_device(down, "swiglu_mlp down");
+    const int64_t M = residual.dim() == 2 ? residual.size(0) : 0, H = residual.dim() == 2 ? residual.size(1) : 0;
+    const int64_t I = down.dim() == 2 ? down.size(1) : 0;
+    RH_CHECK(residual.dim() == 2 && gate_up.dim() == 2 && down.dim() == 2 && gate_up.size(0) == 2 * I &&
+                 gate_up.size(1) == H && down.size(0) == H && norm_weight.numel() == H,
+             "swiglu_mlp: ", residual.str(), " through ", gate_up.str(), " and ", down.str());
+    // Tensor cores: the norm writes the gate/up product's input in the weights' type, and SiLU
+    // writes the down product's; both round where the composition's products would (bitwise
+    // the composition), with no f32 intermediate in between.
+    if (takes_tensor_cores(M, gate_up) && down.dtype() == gate_up.dtype() &&
+        lt_->has_plan(elem_of(gate_up, "swiglu_mlp"), false, M, 2 * I, H) &&
+        lt_->has_plan(elem_of(down, "swiglu_mlp"), false, M, H, I)) {
+      const Elem wt = elem_of(gate_up, "swiglu_mlp");
+      Tensor a = alloc_uninit(gate_up.dtype(), {M, H});
+      cuda::launch_rms_norm_to(nullptr, residual.data_as<float>(), norm_weight.data_as<float>(), eps, M, H, a.data(), wt,
+                               stream());
+      Tensor p = alloc_uninit(DType::kF32, {M, 2 * I});
+      RH_CHECK(lt_->run(a.data(), gate_up.data(), wt, nullptr, M, 2 * I, H, p.data_as<float>(), stream()),
+               "swiglu_mlp: gate/up product failed to launch");
+      Tensor h = alloc_uninit(down.dtype(), {M, I});
+      cuda::launch_silu_mul_to(p.data_as<float>(), M, I, h.data(), wt, stream());
+      RH_CHECK(lt_->run(h.data(), down.data(), wt, nullptr, M, H, I, residual.data_as<float>(), stream(), true),
+               "swiglu_mlp: down product failed to launch");
+      return;
+    }
+    Backend::swiglu_mlp(residual, norm_weight, eps, gate_up, down, act);
   }
 
   void silu_mul(const Tensor& gate_up, Tensor& out) override {
@@ -489,6 +519,43 @@ class CudaBackend final : public Backend {
     if (&m == &rows_) return g_rows_;
     RH_CHECK(&m == &attn_meta_, "graph_twin: unknown mirror");
     return g_meta_;
+  }
+
+  // Whether a product of M rows on w runs on cuBLASLt in tensor-core mode (bf16/f16 weights, more
+  // rows than the decode GEMV takes).
+  bool takes_tensor_cores(int64_t M, const Tensor& w) const {
+    return lt_ && M > gemv_rows_ && (w.dtype() == DType::kBF16 || w.dtype() == DType::kF16);
+  }
+
+  // fused_linear on cuBLASLt (takes_tensor_cores): the input rounded to w's type once, by the
+  // norm kernel itself when there is a norm, then the product with the residual add as its
+  // beta = 1, or SiLU-and-multiply after it. Scratch is left uninitialized (the composition's
+  // alloc() zeroes its intermediates: 0.6 GB per layer of an 8B prefill of 4096 tokens). Rounds
+  // as the composition does, bit for bit. False, with nothing launched, where it does not apply.
+  bool tc_fused_linear(const Tensor& x, const Tensor* norm_weight, float eps, const Tensor& w, const Tensor* bias,
+                       LinearOut mode, Tensor& out) {
+    const int64_t M = x.size(0), N = w.size(0), K = x.size(1);
+    if (!takes_tensor_cores(M, w)) return false;
+    const Elem wt = elem_of(w, "fused_linear");
+    if (!lt_->has_plan(wt, bias != nullptr, M, N, K)) return false;
+    Tensor a = alloc_uninit(w.dtype(), {M, K});
+    if (norm_weight)
+      cuda::launch_rms_norm_to(nullptr, x.data_as<float>(), norm_weight->data_as<float>(), eps, M, K, a.data(), wt,
+                               stream());
+    else
+      cuda::launch_narrow(x.data_as<float>(), M * K, a.data(), wt, stream());
+    const float* b = bias ? bias->data_as<float>() : nullptr;
+    if (mode == LinearOut::kSiluMul) {
+      Tensor p = alloc_uninit(DType::kF32, {M, N});
+      RH_CHECK(lt_->run(a.data(), w.data(), wt, b, M, N, K, p.data_as<float>(), stream()),
+               "fused_linear: product failed to launch");
+      cuda::launch_silu_mul(p.data_as<float>(), M, N / 2, out.data_as<float>(), stream());
+      return true;
+    }
+    RH_CHECK(lt_->run(a.data(), w.data(), wt, b, M, N, K, out.data_as<float>(), stream(),
+                      mode == LinearOut::kAccumulate),
+             "fused_linear: product failed to launch");
+    return true;
   }
 
   // out (+)= x @ w^T on the tensor cores: x rounded to w's type (bf16 or f16), then cuBLASLt
@@ -796,9 +863,12 @@ void CudaBackend::attention_impl(const Tensor& qkv, KvCacheLayer& cache, const A
            "kv cache ", cache.k.str(), " / ", cache.v.str());
   const int64_t block_size = cache.k.size(1);
   check_attention_batch(batch, cache.k.size(0), block_size);
-  int32_t max_query_len = 0;
-  for (int64_t i = 0; i < S; ++i)
-    max_query_len = std::max(max_query_len, batch.query_start[i + 1] - batch.query_start[i]);
+  int32_t max_query_len = 0, min_query_len = std::numeric_limits<int32_t>::max();
+  for (int64_t i = 0; i < S; ++i) {
+    const int32_t len = batch.query_start[i + 1] - batch.query_start[i];
+    max_query_len = std::max(max_query_len, len);
+    min_query_len = std::min(min_query_len, len);
+  }
   if (T == 0) return;
 
   pack_attention_meta(batch, meta_scratch_);
@@ -813,6 +883,7 @@ void CudaBackend::attention_impl(const Tensor& qkv, KvCacheLayer& cache, const A
   meta.tokens = static_cast<int32_t>(T);
   meta.num_seqs = static_cast<int32_t>(S);
   meta.max_query_len = max_query_len;
+  meta.min_query_len = S > 0 ? min_query_len : 0;
   meta.workspace = attn_workspace_;
   meta.workspace_floats = cuda::kAttentionWorkspaceFloats;
   meta.counters = attn_counters_;

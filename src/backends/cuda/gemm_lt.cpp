@@ -70,6 +70,10 @@ LtGemm::Plan& LtGemm::plan(Elem type, bool bias, int64_t M, int64_t N, int64_t K
   return p;
 }
 
+bool LtGemm::has_plan(Elem type, bool bias, int64_t M, int64_t N, int64_t K) {
+  return type != Elem::kF32 && plan(type, bias, M, N, K).ok;
+}
+
 bool LtGemm::run(const void* a, const void* w, Elem type, const float* bias, int64_t M, int64_t N,
                  int64_t K, float* out, cudaStream_t stream, bool accumulate) {
   if (type == Elem::kF32) return false;

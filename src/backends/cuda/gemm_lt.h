@@ -30,6 +30,8 @@ class LtGemm {
   // `accumulate`, out += product (beta = 1: the residual add rides on the matrix product).
   bool run(const void* a, const void* w, Elem type, const float* bias, int64_t M, int64_t N,
            int64_t K, float* out, cudaStream_t stream, bool accumulate = false);
+  // Whether run() has an algorithm for this product (asked of the heuristic once, as run asks).
+  bool has_plan(Elem type, bool bias, int64_t M, int64_t N, int64_t K);
 
  private:
   struct Plan {

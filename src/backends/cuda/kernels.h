@@ -19,6 +19,10 @@ void launch_embedding(const void* table, Elem type, const int32_t* ids, int64_t 
 // residual == nullptr: out = rms_norm(x). Otherwise residual += x first, then out = rms_norm(residual).
 void launch_rms_norm(float* residual, const float* x, const float* weight, float eps, int64_t rows,
                      int64_t n, float* out, cudaStream_t stream);
+// The same, out in `out_type`: f32, or each f32 result rounded to bf16/f16 (bitwise launch_rms_norm
+// then launch_narrow), the input of a tensor-core product.
+void launch_rms_norm_to(float* residual, const float* x, const float* weight, float eps, int64_t rows, int64_t n,
+                        void* out, Elem out_type, cudaStream_t stream);
 void launch_head_rms_norm(float* x, int64_t rows, int64_t cols, int64_t first_col,
                           int64_t num_heads, int64_t head_dim, const float* weight, float eps,
                           cudaStream_t stream);
@@ -127,6 +131,9 @@ void launch_quant_embedding(const void* table, DType type, const int32_t* ids, i
                             int64_t hidden, float* out, cudaStream_t stream);
 void launch_silu_mul(const float* gate_up, int64_t tokens, int64_t inter, float* out,
                      cudaStream_t stream);
+// The same, out in `out_type` (f32, or rounded to bf16/f16 as launch_narrow rounds).
+void launch_silu_mul_to(const float* gate_up, int64_t tokens, int64_t inter, void* out, Elem out_type,
+                        cudaStream_t stream);
 void launch_rope(float* x, int64_t tokens, int64_t cols, int64_t num_heads, int64_t head_dim,
                  const int32_t* positions, const float* inv_freq, cudaStream_t stream);
 // out[i] = x[i] rounded to nearest even in `type` (bf16 or f16); x 16-byte aligned.
@@ -196,6 +203,9 @@ struct AttentionMeta {
   int32_t tokens;
   int32_t num_seqs = 0;
   int32_t max_query_len = 1;    // longest query chunk of the step (host-known)
+  // Host-side only: the shortest query chunk (padding sequences count as 1); 0 = not known. When
+  // every chunk is long enough for the flash kernel, no other kernel is launched beside it.
+  int32_t min_query_len = 0;
   // Host-side only: device scratch for the partitioned kernels' partial results (the backend's,
   // kAttentionWorkspaceFloats), so a decode step allocates nothing between its kernels (a
   // stream-ordered allocation there would also break the programmatic launch chain, pdl.cuh).

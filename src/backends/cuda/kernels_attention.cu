@@ -1683,6 +1683,10 @@ void launch_typed(const float* qkv, KV* k_cache, KV* v_cache, const AttentionMet
     else if (!launch_wmma_flash(qkv, k_cache, v_cache, meta, shape, out, stream))
       skip_query_len = -1;  // too little shared memory: the split kernel takes every query
     skip_query_len = skip_query_len < 0 ? 0 : kFlashMinQuery;
+    // A prefill-only launch: the flash kernel took every query (the split kernel would launch a
+    // block per token and head group only for each to find nothing to do: 61 us per layer at 4096
+    // tokens of the 8B shape).
+    if (skip_query_len > 0 && meta.min_query_len >= kFlashMinQuery) return;
   }
   if constexpr (sizeof(KV) == 2) {
     if (tcd) {

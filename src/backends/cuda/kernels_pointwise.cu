@@ -28,14 +28,71 @@ __global__ void embedding_kernel(const T* __restrict__ table, const int32_t* __r
   for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) o[i] = to_f32(row[i]);
 }
 
-// One block per row. With `residual`, the row is residual + x, written back before the norm.
+// Four values at once: float4 in, one 16/8-byte store out.
+template <typename T>
+__device__ __forceinline__ void store4(T* __restrict__ p, float a, float b, float c, float d);
+template <>
+__device__ __forceinline__ void store4<float>(float* __restrict__ p, float a, float b, float c, float d) {
+  *reinterpret_cast<float4*>(p) = make_float4(a, b, c, d);
+}
+template <>
+__device__ __forceinline__ void store4<__nv_bfloat16>(__nv_bfloat16* __restrict__ p, float a, float b, float c,
+                                                      float d) {
+  const __nv_bfloat162 lo = __floats2bfloat162_rn(a, b), hi = __floats2bfloat162_rn(c, d);
+  uint2 v;
+  v.x = *reinterpret_cast<const uint32_t*>(&lo);
+  v.y = *reinterpret_cast<const uint32_t*>(&hi);
+  *reinterpret_cast<uint2*>(p) = v;
+}
+template <>
+__device__ __forceinline__ void store4<__half>(__half* __restrict__ p, float a, float b, float c, float d) {
+  const __half2 lo = __floats2half2_rn(a, b), hi = __floats2half2_rn(c, d);
+  uint2 v;
+  v.x = *reinterpret_cast<const uint32_t*>(&lo);
+  v.y = *reinterpret_cast<const uint32_t*>(&hi);
+  *reinterpret_cast<uint2*>(p) = v;
+}
+
+// One block per row. With `residual`, the row is residual + x, written back before the norm. The
+// output is f32, or rounded to a 16-bit type for a tensor-core product (the value narrow_kernel
+// would make of the f32 result). vec: n % 4 == 0 and every row 16-byte aligned, so each thread
+// takes four neighbouring values at a time.
+template <typename OutT>
 __global__ void rms_norm_kernel(float* __restrict__ residual, const float* __restrict__ x,
-                                const float* __restrict__ weight, float eps, int64_t n,
-                                float* __restrict__ out) {
+                                const float* __restrict__ weight, float eps, int64_t n, bool vec,
+                                OutT* __restrict__ out) {
   pdl_begin();  // launched by launch_pdl (pdl.cuh)
   const int64_t base = static_cast<int64_t>(blockIdx.x) * n;
   const float* src = x + base;
   double ss = 0;
+  if (vec) {
+    const int64_t step = 4 * static_cast<int64_t>(blockDim.x);
+    if (residual) {
+      float* r = residual + base;
+      for (int64_t i = 4 * threadIdx.x; i < n; i += step) {
+        const float4 a = *reinterpret_cast<const float4*>(r + i), b = *reinterpret_cast<const float4*>(src + i);
+        const float4 v = make_float4(__fadd_rn(a.x, b.x), __fadd_rn(a.y, b.y), __fadd_rn(a.z, b.z), __fadd_rn(a.w, b.w));
+        *reinterpret_cast<float4*>(r + i) = v;
+        ss += static_cast<double>(v.x) * v.x + static_cast<double>(v.y) * v.y + static_cast<double>(v.z) * v.z +
+              static_cast<double>(v.w) * v.w;
+      }
+      src = r;  // each thread reads back only the elements it wrote itself
+    } else {
+      for (int64_t i = 4 * threadIdx.x; i < n; i += step) {
+        const float4 v = *reinterpret_cast<const float4*>(src + i);
+        ss += static_cast<double>(v.x) * v.x + static_cast<double>(v.y) * v.y + static_cast<double>(v.z) * v.z +
+              static_cast<double>(v.w) * v.w;
+      }
+    }
+    ss = block_sum(ss);
+    const float inv = rms_inverse(ss, n, eps);
+    for (int64_t i = 4 * threadIdx.x; i < n; i += step) {
+      const float4 v = *reinterpret_cast<const float4*>(src + i), w = *reinterpret_cast<const float4*>(weight + i);
+      store4<OutT>(out + base + i, __fmul_rn(w.x, __fmul_rn(v.x, inv)), __fmul_rn(w.y, __fmul_rn(v.y, inv)),
+                   __fmul_rn(w.z, __fmul_rn(v.z, inv)), __fmul_rn(w.w, __fmul_rn(v.w, inv)));
+    }
+    return;
+  }
   if (residual) {
     float* r = residual + base;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
@@ -43,14 +100,14 @@ __global__ void rms_norm_kernel(float* __restrict__ residual, const float* __res
       r[i] = v;
       ss += static_cast<double>(v) * v;
     }
-    src = r;  // each thread reads back only the elements it wrote itself
+    src = r;
   } else {
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss += static_cast<double>(src[i]) * src[i];
   }
   ss = block_sum(ss);
   const float inv = rms_inverse(ss, n, eps);
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
-    out[base + i] = __fmul_rn(weight[i], __fmul_rn(src[i], inv));
+    out[base + i] = from_f32<OutT>(__fmul_rn(weight[i], __fmul_rn(src[i], inv)));
 }
 
 // One block per (row, head), in place: the sum is complete (block_sum syncs) before any write.
@@ -67,14 +124,28 @@ __global__ void head_rms_norm_kernel(float* __restrict__ x, int64_t cols, int64_
   for (int64_t i = threadIdx.x; i < d; i += blockDim.x) p[i] = __fmul_rn(weight[i], __fmul_rn(p[i], inv));
 }
 
-__global__ void silu_mul_kernel(const float* __restrict__ gu, int64_t tokens, int64_t inter,
-                                float* __restrict__ out) {
+// out[t, i] = silu(gu[t, i]) * gu[t, inter + i], f32 or rounded to a 16-bit type (for the down
+// product). vec: inter % 4 == 0 and both arrays 16-byte aligned: four values per thread and step.
+template <typename OutT>
+__global__ void silu_mul_kernel(const float* __restrict__ gu, int64_t tokens, int64_t inter, bool vec,
+                                OutT* __restrict__ out) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  if (vec) {
+    const int64_t quads = inter / 4, n = tokens * quads;
+    for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < n; e += stride) {
+      const int64_t t = e / quads, i = (e - t * quads) * 4;
+      const float4 g = *reinterpret_cast<const float4*>(gu + t * 2 * inter + i);
+      const float4 u = *reinterpret_cast<const float4*>(gu + t * 2 * inter + inter + i);
+      store4<OutT>(out + t * inter + i, silu_times(g.x, u.x), silu_times(g.y, u.y), silu_times(g.z, u.z),
+                   silu_times(g.w, u.w));
+    }
+    return;
+  }
   const int64_t n = tokens * inter;
-  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < n;
-       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < n; e += stride) {
     const int64_t t = e / inter, i = e % inter;
     const float g = gu[t * 2 * inter + i], u = gu[t * 2 * inter + inter + i];
-    out[e] = silu_times(g, u);
+    out[e] = from_f32<OutT>(silu_times(g, u));
   }
 }
 
@@ -231,11 +302,37 @@ void launch_embedding(const void* table, Elem type, const int32_t* ids, int64_t 
   }
 }
 
+namespace {
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+}  // namespace
+
 void launch_rms_norm(float* residual, const float* x, const float* weight, float eps, int64_t rows,
                      int64_t n, float* out, cudaStream_t stream) {
+  launch_rms_norm_to(residual, x, weight, eps, rows, n, out, Elem::kF32, stream);
+}
+
+void launch_rms_norm_to(float* residual, const float* x, const float* weight, float eps, int64_t rows, int64_t n,
+                        void* out, Elem out_type, cudaStream_t stream) {
   if (rows == 0) return;
-  launch_pdl("rms_norm_kernel", rms_norm_kernel, dim3(static_cast<unsigned>(rows)), dim3(row_threads(n)), 0, stream,
-             residual, x, weight, eps, n, out);
+  const bool vec = n % 4 == 0 && aligned16(x) && aligned16(weight) && aligned16(out) &&
+                   (residual == nullptr || aligned16(residual));
+  // Vectorized, a thread takes four values: a quarter of the threads cover the row.
+  const int threads = row_threads(vec ? (n + 3) / 4 : n);
+  const dim3 grid(static_cast<unsigned>(rows));
+  switch (out_type) {
+    case Elem::kF32:
+      launch_pdl("rms_norm_kernel", rms_norm_kernel<float>, grid, dim3(threads), 0, stream, residual, x, weight, eps,
+                 n, vec, static_cast<float*>(out));
+      break;
+    case Elem::kBF16:
+      launch_pdl("rms_norm_kernel", rms_norm_kernel<__nv_bfloat16>, grid, dim3(threads), 0, stream, residual, x,
+                 weight, eps, n, vec, static_cast<__nv_bfloat16*>(out));
+      break;
+    case Elem::kF16:
+      launch_pdl("rms_norm_kernel", rms_norm_kernel<__half>, grid, dim3(threads), 0, stream, residual, x, weight,
+                 eps, n, vec, static_cast<__half*>(out));
+      break;
+  }
 }
 
 void launch_head_rms_norm(float* x, int64_t rows, int64_t cols, int64_t first_col,
@@ -248,8 +345,25 @@ void launch_head_rms_norm(float* x, int64_t rows, int64_t cols, int64_t first_co
 
 void launch_silu_mul(const float* gate_up, int64_t tokens, int64_t inter, float* out,
                      cudaStream_t stream) {
+  launch_silu_mul_to(gate_up, tokens, inter, out, Elem::kF32, stream);
+}
+
+void launch_silu_mul_to(const float* gate_up, int64_t tokens, int64_t inter, void* out, Elem out_type,
+                        cudaStream_t stream) {
   if (tokens * inter == 0) return;
-  silu_mul_kernel<<<grid_for(tokens * inter, 256), 256, 0, stream>>>(gate_up, tokens, inter, out);
+  const bool vec = inter % 4 == 0 && aligned16(gate_up) && aligned16(out);
+  const unsigned grid = grid_for(vec ? tokens * inter / 4 : tokens * inter, 256);
+  switch (out_type) {
+    case Elem::kF32:
+      silu_mul_kernel<<<grid, 256, 0, stream>>>(gate_up, tokens, inter, vec, static_cast<float*>(out));
+      break;
+    case Elem::kBF16:
+      silu_mul_kernel<<<grid, 256, 0, stream>>>(gate_up, tokens, inter, vec, static_cast<__nv_bfloat16*>(out));
+      break;
+    case Elem::kF16:
+      silu_mul_kernel<<<grid, 256, 0, stream>>>(gate_up, tokens, inter, vec, static_cast<__half*>(out));
+      break;
+  }
   RH_CUDA_LAUNCHED("silu_mul_kernel");
 }
 
