@@ -233,6 +233,28 @@ INSTANTIATE_TEST_SUITE_P(
                       Fp8TcCase{1, 9, 256, kA, false, true}, Fp8TcCase{4, 8, 640, kU, true, false}),
     fp8_tc_case_name);
 
+TEST_F(CudaFp8Linear, SwigluMlpIsBitwiseTheComposition) {
+  // swiglu_mlp on FP8 weights in tensor-core mode (W8A16): from kFp8WidenRows rows both weights
+  // widened to bf16 and SiLU writing the down product's bf16 input; below, the FP8 kernels
+  // through the composition. Against Backend::swiglu_mlp's two fused_linear calls.
+  CudaOptions o;
+  o.tensor_cores = true;
+  o.raise_lower_bit_float_to = LowerBitFloat::kBf16;
+  auto tc = make_cuda_backend(0, o);
+  const int64_t H = 384, I = 256;
+  const Tensor gu = tc->upload(random_fp8(2 * I, H)), down = tc->upload(random_fp8(H, I));
+  const Tensor nw = tc->upload(random_tensor(DType::kF32, {H}, 0.5f));
+  for (int64_t M : {int64_t{5}, kFp8WidenRows, int64_t{300}}) {
+    const Tensor start = random_tensor(DType::kF32, {M, H});
+    Tensor r1 = tc->upload(start), r2 = tc->upload(start);
+    Tensor a1 = tc->upload(poisoned({M, I})), a2 = tc->upload(poisoned({M, I}));
+    tc->swiglu_mlp(r1, nw, 1e-5f, gu, down, a1);
+    tc->Backend::swiglu_mlp(r2, nw, 1e-5f, gu, down, a2);
+    EXPECT_TRUE(same_bytes(tc->to_host(r1), tc->to_host(r2))) << "M=" << M;
+    EXPECT_FALSE(same_bytes(tc->to_host(r1), start)) << "M=" << M << ": nothing added";
+  }
+}
+
 TEST_F(CudaFp8Linear, DecodeProductHoldsRowsOfAnyMagnitude) {
   // Each activation row is staged with its own power-of-two factor: rows 2^40 apart, a row whose
   // values spread over 2^±20, and an all-zero row each match the reference row by row.

@@ -314,12 +314,15 @@ class CudaBackend final : public Backend {
                                       stream()))
         return;
       // Tensor cores, more than 4 rows: norm, product and epilogue in the FP8 kernels (W8A8 from
-      // w8a8_rows_ rows); otherwise from kFp8WidenRows rows the composition below, whose product
-      // linear() widens.
+      // w8a8_rows_ rows); otherwise from kFp8WidenRows rows the weights widened to bf16 for this
+      // call, then cuBLASLt as for bf16 weights.
       if (lt_ && M > cuda::kGemvMaxRows && (M < cuda::kFp8WidenRows || M >= w8a8_rows_)) {
         fp8_product(x, norm_weight, eps, w, bias, mode, out);
         return;
       }
+      if (const Tensor wide = widened_for_tensor_cores(w, M);
+          wide.data() && tc_fused_linear(x, norm_weight, eps, wide, bias, mode, out))
+        return;
     }
     if (is_block_quantized(w.dtype()) || M > cuda::kGemvMaxRows ||
         (M > gemv_rows_ && w.dtype() != DType::kF32 && w.dtype() != DType::kF8B128)) {
@@ -348,19 +351,22 @@ class CudaBackend final : public Backend {
     // Tensor cores: the norm writes the gate/up product's input in the weights' type, and SiLU
     // writes the down product's; both round where the composition's products would (bitwise
     // the composition), with no f32 intermediate in between.
-    if (takes_tensor_cores(M, gate_up) && down.dtype() == gate_up.dtype() &&
-        lt_->has_plan(elem_of(gate_up, "swiglu_mlp"), false, M, 2 * I, H) &&
-        lt_->has_plan(elem_of(down, "swiglu_mlp"), false, M, H, I)) {
-      const Elem wt = elem_of(gate_up, "swiglu_mlp");
-      Tensor a = alloc_uninit(gate_up.dtype(), {M, H});
+    // FP8 weights from kFp8WidenRows rows (W8A16) are widened to bf16 for the call first.
+    const Tensor gu16 = gate_up.dtype() == DType::kF8B128 ? widened_for_tensor_cores(gate_up, M) : gate_up;
+    const Tensor down16 = down.dtype() == DType::kF8B128 ? widened_for_tensor_cores(down, M) : down;
+    if (gu16.data() && down16.data() && takes_tensor_cores(M, gu16) && down16.dtype() == gu16.dtype() &&
+        lt_->has_plan(elem_of(gu16, "swiglu_mlp"), false, M, 2 * I, H) &&
+        lt_->has_plan(elem_of(down16, "swiglu_mlp"), false, M, H, I)) {
+      const Elem wt = elem_of(gu16, "swiglu_mlp");
+      Tensor a = alloc_uninit(gu16.dtype(), {M, H});
       cuda::launch_rms_norm_to(nullptr, residual.data_as<float>(), norm_weight.data_as<float>(), eps, M, H, a.data(), wt,
                                stream());
       Tensor p = alloc_uninit(DType::kF32, {M, 2 * I});
-      RH_CHECK(lt_->run(a.data(), gate_up.data(), wt, nullptr, M, 2 * I, H, p.data_as<float>(), stream()),
+      RH_CHECK(lt_->run(a.data(), gu16.data(), wt, nullptr, M, 2 * I, H, p.data_as<float>(), stream()),
                "swiglu_mlp: gate/up product failed to launch");
-      Tensor h = alloc_uninit(down.dtype(), {M, I});
+      Tensor h = alloc_uninit(down16.dtype(), {M, I});
       cuda::launch_silu_mul_to(p.data_as<float>(), M, I, h.data(), wt, stream());
-      RH_CHECK(lt_->run(h.data(), down.data(), wt, nullptr, M, H, I, residual.data_as<float>(), stream(), true),
+      RH_CHECK(lt_->run(h.data(), down16.data(), wt, nullptr, M, H, I, residual.data_as<float>(), stream(), true),
                "swiglu_mlp: down product failed to launch");
       return;
     }
@@ -519,6 +525,15 @@ class CudaBackend final : public Backend {
     if (&m == &rows_) return g_rows_;
     RH_CHECK(&m == &attn_meta_, "graph_twin: unknown mirror");
     return g_meta_;
+  }
+
+  // FP8 weights a product of M rows widens to bf16 for cuBLASLt (tensor-core mode, W8A16, from
+  // kFp8WidenRows rows; linear() does the same): the widened copy, else an empty tensor.
+  Tensor widened_for_tensor_cores(const Tensor& w, int64_t M) {
+    if (!lt_ || w.dtype() != DType::kF8B128 || M < cuda::kFp8WidenRows || M >= w8a8_rows_ || w.dim() != 2) return {};
+    Tensor wide = alloc_uninit(DType::kBF16, w.shape());
+    cuda::launch_fp8_to_bf16(w.data(), w.size(0), w.size(1), wide.data(), stream());
+    return wide;
   }
 
   // Whether a product of M rows on w runs on cuBLASLt in tensor-core mode (bf16/f16 weights, more

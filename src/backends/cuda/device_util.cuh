@@ -142,6 +142,12 @@ __device__ __forceinline__ float silu_times(float g, float u) {
 }
 
 // Asynchronous global -> shared copies (sm_80+), used by the tiled tensor-core kernels.
+// Whether the (value, index) candidate (v, i) comes before (bv, bi) in a search for the first
+// largest value: a larger value, or an equal one at a smaller index (std::max_element's pick).
+__device__ __forceinline__ bool first_largest_beats(float v, int i, float bv, int bi) {
+  return v > bv || (v == bv && i < bi);
+}
+
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }

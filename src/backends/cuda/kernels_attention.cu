@@ -1059,13 +1059,11 @@ constexpr int tcd_smem_bytes() {
 struct TcdRope {
   const int32_t* positions = nullptr;
   const float* inv_freq = nullptr;
-  void* k_cache = nullptr;  // the caches the kernel reads, writable
-  void* v_cache = nullptr;
 };
 
 template <typename T16, int D>
 __global__ void __launch_bounds__(kTcdWarps * 32)
-tc_decode_kernel(const float* qkv, const T16* k_cache, const T16* v_cache, AttentionMeta meta, AttentionShape shape,
+tc_decode_kernel(const float* __restrict__ qkv, T16* k_cache, T16* v_cache, AttentionMeta meta, AttentionShape shape,
                  int token_begin, int nparts, int partition, int skip_query_len, float* __restrict__ out,
                  float* __restrict__ part_ml, float* __restrict__ part_o, int* __restrict__ counters, TcdRope rope) {
   pdl_begin();  // launched by launch_pdl (pdl.cuh)
@@ -1181,8 +1179,8 @@ tc_decode_kernel(const float* qkv, const T16* k_cache, const T16* v_cache, Atten
                 vb = from_f32<T16>(vrow[i + HALF]);
       new_kv[0][i] = ka, new_kv[0][i + HALF] = kb, new_kv[1][i] = va, new_kv[1][i + HALF] = vb;
       if (sub == 0) {
-        T16* kc = static_cast<T16*>(rope.k_cache) + at;
-        T16* vc = static_cast<T16*>(rope.v_cache) + at;
+        T16* kc = k_cache + at;
+        T16* vc = v_cache + at;
         kc[i] = ka, kc[i + HALF] = kb, vc[i] = va, vc[i + HALF] = vb;
       }
     }
@@ -1498,7 +1496,7 @@ bool tcd_merges(const AttentionMeta& meta, int64_t tokens, int64_t heads_y, int 
 }
 
 template <typename T16, int D>
-void launch_tc_decode(const float* qkv, const T16* k_cache, const T16* v_cache, const AttentionMeta& meta,
+void launch_tc_decode(const float* qkv, T16* k_cache, T16* v_cache, const AttentionMeta& meta,
                       const AttentionShape& shape, int skip_query_len, float* out, const TcdRope& rope,
                       cudaStream_t stream) {
   constexpr int bytes = tcd_smem_bytes<D>();
@@ -1525,7 +1523,7 @@ void launch_tc_decode(const float* qkv, const T16* k_cache, const T16* v_cache, 
 bool tcd_takes_rope(const AttentionMeta& meta) { return meta.max_query_len == 1; }
 
 template <typename T16>
-void launch_tc_decode_dim(const float* qkv, const T16* k_cache, const T16* v_cache, const AttentionMeta& meta,
+void launch_tc_decode_dim(const float* qkv, T16* k_cache, T16* v_cache, const AttentionMeta& meta,
                           const AttentionShape& shape, int skip_query_len, float* out, const TcdRope& rope,
                           cudaStream_t stream) {
   switch (shape.head_dim) {
@@ -1651,7 +1649,9 @@ void launch_typed(const float* qkv, KV* k_cache, KV* v_cache, const AttentionMet
   // path's three kernels (H200, 8B shape, 1024 keys, attention alone before those fusions: batch 1
   // 18 us against the split kernel's 41, batch 8 34 against 42; whole steps since, see
   // kTcdRowsPerSm). Like the partition size, the choice depends only on the launch's token count.
-  // (Its K/V rings need 52 KB at head_dim 128 and 101 KB at 256: not on every GPU.)
+  // (Its K/V rings need 52 KB at head_dim 128 and 101 KB at 256: not on every GPU.) Tried: its
+  // blocks streaming the o projection's weights into L2 (cp.async.bulk.prefetch) while their own
+  // loads wait on latency, so the o product would read from L2: no change at batch 1-64 (H100).
   const bool tcd = takes_tc_decode<KV>(meta, shape);
   // With rope inputs the tensor-core decode kernel rotates and stores a decode launch's K itself.
   const bool fused_rope = rope != nullptr && tcd && tcd_takes_rope(meta);
@@ -1691,7 +1691,7 @@ void launch_typed(const float* qkv, KV* k_cache, KV* v_cache, const AttentionMet
   if constexpr (sizeof(KV) == 2) {
     if (tcd) {
       TcdRope tr;
-      if (fused_rope) tr = TcdRope{rope->positions, rope->inv_freq, k_cache, v_cache};
+      if (fused_rope) tr = TcdRope{rope->positions, rope->inv_freq};
       launch_tc_decode_dim<KV>(qkv, k_cache, v_cache, meta, shape, skip_query_len, out, tr, stream);
       return;
     }

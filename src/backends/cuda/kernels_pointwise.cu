@@ -204,7 +204,7 @@ __global__ void narrow_kernel(const float* __restrict__ x, int64_t n, T* __restr
 // The first largest of two (value, index) candidates: the larger value, on ties the smaller
 // index — the element std::max_element would return.
 __device__ __forceinline__ void take_better(float& v, int32_t& idx, float ov, int32_t oi) {
-  if (ov > v || (ov == v && oi < idx)) {
+  if (first_largest_beats(ov, oi, v, idx)) {
     v = ov;
     idx = oi;
   }

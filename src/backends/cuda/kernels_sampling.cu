@@ -29,6 +29,7 @@
 #include <climits>
 
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/device_util.cuh"
 #include "backends/cuda/kernels.h"
 
 namespace redhare::cuda {
@@ -63,8 +64,8 @@ __device__ __forceinline__ double device_uniform(uint64_t seed, uint64_t step) {
   return __dmul_rn(static_cast<double>(z >> 11), 1.0 / 9007199254740992.0);
 }
 
-// (value, index) pairs: larger value first, then smaller index.
-__device__ __forceinline__ bool better(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
+// (value, index) pairs: larger value first, then smaller index (device_util.cuh).
+__device__ __forceinline__ bool better(float v, int i, float bv, int bi) { return first_largest_beats(v, i, bv, bi); }
 
 // Block-wide reductions: each warp reduces with shuffles, lane 0 of each writes its warp's value,
 // then every warp reads the kWarps (= 32) values one per lane and reduces them again, so every
