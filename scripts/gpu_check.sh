@@ -72,6 +72,8 @@ if command -v compute-sanitizer >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/com
   ops+=':Shapes/CudaFusedLinear.*:*CudaAttention*:CudaRopeAttention.*:CudaGraphs.ReplayedDecodeIsBitwiseEager:Shapes/CudaTensorCoreLinear.*_M33_*'
   # Sampling (shared-memory sorts and scans) and the FP8 tensor-core products.
   ops+=':CudaSampling.*:*CudaFp8TensorCore*'
+  # The tensor-core path's norm and SiLU kernels writing 16-bit product inputs.
+  ops+=':CudaTensorCoreLinear.FusedOps*:CudaFp8Linear.SwigluMlp*'
   timeout "${MEMCHECK_S:-240}" "$cs" --tool memcheck --error-exitcode 7 "$bin/test_cuda" --gtest_filter="$ops" \
     >"$logs/memcheck.log" 2>&1
   sanitizer_rc=$?
