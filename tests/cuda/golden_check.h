@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -55,6 +56,7 @@ inline float check_golden_fixture(const std::string& name, Backend& backend,
   auto model = load_model(dir, backend);
   auto golden = SafetensorsFile::open(dir + "/golden.safetensors");
   int prompts = 0;
+  size_t compared = 0;
   float worst = 0;
   for (int i = 0; golden->has("prompt_" + std::to_string(i)); ++i, ++prompts) {
     const std::string s = std::to_string(i);
@@ -77,15 +79,19 @@ inline float check_golden_fixture(const std::string& name, Backend& backend,
     g.ignore_eos = true;
     std::vector<int32_t> got = greedy_generate(*model, backend, prompt, g);
     EXPECT_EQ(got.size(), want.size());
-    size_t compared = 0;
     for (size_t t = 0; t < std::min(want.size(), got.size()); ++t) {
+      // A near tie in transformers' own logits: either token is right from this step on.
+      if (margins.data_as<float>()[t] < near_tie) break;
       EXPECT_EQ(got[t], want[t]) << "prompt " << i << " step " << t;
       if (got[t] != want[t]) break;
-      ++compared;
-      if (margins.data_as<float>()[t] < near_tie) break;
+      ++compared;  // over the fixture's prompts
     }
-    EXPECT_GE(compared, 1u);
   }
+  // Every fixture's greedy continuations are checked somewhere: prompts whose first step is
+  // already a near tie check none.
+  EXPECT_GE(compared, 1u) << name;
+  std::printf("[ greedy   ] %s: %zu steps identical before the first near tie (under %.3g)\n", name.c_str(),
+              compared, near_tie);
   EXPECT_EQ(prompts, 4) << "fixture " << name << " should hold four prompts";
   return worst;
 }

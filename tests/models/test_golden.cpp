@@ -7,9 +7,9 @@
 // matrix product, compounding over a few layers. We require max |logit - reference| <= 1e-3 with
 // logits whose spread is 3 to 10: forty times the largest error observed (2.5e-5, llama3_mqa_tied)
 // and two below any real bug (a wrong rope angle, a missed bias or norm moves logits by >0.1).
-// Greedy tokens must be identical up to the first step where transformers' own top-2 margin is
-// under 2e-3 (twice the tolerance): past such a near-tie either token is a correct answer and
-// the continuations may legitimately part.
+// Greedy tokens must be identical up to (not including) the first step where transformers' own
+// top-2 margin is under 2e-3 (twice the tolerance): from such a near tie on either token is a
+// correct answer and the continuations may legitimately part.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -69,6 +69,7 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
   auto model = load_model(dir, *backend);
   auto golden = SafetensorsFile::open(dir + "/golden.safetensors");
   int prompts = 0;
+  size_t compared = 0;
   float worst = 0;
   for (int i = 0; golden->has("prompt_" + std::to_string(i)); ++i, ++prompts) {
     const std::string s = std::to_string(i);
@@ -95,17 +96,18 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
     g.ignore_eos = true;
     std::vector<int32_t> got = greedy_generate(*model, *backend, prompt, g);
     ASSERT_EQ(got.size(), want.size());
-    size_t compared = 0;
     for (size_t t = 0; t < want.size(); ++t) {
+      if (margins.data_as<float>()[t] < kNearTie) break;  // a near tie: either token is right
       ASSERT_EQ(got[t], want[t]) << "prompt " << i << " step " << t;
-      ++compared;
-      if (margins.data_as<float>()[t] < kNearTie) break;
+      ++compared;  // over the fixture's prompts
     }
-    EXPECT_GE(compared, 1u);
   }
+  // Every fixture's greedy continuations are checked somewhere: prompts whose first step is
+  // already a near tie check none.
+  EXPECT_GE(compared, 1u) << gc.fixture;
   EXPECT_EQ(prompts, 4) << "fixture " << gc.fixture << " should hold four prompts";
-  std::printf("[ golden   ] %s (%s backend): max |logit - transformers| = %.3g\n", gc.fixture.c_str(),
-              gc.reference_backend ? "reference" : "fast", worst);
+  std::printf("[ golden   ] %s (%s backend): max |logit - transformers| = %.3g, %zu greedy steps identical\n",
+              gc.fixture.c_str(), gc.reference_backend ? "reference" : "fast", worst, compared);
 }
 
 // The FP8 KV cache (e4m3 with a scale per token and KV head). e4m3 keeps 4 significant bits
