@@ -69,8 +69,9 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
   return best;
 }
 
-// Wraps the CUDA backend; while `timing` is on, each op runs alone between two device-wide
-// synchronizations and its wall time is added to its row. That serializes launches, so the rows
+// Wraps the CUDA backend, forwarding every op the backend overrides (an op left to the Backend
+// default would measure the default's composition instead); while `timing` is on, each op runs
+// alone between two device-wide synchronizations and its wall time is added to its row. That serializes launches, so the rows
 // sum to more than a normal step: they show where device time goes, not the step time.
 class TimedBackend final : public Backend {
  public:
@@ -145,6 +146,13 @@ class TimedBackend final : public Backend {
     const std::string key = what + std::to_string(w.size(0)) + "x" + std::to_string(w.size(1)) +
                             (nw ? " normed" : "") + " M=" + std::to_string(x.size(0));
     timed(key, static_cast<double>(w.nbytes()), [&] { inner_->fused_linear(x, nw, eps, w, b, mode, out); return 0; });
+  }
+  void swiglu_mlp(Tensor& residual, const Tensor& nw, float eps, const Tensor& gate_up, const Tensor& down,
+                  Tensor& act) override {
+    const std::string key = "swiglu_mlp " + std::to_string(gate_up.size(0)) + "x" + std::to_string(gate_up.size(1)) +
+                            " M=" + std::to_string(residual.size(0));
+    timed(key, static_cast<double>(gate_up.nbytes() + down.nbytes()),
+          [&] { inner_->swiglu_mlp(residual, nw, eps, gate_up, down, act); return 0; });
   }
   void silu_mul(const Tensor& gu, Tensor& out) override {
     timed("silu_mul", 0, [&] { inner_->silu_mul(gu, out); return 0; });
