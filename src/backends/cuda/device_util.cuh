@@ -141,6 +141,22 @@ __device__ __forceinline__ float silu_times(float g, float u) {
   return __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), u);
 }
 
+// The epilogue of a product's output column o, shared by the decode and FP8 kernels and rounded
+// as the composed ops round: the column sum s plus bias[o] (when there is a bias), stored to *out
+// or, accumulating, added to what *out holds (the residual add, one f32 addition).
+__device__ __forceinline__ void store_product(float* __restrict__ out, float s, const float* __restrict__ bias,
+                                              int64_t o, bool accumulate) {
+  const float v = bias ? s + bias[o] : s;
+  *out = accumulate ? __fadd_rn(*out, v) : v;
+}
+
+// The SwiGLU epilogue of output column o: silu(gate) * up from the gate and up sums, their biases
+// at o and o + cols.
+__device__ __forceinline__ float swiglu_product(float gate, float up, const float* __restrict__ bias, int64_t o,
+                                                int64_t cols) {
+  return silu_times(bias ? gate + bias[o] : gate, bias ? up + bias[o + cols] : up);
+}
+
 // Asynchronous global -> shared copies (sm_80+), used by the tiled tensor-core kernels.
 // Whether the (value, index) candidate (v, i) comes before (bv, bi) in a search for the first
 // largest value: a larger value, or an equal one at a smaller index (std::max_element's pick).

@@ -90,18 +90,14 @@ __device__ __forceinline__ void finish_pair(float v0, float v1, int64_t m, int64
                                             const float* __restrict__ bias, int mode, float* __restrict__ out) {
   if (mode == 2) {
     const int64_t half = N / 2, o = j / 2;
-    const float g = bias ? v0 + bias[o] : v0, u = bias ? v1 + bias[half + o] : v1;
-    out[m * half + o] = silu_times(g, u);
+    out[m * half + o] = swiglu_product(v0, v1, bias, o, half);
     return;
   }
 #pragma unroll
   for (int e = 0; e < 2; ++e) {
     const int64_t c = j + e;
     if (c >= N) break;
-    float v = e ? v1 : v0;
-    if (bias) v += bias[c];
-    if (mode == 1) out[m * N + c] = __fadd_rn(out[m * N + c], v);
-    else out[m * N + c] = v;
+    store_product(out + m * N + c, e ? v1 : v0, bias, c, mode == 1);
   }
 }
 

@@ -224,14 +224,10 @@ gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float
 #pragma unroll
       for (int r = 0; r < R; ++r) s[r] = warp_sum(acc[r][m]);
       if (lane != 0) continue;
-      if constexpr (R == 2) {
-        const float g = bias ? s[0] + bias[n] : s[0], u = bias ? s[1] + bias[n + cols] : s[1];
-        out[m * cols + n] = silu_times(g, u);
-      } else {
-        const float v = bias ? s[0] + bias[n] : s[0];
-        if (mode == static_cast<int>(LinearMode::kAccumulate)) out[m * N + n] = __fadd_rn(out[m * N + n], v);
-        else out[m * N + n] = v;
-      }
+      if constexpr (R == 2)
+        out[m * cols + n] = swiglu_product(s[0], s[1], bias, n, cols);
+      else
+        store_product(out + m * N + n, s[0], bias, n, mode == static_cast<int>(LinearMode::kAccumulate));
     }
   };
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kGemvWarps;

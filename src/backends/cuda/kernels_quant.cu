@@ -563,17 +563,14 @@ fp8_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, f
       for (int p = 0; p < P; ++p) {
         const int64_t o = first + p;
         if (o >= cols) break;
-        const float g = bias ? s[p] + bias[o] : s[p], u = bias ? s[P + p] + bias[o + cols] : s[P + p];
-        out[m * cols + o] = silu_times(g, u);
+        out[m * cols + o] = swiglu_product(s[p], s[P + p], bias, o, cols);
       }
     } else {
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         const int64_t o = first + r;
         if (o >= N) break;
-        const float v = bias ? s[r] + bias[o] : s[r];
-        if (mode == 1) out[m * N + o] = __fadd_rn(out[m * N + o], v);
-        else out[m * N + o] = v;
+        store_product(out + m * N + o, s[r], bias, o, mode == 1);
       }
     }
   }
