@@ -29,7 +29,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_golden_fixtures import GREEDY_STEPS, PROMPT_LENGTHS, greedy, randomize  # noqa: E402
+from make_golden_fixtures import GREEDY_STEPS, randomize, record_prompts  # noqa: E402
 
 CONFIG = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, vocab_size=512, max_position_embeddings=256, rms_norm_eps=1e-5,
@@ -95,18 +95,7 @@ def make_golden(fp8_dir, drift_json):
     # Only buffers may be missing (rotary inv_freq is computed, not stored).
     assert all("rotary" in m for m in missing), missing
 
-    gen = torch.Generator().manual_seed(SEED + 1)
-    golden, summary = {}, []
-    for i, n in enumerate(PROMPT_LENGTHS):
-        prompt = torch.randint(3, cfg.vocab_size, (n,), generator=gen).tolist()
-        with torch.no_grad():
-            logits = ref(torch.tensor([prompt])).logits[0].float()
-        toks, margins = greedy(ref, prompt)
-        golden[f"prompt_{i}"] = torch.tensor(prompt, dtype=torch.int32)
-        golden[f"logits_{i}"] = logits.contiguous()
-        golden[f"greedy_{i}"] = torch.tensor(toks, dtype=torch.int32)
-        golden[f"margin_{i}"] = torch.tensor(margins, dtype=torch.float32)
-        summary.append({"len": n, "min_margin": round(min(margins), 4), "logit_std": round(float(logits.std()), 3)})
+    golden, summary = record_prompts(ref, cfg.vocab_size, torch.Generator().manual_seed(SEED + 1))
     save_file(golden, os.path.join(fp8_dir, "golden.safetensors"),
               metadata={"transformers": transformers.__version__, "torch": torch.__version__,
                         "reference": "FP8 weights dequantized to float32"})

@@ -92,6 +92,24 @@ def greedy(model, ids):
     return tokens, margins
 
 
+def record_prompts(ref, vocab_size, gen):
+    """The golden tensors of random prompts of PROMPT_LENGTHS tokens drawn from gen: ref's float32
+    logits at every position (logits_i), its greedy continuation (greedy_i) and the top-1/top-2
+    margin of each step (margin_i); with a summary per prompt."""
+    golden, summary = {}, []
+    for i, n in enumerate(PROMPT_LENGTHS):
+        prompt = torch.randint(3, vocab_size, (n,), generator=gen).tolist()
+        with torch.no_grad():
+            logits = ref(torch.tensor([prompt])).logits[0].float()
+        toks, margins = greedy(ref, prompt)
+        golden[f"prompt_{i}"] = torch.tensor(prompt, dtype=torch.int32)
+        golden[f"logits_{i}"] = logits.contiguous()
+        golden[f"greedy_{i}"] = torch.tensor(toks, dtype=torch.int32)
+        golden[f"margin_{i}"] = torch.tensor(margins, dtype=torch.float32)
+        summary.append({"len": n, "min_margin": min(margins), "logit_std": float(logits.std())})
+    return golden, summary
+
+
 def make(name, cls_name, kwargs, opts, out_root, seed):
     out = os.path.join(out_root, name)
     shutil.rmtree(out, ignore_errors=True)
@@ -110,19 +128,8 @@ def make(name, cls_name, kwargs, opts, out_root, seed):
     # model in memory instead would keep its rotary inv_freq buffer rounded to bf16.)
     ref = transformers.AutoModelForCausalLM.from_pretrained(
         out, dtype=torch.float32, attn_implementation="eager").eval()
-    golden = {}
-    summary = {"prompts": []}
-    for i, n in enumerate(PROMPT_LENGTHS):
-        prompt = torch.randint(3, cfg.vocab_size, (n,), generator=gen).tolist()
-        with torch.no_grad():
-            logits = ref(torch.tensor([prompt])).logits[0].float()
-        toks, margins = greedy(ref, prompt)
-        golden[f"prompt_{i}"] = torch.tensor(prompt, dtype=torch.int32)
-        golden[f"logits_{i}"] = logits.contiguous()
-        golden[f"greedy_{i}"] = torch.tensor(toks, dtype=torch.int32)
-        golden[f"margin_{i}"] = torch.tensor(margins, dtype=torch.float32)
-        summary["prompts"].append({"len": n, "min_margin": min(margins),
-                                   "logit_std": float(logits.std())})
+    golden, prompts = record_prompts(ref, cfg.vocab_size, gen)
+    summary = {"prompts": prompts}
     save_file(golden, os.path.join(out, "golden.safetensors"),
               metadata={"transformers": transformers.__version__, "torch": torch.__version__})
     files = sorted(os.listdir(out))
