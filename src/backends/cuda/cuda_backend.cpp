@@ -257,9 +257,9 @@ class CudaBackend final : public Backend {
       }
       // Many rows without W8A8: widened to bf16 for this product only, then cuBLASLt (the weights
       // cross memory three times, but cuBLASLt's matrix rate outweighs that from kFp8WidenRows rows).
-      Tensor wide = alloc_uninit(DType::kBF16, w.shape());
-      cuda::launch_fp8_to_bf16(w.data(), w.size(0), w.size(1), wide.data(), stream());
-      if (tensor_core_product(x, wide, bias, out, false)) return;
+      if (const Tensor wide = widened_for_tensor_cores(w, x.size(0));
+          wide.data() && tc_fused_linear(x, nullptr, 0.0f, wide, bias, LinearOut::kStore, out))
+        return;
     }
     // Tensor cores, decode sizes: the W8A16 decode kernel (fp8_gemv_kernel where it does not fit).
     if (lt_ && w.dtype() == DType::kF8B128 && x.size(0) <= cuda::kFp8DecodeMaxRows &&
@@ -277,7 +277,7 @@ class CudaBackend final : public Backend {
     const Elem wt = elem_of(w, "linear");
     const int64_t M = x.size(0), N = w.size(0), K = x.size(1);
     const float* b = bias ? bias->data_as<float>() : nullptr;
-    if (lt_ && M > gemv_rows_ && wt != Elem::kF32 && tensor_core_product(x, w, bias, out, false)) return;
+    if (tc_fused_linear(x, nullptr, 0.0f, w, bias, LinearOut::kStore, out)) return;
     cuda::launch_linear(x.data_as<float>(), w.data(), wt, b, M, N, K, out.data_as<float>(), stream());
   }
 
@@ -542,7 +542,7 @@ class CudaBackend final : public Backend {
     return lt_ && M > gemv_rows_ && (w.dtype() == DType::kBF16 || w.dtype() == DType::kF16);
   }
 
-  // fused_linear on cuBLASLt (takes_tensor_cores): the input rounded to w's type once, by the
+  // fused_linear and linear on cuBLASLt (takes_tensor_cores): the input rounded to w's type once, by the
   // norm kernel itself when there is a norm, then the product with the residual add as its
   // beta = 1, or SiLU-and-multiply after it. Scratch is left uninitialized (the composition's
   // alloc() zeroes its intermediates: 0.6 GB per layer of an 8B prefill of 4096 tokens). Rounds
@@ -571,17 +571,6 @@ class CudaBackend final : public Backend {
                       mode == LinearOut::kAccumulate),
              "fused_linear: product failed to launch");
     return true;
-  }
-
-  // out (+)= x @ w^T on the tensor cores: x rounded to w's type (bf16 or f16), then cuBLASLt
-  // with f32 accumulation. False when cuBLASLt has no algorithm for the shape.
-  bool tensor_core_product(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out, bool accumulate) {
-    const int64_t M = x.size(0), N = w.size(0), K = x.size(1);
-    const Elem wt = elem_of(w, "tensor-core product");
-    Tensor narrow = alloc_uninit(w.dtype(), {M, K});
-    cuda::launch_narrow(x.data_as<float>(), M * K, narrow.data(), wt, stream());
-    return lt_->run(narrow.data(), w.data(), wt, bias ? bias->data_as<float>() : nullptr, M, N, K,
-                    out.data_as<float>(), stream(), accumulate);
   }
 
   // out (+)= the product on kF8B128 weights on the tensor cores, activations normalized first when
