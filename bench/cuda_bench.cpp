@@ -73,6 +73,13 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 // default would measure the default's composition instead); while `timing` is on, each op runs
 // alone between two device-wide synchronizations and its wall time is added to its row. That serializes launches, so the rows
 // sum to more than a normal step: they show where device time goes, not the step time.
+// Bytes a product reads of weight w: FP8 weights as the CUDA backend lays them out (e4m3 bytes and
+// an f32 scale per 128 values; the host blocks' padding is never read).
+double read_bytes(const Tensor& w) {
+  const int64_t n = w.nbytes();
+  return static_cast<double>(w.dtype() == DType::kF8B128 ? n - w.numel() / 128 * 12 : n);
+}
+
 class TimedBackend final : public Backend {
  public:
   explicit TimedBackend(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
@@ -138,20 +145,20 @@ class TimedBackend final : public Backend {
   void linear(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& out) override {
     const std::string key = "linear " + std::to_string(w.size(0)) + "x" + std::to_string(w.size(1)) +
                             " M=" + std::to_string(x.size(0));
-    timed(key, static_cast<double>(w.nbytes()), [&] { inner_->linear(x, w, b, out); return 0; });
+    timed(key, read_bytes(w), [&] { inner_->linear(x, w, b, out); return 0; });
   }
   void fused_linear(const Tensor& x, const Tensor* nw, float eps, const Tensor& w, const Tensor* b, LinearOut mode,
                     Tensor& out) override {
     const char* what = mode == LinearOut::kSiluMul ? "fused_linear(silu) " : mode == LinearOut::kAccumulate ? "fused_linear(+=) " : "fused_linear ";
     const std::string key = what + std::to_string(w.size(0)) + "x" + std::to_string(w.size(1)) +
                             (nw ? " normed" : "") + " M=" + std::to_string(x.size(0));
-    timed(key, static_cast<double>(w.nbytes()), [&] { inner_->fused_linear(x, nw, eps, w, b, mode, out); return 0; });
+    timed(key, read_bytes(w), [&] { inner_->fused_linear(x, nw, eps, w, b, mode, out); return 0; });
   }
   void swiglu_mlp(Tensor& residual, const Tensor& nw, float eps, const Tensor& gate_up, const Tensor& down,
                   Tensor& act) override {
     const std::string key = "swiglu_mlp " + std::to_string(gate_up.size(0)) + "x" + std::to_string(gate_up.size(1)) +
                             " M=" + std::to_string(residual.size(0));
-    timed(key, static_cast<double>(gate_up.nbytes() + down.nbytes()),
+    timed(key, read_bytes(gate_up) + read_bytes(down),
           [&] { inner_->swiglu_mlp(residual, nw, eps, gate_up, down, act); return 0; });
   }
   void silu_mul(const Tensor& gu, Tensor& out) override {
@@ -283,7 +290,13 @@ int main(int argc, char** argv) {
 
     const int64_t embed_bytes = dtype_bytes(c.dtype, c.vocab_size * c.hidden_size);
     // Per step every weight is read once; an untied embedding table is only looked up (one row).
-    const double weight_read = static_cast<double>(model->weight_bytes() - (c.tie_word_embeddings ? 0 : embed_bytes));
+    // FP8 weights are read as the CUDA backend lays them out (e4m3 bytes and an f32 scale per 128
+    // values): the host blocks' 12 bytes of padding per 128 values are never read.
+    const auto& by_dtype = model->parameters_by_dtype();
+    const auto fp8 = by_dtype.find(std::string(dtype_name(DType::kF8B128)));
+    const int64_t fp8_padding = fp8 == by_dtype.end() ? 0 : fp8->second / 128 * 12;
+    const double weight_read =
+        static_cast<double>(model->weight_bytes() - fp8_padding - (c.tie_word_embeddings ? 0 : embed_bytes));
     const double matrix_params = static_cast<double>(model->num_parameters() - (c.tie_word_embeddings ? 0 : c.vocab_size * c.hidden_size));
     const double kv_token_bytes = static_cast<double>(model->kv_spec(1, 1, kv_dtype).bytes_per_block());
     const double attn_flops_per_key = 4.0 * static_cast<double>(c.num_layers * c.num_heads * c.head_dim);
@@ -400,7 +413,7 @@ int main(int argc, char** argv) {
           auto tg = Clock::now();
           for (int i = 0; i < reps; ++i) backend->fused_linear(x, norm, 1e-5f, w, nullptr, s.mode, out);
           backend->to_host(out);
-          const double us = seconds_since(tg) * 1e6 / reps, gbs = static_cast<double>(w.nbytes()) / (us * 1e3);
+          const double us = seconds_since(tg) * 1e6 / reps, gbs = read_bytes(w) / (us * 1e3);
           std::printf("%-24s %10.1f %10.0f %7.1f%%\n", s.name, us, gbs, 100.0 * gbs * 1e9 / bw);
         }
       }

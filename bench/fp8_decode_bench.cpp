@@ -120,13 +120,16 @@ int main(int argc, char** argv) {
     RH_CUDA(cudaEventCreate(&e1));
     std::printf("\n%-22s %4s %10s %10s %10s %8s\n", "product", "M", "us", "bound us", "GB/s", "of read");
     for (const Shape& s : shapes) {
-      const std::vector<uint8_t> host_w = random_fp8_rows(s.N, s.K, rng);
-      const int64_t bytes = static_cast<int64_t>(host_w.size());
+      const std::vector<uint8_t> blocks = random_fp8_rows(s.N, s.K, rng);
+      std::vector<uint8_t> host_w(blocks.size());
+      cuda::fp8_blocks_to_device_layout(blocks.data(), s.N, s.K, host_w.data());  // as CudaBackend::upload
+      // Bytes a product reads: the e4m3 values and the f32 block scales (not the layout's padding).
+      const int64_t bytes = s.N * s.K + s.N * (s.K / 128) * static_cast<int64_t>(sizeof(float));
       const int copies = static_cast<int>(std::max<int64_t>(2, ((int64_t{256} << 20) + bytes - 1) / bytes));
       std::vector<uint8_t*> w(static_cast<size_t>(copies));
       for (auto& p : w) {
-        RH_CUDA(cudaMalloc(&p, static_cast<size_t>(bytes)));
-        RH_CUDA(cudaMemcpy(p, host_w.data(), static_cast<size_t>(bytes), cudaMemcpyHostToDevice));
+        RH_CUDA(cudaMalloc(&p, host_w.size()));
+        RH_CUDA(cudaMemcpy(p, host_w.data(), host_w.size(), cudaMemcpyHostToDevice));
       }
       const int64_t max_m = *std::max_element(rows.begin(), rows.end());
       float* x = to_device(random_floats(max_m * s.K, -1.0f, 1.0f, rng));

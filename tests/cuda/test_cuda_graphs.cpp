@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backends/cpu/ops.h"
+#include "backends/cuda/gemm_lt.h"
 #include "backends/cuda/kernels.h"
 #include "golden_check.h"
 #include "models/model.h"
@@ -165,12 +166,19 @@ TEST_F(CudaGraphs, GoldenFixturesPassWithGraphsAndANewCachePerCall) {
 // tools/golden_bf16_drift.py: 0.09-0.31 on these fixtures, whose logits spread 3-10). redhare may
 // be no farther than that. Greedy tokens are compared up to the first step where transformers'
 // top-2 margin is below twice the bound: closer calls are coin flips at bf16 precision.
-TEST_F(CudaGraphs, GoldenFixturesWithTensorCores) {
+// transformers' own bf16 drift per fixture (fixtures/models/bf16_drift.json).
+nlohmann::json bf16_drift() {
   std::ifstream f(source_dir() + "/fixtures/models/bf16_drift.json");
-  ASSERT_TRUE(f.good()) << "fixtures/models/bf16_drift.json missing";
-  const nlohmann::json drift = nlohmann::json::parse(f)["max_abs_logit_drift_bf16"];
+  EXPECT_TRUE(f.good()) << "fixtures/models/bf16_drift.json missing";
+  return f.good() ? nlohmann::json::parse(f)["max_abs_logit_drift_bf16"] : nlohmann::json::object();
+}
+
+TEST_F(CudaGraphs, GoldenFixturesWithTensorCores) {
+  // bf16 activations everywhere (FP8 weights W8A16): within transformers' own bf16 drift.
+  const nlohmann::json drift = bf16_drift();
   CudaOptions o;
   o.tensor_cores = true;
+  o.raise_lower_bit_float_to = LowerBitFloat::kBf16;
   auto tc = make_cuda_backend(0, o);
   for (const std::string& name : fixture_names()) {
     ASSERT_TRUE(drift.contains(name)) << name << " has no bf16 drift measured";
@@ -179,6 +187,32 @@ TEST_F(CudaGraphs, GoldenFixturesWithTensorCores) {
     std::printf("[ golden   ] %s (tensor cores): max |logit - transformers| = %.3g (transformers bf16: %.3g)\n",
                 name.c_str(), worst, bound);
   }
+}
+
+TEST_F(CudaGraphs, GoldenFp8FixtureWithW8A8) {
+  // The FP8 fixture with W8A8 products (every product of more than 4 rows: activations in e4m3
+  // per 128-value block). e4m3's unit roundoff (2^-4) is 16 times bf16's (2^-8), so the stated
+  // tolerance is 16 times transformers' bf16 drift. At twice that no step of this small random
+  // model clears the near-tie margin, so the greedy tokens are then checked again up to the first
+  // step whose margin is under twice the largest logit error the first pass measured.
+  if (!cuda::fp8_w8a8_supported()) GTEST_SKIP() << "no block-scaled FP8 product in cuBLASLt on this GPU";
+  const nlohmann::json drift = bf16_drift();
+  CudaOptions o;
+  o.tensor_cores = true;
+  o.raise_lower_bit_float_to = LowerBitFloat::kFp8;
+  auto tc = make_cuda_backend(0, o);
+  int fp8_fixtures = 0;
+  for (const std::string& name : fixture_names()) {
+    if (name.find("fp8") == std::string::npos) continue;
+    ++fp8_fixtures;
+    ASSERT_TRUE(drift.contains(name)) << name << " has no bf16 drift measured";
+    const float bound = 16 * drift[name].get<float>();
+    const float worst = check_golden_fixture(name, *tc, bound, 2 * bound, 0);
+    std::printf("[ golden   ] %s (W8A8): max |logit - transformers| = %.3g (bound: 16 x transformers bf16 = %.3g)\n",
+                name.c_str(), worst, bound);
+    check_golden_fixture(name, *tc, bound, 2 * worst);
+  }
+  EXPECT_GT(fp8_fixtures, 0);
 }
 
 struct TcCase {

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <vector>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/gemm_lt.h"
@@ -153,9 +154,18 @@ class CudaBackend final : public Backend {
     RH_CUDA(cudaMalloc(&p, static_cast<size_t>(bytes + pad)));
     auto owner = std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
     if (pad) RH_CUDA(cudaMemsetAsync(static_cast<uint8_t*>(p) + bytes, 0, static_cast<size_t>(pad), ctx_->stream));
+    // FP8 weights take their device layout (cuda/fp8_device.cuh) on the way.
+    const void* src = host.data();
+    std::vector<uint8_t> relaid;
+    if (host.dtype() == DType::kF8B128) {
+      const int64_t K = host.shape().back();
+      relaid.resize(static_cast<size_t>(bytes));
+      cuda::fp8_blocks_to_device_layout(host.data(), host.numel() / K, K, relaid.data());
+      src = relaid.data();
+    }
     // Waited for: the caller may free the host tensor as soon as this returns (from pinned
     // memory the copy would still be running).
-    RH_CUDA(cudaMemcpyAsync(p, host.data(), static_cast<size_t>(bytes), cudaMemcpyHostToDevice, ctx_->stream));
+    RH_CUDA(cudaMemcpyAsync(p, src, static_cast<size_t>(bytes), cudaMemcpyHostToDevice, ctx_->stream));
     RH_CUDA(cudaStreamSynchronize(ctx_->stream));
     return Tensor(host.dtype(), host.shape(), p, std::move(owner), device());
   }
@@ -164,6 +174,18 @@ class CudaBackend final : public Backend {
     if (t.device().type != DeviceType::kCUDA) return t;
     RH_CHECK(t.is_contiguous(), "to_host of a non-contiguous tensor ", t.str());
     Tensor h = Tensor::empty(t.dtype(), t.shape());
+    copy_to_host(t, h);
+    if (t.dtype() == DType::kF8B128 && t.numel() > 0) {  // back from the device layout
+      const int64_t K = t.shape().back();
+      const std::vector<uint8_t> dev(static_cast<const uint8_t*>(h.data()),
+                                     static_cast<const uint8_t*>(h.data()) + h.nbytes());
+      cuda::fp8_device_layout_to_blocks(dev.data(), t.numel() / K, K, h.data());
+    }
+    return h;
+  }
+
+  // The bytes of device tensor t into host tensor h (same size), waited for.
+  void copy_to_host(const Tensor& t, Tensor& h) {
     const size_t bytes = static_cast<size_t>(t.nbytes());
     // Small results (a decode step's logits) go through pinned staging: a pageable copy is
     // chunked through the driver's own buffer and took several times longer (0.15 ms for 0.5 MB
@@ -179,11 +201,10 @@ class CudaBackend final : public Backend {
       RH_CUDA(cudaMemcpyAsync(pinned_out_, t.data(), bytes, cudaMemcpyDeviceToHost, ctx_->stream));
       RH_CUDA(cudaStreamSynchronize(ctx_->stream));
       std::memcpy(h.data(), pinned_out_, bytes);
-      return h;
+      return;
     }
     if (bytes > 0) RH_CUDA(cudaMemcpyAsync(h.data(), t.data(), bytes, cudaMemcpyDeviceToHost, ctx_->stream));
     RH_CUDA(cudaStreamSynchronize(ctx_->stream));
-    return h;
   }
 
   int64_t free_memory_bytes() const override {
@@ -251,6 +272,7 @@ class CudaBackend final : public Backend {
       RH_CHECK(bias->numel() == w.size(0), "linear bias ", bias->str(), " for ", w.str());
     }
     if (lt_ && w.dtype() == DType::kF8B128 && x.size(0) > cuda::kGemvMaxRows) {
+      if (x.size(0) >= w8a8_rows_ && w8a8_product(x, nullptr, 0.0f, w, bias, LinearOut::kStore, out)) return;
       if (x.size(0) < cuda::kFp8WidenRows || x.size(0) >= w8a8_rows_) {
         fp8_product(x, nullptr, 0.0f, w, bias, LinearOut::kStore, out);
         return;
@@ -313,9 +335,11 @@ class CudaBackend final : public Backend {
                                       static_cast<cuda::LinearMode>(static_cast<int>(mode)), out.data_as<float>(),
                                       stream()))
         return;
-      // Tensor cores, more than 4 rows: norm, product and epilogue in the FP8 kernels (W8A8 from
-      // w8a8_rows_ rows); otherwise from kFp8WidenRows rows the weights widened to bf16 for this
-      // call, then cuBLASLt as for bf16 weights.
+      // Tensor cores, more than 4 rows: W8A8 on cuBLASLt from w8a8_rows_ rows; else norm, product
+      // and epilogue in the W8A16 kernel, or from kFp8WidenRows rows the weights widened to bf16
+      // for this call, then cuBLASLt as for bf16 weights.
+      if (lt_ && M > cuda::kGemvMaxRows && M >= w8a8_rows_ && w8a8_product(x, norm_weight, eps, w, bias, mode, out))
+        return;
       if (lt_ && M > cuda::kGemvMaxRows && (M < cuda::kFp8WidenRows || M >= w8a8_rows_)) {
         fp8_product(x, norm_weight, eps, w, bias, mode, out);
         return;
@@ -573,20 +597,62 @@ class CudaBackend final : public Backend {
     return true;
   }
 
-  // out (+)= the product on kF8B128 weights on the tensor cores, activations normalized first when
-  // norm_weight is set: from w8a8_rows_ rows W8A8 (cuda::launch_fp8_w8a8: activations quantized to
-  // e4m3 per 128-value block), below W8A16 (cuda::launch_fp8_mma: activations rounded to bf16,
-  // weights exact).
+  // out (+)= the W8A16 product on kF8B128 weights on the tensor cores (cuda::launch_fp8_mma:
+  // activations, normalized first when norm_weight is set, rounded to bf16; weights exact).
   void fp8_product(const Tensor& x, const Tensor* norm_weight, float eps, const Tensor& w, const Tensor* bias,
                    LinearOut mode, Tensor& out) {
     const int64_t M = x.size(0), N = w.size(0), K = x.size(1);
-    const bool w8a8 = M >= w8a8_rows_;
-    const cuda::Fp8MmaPlan plan = w8a8 ? cuda::plan_fp8_w8a8(M, N, K) : cuda::plan_fp8_mma(M, N, K);
+    const cuda::Fp8MmaPlan plan = cuda::plan_fp8_mma(M, N, K);
     Tensor scratch = alloc_uninit(DType::kU8, {plan.scratch_bytes});
-    (w8a8 ? cuda::launch_fp8_w8a8 : cuda::launch_fp8_mma)(
-        x.data_as<float>(), norm_weight ? norm_weight->data_as<float>() : nullptr, eps, w.data(),
-        bias ? bias->data_as<float>() : nullptr, M, N, K, static_cast<cuda::LinearMode>(static_cast<int>(mode)),
-        out.data_as<float>(), scratch.data(), plan, stream());
+    cuda::launch_fp8_mma(x.data_as<float>(), norm_weight ? norm_weight->data_as<float>() : nullptr, eps, w.data(),
+                         bias ? bias->data_as<float>() : nullptr, M, N, K,
+                         static_cast<cuda::LinearMode>(static_cast<int>(mode)), out.data_as<float>(), scratch.data(),
+                         plan, stream());
+  }
+
+  // Rows a W8A8 product that cuBLASLt refuses at its own row count is cut into: a multiple of
+  // kW8A8Pad rows, then the rest padded with zero rows to kW8A8Pad (H100: 1 and 5 rows refused,
+  // 8 and 64 taken).
+  static constexpr int64_t kW8A8Pad = 16;
+
+  // out (+)= the W8A8 product on cuBLASLt (LtGemm::run_fp8): the activations (normalized first when
+  // norm_weight is set) quantized to e4m3 per row and 128-value block, times the e4m3 weights,
+  // each block's f32 sum times both scales. Residual add as beta = 1; bias and SiLU after the
+  // product (launch_product_epilogue). False, with nothing launched, where cuBLASLt has no
+  // algorithm, or N is not a multiple of 4: cuBLASLt offered algorithms for N = 130 on an H100
+  // whose results were 2% off (rows of the output and of the weights' scale table not 16-byte
+  // aligned; 136, 200 and 300 were right); such products stay W8A16.
+  bool w8a8_product(const Tensor& x, const Tensor* norm_weight, float eps, const Tensor& w, const Tensor* bias,
+                    LinearOut mode, Tensor& out) {
+    const int64_t M = x.size(0), N = w.size(0), K = x.size(1), cols = mode == LinearOut::kSiluMul ? N / 2 : N;
+    if (N % 4 != 0) return false;
+    const int64_t head = lt_->has_fp8_plan(M, N, K) ? M : M / kW8A8Pad * kW8A8Pad, tail = M - head;
+    if ((head > 0 && !lt_->has_fp8_plan(head, N, K)) || (tail > 0 && !lt_->has_fp8_plan(kW8A8Pad, N, K))) return false;
+    const float* nw = norm_weight ? norm_weight->data_as<float>() : nullptr;
+    const float* b = bias ? bias->data_as<float>() : nullptr;
+    const auto lmode = static_cast<cuda::LinearMode>(static_cast<int>(mode));
+    // Rows [r0, r0 + rows) of x, quantized into `padded` rows.
+    const auto chunk = [&](int64_t r0, int64_t rows, int64_t padded) {
+      Tensor q = alloc_uninit(DType::kU8, {padded * K});
+      Tensor qs = alloc_uninit(DType::kF32, {K / 128 * padded});
+      cuda::launch_fp8_quantize_activations(x.data_as<float>() + r0 * K, nw, eps, rows, padded, K, q.data(),
+                                            qs.data_as<float>(), stream());
+      float* dst = out.data_as<float>() + r0 * cols;
+      if (!b && mode != LinearOut::kSiluMul && padded == rows) {
+        RH_CHECK(lt_->run_fp8(q.data(), qs.data_as<float>(), w.data(), rows, N, K, dst, stream(),
+                              mode == LinearOut::kAccumulate),
+                 "W8A8 product failed to launch");
+        return;
+      }
+      Tensor p = alloc_uninit(DType::kF32, {padded, N});
+      RH_CHECK(lt_->run_fp8(q.data(), qs.data_as<float>(), w.data(), padded, N, K, p.data_as<float>(), stream()),
+               "W8A8 product failed to launch");
+      if (!b && mode == LinearOut::kSiluMul) cuda::launch_silu_mul(p.data_as<float>(), rows, N / 2, dst, stream());
+      else cuda::launch_product_epilogue(p.data_as<float>(), b, rows, N, lmode, dst, stream());
+    };
+    if (head > 0) chunk(0, head, head);
+    if (tail > 0) chunk(head, tail, kW8A8Pad);
+    return true;
   }
 
   // Device memory without the zeroing alloc() promises, for scratch that is written whole.

@@ -1,5 +1,5 @@
-// Device helpers of the FP8 (kF8B128) tensor-core kernels (kernels_fp8_mma.cu, kernels_fp8_decode.cu):
-// the block layout, the f16 mma, e4m3 to f16 conversion, and the activations as the W8A16
+// Device helpers of the FP8 (kF8B128) kernels (kernels_fp8_mma.cu, kernels_fp8_decode.cu,
+// kernels_quant.cu): the device layout, the f16 mma, e4m3 to f16 conversion, and the activations as the W8A16
 // numerics stage them (see kernels_fp8_mma.cu's opening comment).
 #pragma once
 
@@ -11,8 +11,22 @@
 
 namespace redhare::cuda {
 
-constexpr int kBK = 128;          // values per FP8 block (the tensor-core kernels' k-tile)
-constexpr int kBlockBytes = 144;  // an FP8 block: 128 e4m3 bytes, f32 scale, padding
+constexpr int kBK = 128;  // values per FP8 block (the tensor-core kernels' k-tile)
+
+// kF8B128 weights [N, K] on the device (kernels.h, fp8_blocks_to_device_layout): the e4m3 bytes
+// row-major from the start, then the f32 block scales block-major (row n's scale of block kb at
+// kb * N + n: cuBLASLt's VEC128_32F layout for the weight operand), then zeros up to the host
+// size. Rows start 128-byte aligned; the scales of neighbouring rows share cache lines.
+struct Fp8Rows {
+  const uint8_t* q;
+  const float* s;
+  int64_t N, K;
+  __host__ __device__ Fp8Rows(const void* w, int64_t n, int64_t k)
+      : q(static_cast<const uint8_t*>(w)), s(reinterpret_cast<const float*>(q + n * k)), N(n), K(k) {}
+  __device__ __forceinline__ const uint8_t* row(int64_t n) const { return q + n * K; }
+  __device__ __forceinline__ const float* scale_ptr(int64_t n, int64_t kb) const { return s + kb * N + n; }
+  __device__ __forceinline__ float scale(int64_t n, int64_t kb) const { return __ldg(scale_ptr(n, kb)); }
+};
 
 // d += a * b on one m16n8k16 tile (row-major A 16x16, column-major B 16x8, f16 in, f32 C).
 __device__ __forceinline__ void mma_f16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,

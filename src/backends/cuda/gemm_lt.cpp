@@ -34,16 +34,30 @@ LtGemm::~LtGemm() {
   if (handle_) cublasLtDestroy(handle_);
 }
 
-LtGemm::Plan& LtGemm::plan(Elem type, bool bias, int64_t M, int64_t N, int64_t K) {
-  auto key = std::make_tuple(static_cast<int>(type), bias, M, N, K);
+// Sets the operation's scale modes for the FP8 product (both operands' scales per 128-value
+// block) and placeholder scale pointers for the heuristic (`scales`: device memory; each call sets
+// its own).
+static void set_fp8_scale_modes(cublasLtMatmulDesc_t op, const void* scales) {
+  const int32_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+  RH_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof(mode)));
+  RH_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof(mode)));
+  RH_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &scales, sizeof(scales)));
+  RH_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &scales, sizeof(scales)));
+}
+
+LtGemm::Plan& LtGemm::plan(int kind, bool bias, int64_t M, int64_t N, int64_t K) {
+  auto key = std::make_tuple(kind, bias, M, N, K);
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second;
   Plan& p = plans_[key];
-  const cudaDataType_t in = type == Elem::kBF16 ? CUDA_R_16BF : CUDA_R_16F;
+  const cudaDataType_t in = kind == kFp8Kind                         ? CUDA_R_8F_E4M3
+                            : kind == static_cast<int>(Elem::kBF16) ? CUDA_R_16BF
+                                                                    : CUDA_R_16F;
   RH_LT(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t transa = CUBLAS_OP_T, transb = CUBLAS_OP_N;
   RH_LT(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &transa, sizeof(transa)));
   RH_LT(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &transb, sizeof(transb)));
+  if (kind == kFp8Kind) set_fp8_scale_modes(p.op, workspace_);
   if (bias) {
     const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
     RH_LT(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
@@ -71,13 +85,76 @@ LtGemm::Plan& LtGemm::plan(Elem type, bool bias, int64_t M, int64_t N, int64_t K
 }
 
 bool LtGemm::has_plan(Elem type, bool bias, int64_t M, int64_t N, int64_t K) {
-  return type != Elem::kF32 && plan(type, bias, M, N, K).ok;
+  return type != Elem::kF32 && plan(static_cast<int>(type), bias, M, N, K).ok;
+}
+
+bool LtGemm::has_fp8_plan(int64_t M, int64_t N, int64_t K) {
+  return K % 128 == 0 && plan(kFp8Kind, false, M, N, K).ok;
+}
+
+bool LtGemm::run_fp8(const void* a_q, const float* a_s, const void* w, int64_t M, int64_t N, int64_t K, float* out,
+                     cudaStream_t stream, bool accumulate) {
+  if (!has_fp8_plan(M, N, K)) return false;
+  Plan& p = plan(kFp8Kind, false, M, N, K);
+  // cuBLAS's A is the weights (transposed), B the activations; the scale pointers are per call.
+  const void* w_s = static_cast<const uint8_t*>(w) + N * K;
+  RH_LT(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_s, sizeof(w_s)));
+  RH_LT(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &a_s, sizeof(a_s)));
+  const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  RH_LT(cublasLtMatmul(handle_, p.op, &one, w, p.w, a_q, p.a, &beta, out, p.c, out, p.c, &p.algo, workspace_,
+                       workspace_bytes_, stream));
+  return true;
+}
+
+bool fp8_w8a8_supported() {
+  static const bool ok = [] {
+    // Asked as LtGemm asks: its workspace allowed, scale pointers set.
+    cublasLtHandle_t h = nullptr;
+    void* scratch = nullptr;
+    if (cudaMalloc(&scratch, kWorkspaceBytes) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    if (cublasLtCreate(&h) != CUBLAS_STATUS_SUCCESS) {
+      cudaFree(scratch);
+      return false;
+    }
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t w = nullptr, a = nullptr, c = nullptr;
+    cublasLtMatmulPreference_t pref = nullptr;
+    bool found = false;
+    const cublasOperation_t transa = CUBLAS_OP_T, transb = CUBLAS_OP_N;
+    if (cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &transa, sizeof(transa)) ==
+            CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &transb, sizeof(transb)) ==
+            CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatrixLayoutCreate(&w, CUDA_R_8F_E4M3, 256, 256, 256) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatrixLayoutCreate(&a, CUDA_R_8F_E4M3, 256, 64, 256) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatrixLayoutCreate(&c, CUDA_R_32F, 256, 64, 256) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &kWorkspaceBytes,
+                                             sizeof(kWorkspaceBytes)) == CUBLAS_STATUS_SUCCESS) {
+      set_fp8_scale_modes(op, scratch);
+      cublasLtMatmulHeuristicResult_t result{};
+      int n = 0;
+      found = cublasLtMatmulAlgoGetHeuristic(h, op, w, a, c, c, pref, 1, &result, &n) == CUBLAS_STATUS_SUCCESS && n > 0;
+    }
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    for (cublasLtMatrixLayout_t l : {w, a, c})
+      if (l) cublasLtMatrixLayoutDestroy(l);
+    if (op) cublasLtMatmulDescDestroy(op);
+    cublasLtDestroy(h);
+    cudaFree(scratch);
+    return found;
+  }();
+  return ok;
 }
 
 bool LtGemm::run(const void* a, const void* w, Elem type, const float* bias, int64_t M, int64_t N,
                  int64_t K, float* out, cudaStream_t stream, bool accumulate) {
   if (type == Elem::kF32) return false;
-  Plan& p = plan(type, bias != nullptr, M, N, K);
+  Plan& p = plan(static_cast<int>(type), bias != nullptr, M, N, K);
   if (!p.ok) return false;
   if (bias)
     RH_LT(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));

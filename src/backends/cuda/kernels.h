@@ -105,26 +105,21 @@ Fp8MmaPlan plan_fp8_mma(int64_t M, int64_t N, int64_t K);
 void launch_fp8_mma(const float* x, const float* norm_w, float eps, const void* w, const float* bias, int64_t M,
                     int64_t N, int64_t K, LinearMode mode, float* out, void* scratch, const Fp8MmaPlan& plan,
                     cudaStream_t stream);
-// W8A8 (kernels_fp8_mma.cu, GPUs with FP8 tensor cores): the activations (RMS-normalized when
-// norm_w is set) quantized per row and 128-value block to e4m3 with an f32 scale (amax / 448),
-// then e4m3 x e4m3 on the tensor cores, each block's f32 sum times both scales; same modes,
-// arguments and scratch contract as launch_fp8_mma, with plan_fp8_w8a8's plan.
-// fp8_w8a8_supported: whether the current device has FP8 tensor cores and this build's code for
-// it uses them (sm_89+). launch_fp8_quantize_activations alone: [M, K] f32 -> [M, K] kF8B128.
-// Rows of at least kW8A8AutoRows take W8A8 under infer.raise_lower_bit_float_to=auto: none so
-// far, as W8A8 on mma.sync measured no faster than W8A16 on an H200 at any size (Llama-3.1-8B,
-// tok/s W8A8 / W8A16: batch 8 1236 / 1299, 64 4479 / 4503, 256 5655 / 6324; prefill 4096: 297 /
-// 143 ms, the latter widening to bf16 for cuBLASLt), see kernels_fp8_mma.cu.
-constexpr int64_t kW8A8AutoRows = std::numeric_limits<int64_t>::max();
-bool fp8_w8a8_supported();
-Fp8MmaPlan plan_fp8_w8a8(int64_t M, int64_t N, int64_t K);
-void launch_fp8_w8a8(const float* x, const float* norm_w, float eps, const void* w, const float* bias, int64_t M,
-                     int64_t N, int64_t K, LinearMode mode, float* out, void* scratch, const Fp8MmaPlan& plan,
-                     cudaStream_t stream);
-void launch_fp8_quantize_activations(const float* x, const float* norm_w, float eps, int64_t M, int64_t K, void* out,
-                                     cudaStream_t stream);
-// kF8B128 weights [N, K] widened to bf16 (each value as the reference dequantizes it, then
-// rounded to bf16), for cuBLASLt at kFp8WidenRows rows and more.
+// W8A8 runs on cuBLASLt (LtGemm::run_fp8, Hopper); its activations come from
+// launch_fp8_quantize_activations (kernels_fp8_mma.cu): x [M, K] f32, RMS-normalized when norm_w
+// is set, quantized per row and 128-value block to e4m3 with an f32 scale (amax / 448) into
+// q [rows, K] and s [K / 128, rows] (cuBLASLt's VEC128_32F layout); rows M..rows-1 are zeros.
+// Rows of at least kW8A8AutoRows take W8A8 under infer.raise_lower_bit_float_to=auto.
+constexpr int64_t kW8A8AutoRows = 16;
+void launch_fp8_quantize_activations(const float* x, const float* norm_w, float eps, int64_t M, int64_t rows,
+                                     int64_t K, void* q, float* s, cudaStream_t stream);
+// kF8B128 [N, K] as the host keeps it (144-byte blocks, core/dtype.h) to its device layout
+// (fp8_device.cuh: e4m3 bytes [N, K], then f32 scales [K / 128, N]), and back; host memory, both
+// dtype_bytes(kF8B128, N * K) long. CudaBackend::upload and to_host convert with these.
+void fp8_blocks_to_device_layout(const void* blocks, int64_t N, int64_t K, void* out);
+void fp8_device_layout_to_blocks(const void* device_layout, int64_t N, int64_t K, void* out);
+// kF8B128 weights [N, K] (device layout) widened to bf16 (each value as the reference dequantizes
+// it, then rounded to bf16), for cuBLASLt at kFp8WidenRows rows and more (W8A16).
 void launch_fp8_to_bf16(const void* w, int64_t N, int64_t K, void* out, cudaStream_t stream);
 // out[t, :] = dequantized table row ids[t] (bitwise the CPU reference's values).
 void launch_quant_embedding(const void* table, DType type, const int32_t* ids, int64_t tokens,
@@ -151,6 +146,11 @@ struct ArgmaxScratch {
 void launch_argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* out, cudaStream_t stream,
                         const ArgmaxScratch& scratch = {});
 void launch_add(float* out, const float* x, int64_t n, cudaStream_t stream);
+// out from a product's f32 sums p [rows, N] as fused_linear's `mode` writes it, rounded as the
+// decode kernels' epilogues round (device_util.cuh): p + bias stored or added into out, or SiLU
+// (out [rows, N / 2] = silu(gate + bias) * (up + bias), gate and up the two halves of p's rows).
+void launch_product_epilogue(const float* p, const float* bias, int64_t rows, int64_t N, LinearMode mode, float* out,
+                             cudaStream_t stream);
 
 // Sampling (kernels_sampling.cu): one row's draw as the kernels read it (RowSampling, with its
 // penalty list as a range of the group's packed arrays).

@@ -23,8 +23,8 @@
 // Work split. A block (16 warps, one per SM) takes whole tiles one after another; all its warps
 // work on the same tile, warp w on rounds w, w + 16, ... (a round: two FP8 blocks of the 16 rows),
 // so at any time a block's loads cover one contiguous stretch of each of 16 rows: at K = 4096 its
-// next two rounds per warp are the whole tile, 16 rows x 4.5 KB. At a tile's end the warps' sums
-// meet in shared memory (two buffers) behind one barrier and are added in warp order
+// next two rounds per warp are the whole tile, 16 rows x 4 KB (and their scales). At a tile's end
+// the warps' sums meet in shared memory (two buffers) behind one barrier and are added in warp order
 // (deterministic); a thread per output applies the row factor, bias, residual add or SiLU, its
 // bias and residual loaded when the tile began. Each warp keeps two rounds of loads in registers,
 // the next issued as soon as one is used, so they stay in flight across the barrier. The first
@@ -218,19 +218,19 @@ struct Round {
   float s[kRound][2];
 };
 
-// x [M, K] f32 (16-byte aligned), w [N, K] kF8B128 (16-byte aligned), `tiles` tiles of 16 weight
+// x [M, K] f32 (16-byte aligned), w [N, K] FP8 in the device layout, `tiles` tiles of 16 weight
 // rows. Block b takes tiles b, b + grid, b + 2 grid, ... one after another; warp w takes rounds
 // w, w + kWarps, ... of each (round j: FP8 blocks j * kRound ..).
 template <int M>
 __global__ void __launch_bounds__(kThreads, 1)
 fp8_decode_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps,
-                  const uint8_t* __restrict__ w, const float* __restrict__ bias, int64_t N, int64_t K, int mode,
-                  int tiles, float* __restrict__ out) {
+                  const Fp8Rows w, const float* __restrict__ bias, int64_t N, int64_t K, int mode, int tiles,
+                  float* __restrict__ out) {
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ float rs[M];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int KB = static_cast<int>(K / kBK);
-  const int64_t row_bytes = static_cast<int64_t>(KB) * kBlockBytes, a_stride = 2 * K + 16, half = N / 2;
+  const int64_t a_stride = 2 * K + 16, half = N / 2;
   const bool silu = mode == 2;
   const int rpt = (KB + kRound - 1) / kRound;                          // rounds per tile
   const int nw = warp < rpt ? (rpt - warp + kWarps - 1) / kWarps : 0;  // this warp's rounds per tile
@@ -242,9 +242,8 @@ fp8_decode_kernel(const float* __restrict__ x, const float* __restrict__ norm_w,
   float* part = reinterpret_cast<float*>(smem + M * a_stride);
 
   const auto row_of = [&](int64_t tile, int r) {
-    const int64_t n = silu ? (r < 8 ? std::min(tile * 8 + r, half - 1) : half + std::min(tile * 8 + r - 8, half - 1))
-                           : std::min(tile * kTileRows + r, N - 1);  // rows past the end: read, never written
-    return w + n * row_bytes;
+    return silu ? (r < 8 ? std::min(tile * 8 + r, half - 1) : half + std::min(tile * 8 + r - 8, half - 1))
+                : std::min(tile * kTileRows + r, N - 1);  // rows past the end: read, never written
   };
   // Load position: step ls (round warp + ls * kWarps) of position lp.
   int lp = 0, ls = 0;
@@ -252,19 +251,20 @@ fp8_decode_kernel(const float* __restrict__ x, const float* __restrict__ norm_w,
     const int tile = tile_at(lp);
     if (tile < tiles) {
       const int kb0 = (warp + ls * kWarps) * kRound;
-      const uint8_t* pa = row_of(tile, g) + static_cast<int64_t>(kb0) * kBlockBytes;
-      const uint8_t* pb = row_of(tile, g + 8) + static_cast<int64_t>(kb0) * kBlockBytes;
+      const int64_t na = row_of(tile, g), nb = row_of(tile, g + 8);
+      const uint8_t* pa = w.row(na) + static_cast<int64_t>(kb0) * kBK;
+      const uint8_t* pb = w.row(nb) + static_cast<int64_t>(kb0) * kBK;
 #pragma unroll
       for (int u = 0; u < kRound; ++u) {
         if (kb0 + u < KB) {
-          const uint8_t* ba = pa + u * kBlockBytes;
-          const uint8_t* bb = pb + u * kBlockBytes;
+          const uint8_t* ba = pa + u * kBK;
+          const uint8_t* bb = pb + u * kBK;
           b.v[u][0] = __ldcs(reinterpret_cast<const uint4*>(ba + 16 * t));
           b.v[u][1] = __ldcs(reinterpret_cast<const uint4*>(ba + 64 + 16 * t));
           b.v[u][2] = __ldcs(reinterpret_cast<const uint4*>(bb + 16 * t));
           b.v[u][3] = __ldcs(reinterpret_cast<const uint4*>(bb + 64 + 16 * t));
-          b.s[u][0] = __ldg(reinterpret_cast<const float*>(ba + kBK));
-          b.s[u][1] = __ldg(reinterpret_cast<const float*>(bb + kBK));
+          b.s[u][0] = w.scale(na, kb0 + u);
+          b.s[u][1] = w.scale(nb, kb0 + u);
         }
       }
     }
@@ -396,8 +396,8 @@ fp8_decode_kernel(const float* __restrict__ x, const float* __restrict__ norm_w,
   }
 }
 
-using Fp8DecodeKernel = void (*)(const float*, const float*, float, const uint8_t*, const float*, int64_t, int64_t, int,
-                                 int, float*);
+using Fp8DecodeKernel = void (*)(const float*, const float*, float, Fp8Rows, const float*, int64_t, int64_t, int, int,
+                                 float*);
 
 Fp8DecodeKernel kernel_for(int64_t M) {
   switch (M) {
@@ -447,8 +447,7 @@ bool launch_fp8_decode(const float* x, const float* norm_w, float eps, const voi
   // An ordinary launch, not launch_pdl (it slowed whole decode steps, see above); its pdl_trigger
   // still lets the kernel after it start early.
   kernel<<<dim3(static_cast<unsigned>(grid)), dim3(kThreads), static_cast<size_t>(smem), stream>>>(
-      x, norm_w, eps, static_cast<const uint8_t*>(w), bias, N, K, static_cast<int>(mode), static_cast<int>(tiles),
-      out);
+      x, norm_w, eps, Fp8Rows(w, N, K), bias, N, K, static_cast<int>(mode), static_cast<int>(tiles), out);
   RH_CUDA_LAUNCHED("fp8_decode_kernel");
   return true;
 }

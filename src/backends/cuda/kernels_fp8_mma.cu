@@ -1,6 +1,6 @@
-// The tensor-core products on FP8 (kF8B128) weights, the weights read once from memory as e4m3
-// bytes: W8A16 on mma.sync m16n8k16 (f16 activations) for 5 to kFp8WidenRows - 1 activation rows,
-// and W8A8 on mma.sync m16n8k32 e4m3 (sm_89+; any number of rows, see the end of this comment).
+// The tensor-core products on FP8 (kF8B128) weights, the weights (device layout, fp8_device.cuh)
+// read once from memory as e4m3 bytes: W8A16 on mma.sync m16n8k16 (f16 activations) for 5 to
+// kFp8WidenRows - 1 activation rows, and the activations of the W8A8 product (end of this comment).
 // 1 to 4 rows (decode) take the W8A16 decode kernel of kernels_fp8_decode.cu, same numerics.
 //
 // Numerics are those of the bf16 tensor-core mode's activations times the exact weights:
@@ -30,16 +30,12 @@
 // GPU, K is split over blockIdx.z: each split writes f32 partial sums, and a second kernel adds
 // them in split order (deterministic) and applies the epilogue (bias, store / add / SiLU).
 //
-// W8A8 (infer.raise_lower_bit_float_to, launch_fp8_w8a8): fp8_quantize_act_kernel writes the
-// activations (RMS-normalized when asked, in f32) in the weights' own block layout: per row and
-// 128-value block, scale = amax / 448 and each value / scale rounded to e4m3 (nearest even,
-// saturating). w8a8_mma_kernel copies both operands alike (cp.async ring of k-tiles with their
-// block scales, rows padded to 192 bytes so that fragment loads meet no bank conflicts) and feeds
-// the bytes to the e4m3 mma unconverted: lane t takes 16 consecutive k of each 64 (one 16-byte
-// shared load per row for two m16n8k32), the same permuted k order for A and B. Each k-tile's f32
-// fragment is multiplied by act_scale[m] * w_scale[n] and added to the running sum; split-K and
-// the epilogue are the W8A16 kernel's. The rounding is in the e4m3 activations (3 mantissa bits:
-// a few percent per value, averaging out over K) and the f32 sums.
+// W8A8 (infer.raise_lower_bit_float_to) runs on cuBLASLt's block-scaled FP8 product (Hopper);
+// fp8_quantize_act_kernel, at the end of this file, quantizes its activations: per row and 128-value
+// block, scale = amax / 448 and each value / scale rounded to e4m3 (nearest even, saturating).
+// (An mma.sync m16n8k32 e4m3 kernel did W8A8 here before; on an H200 it measured slower than
+// W8A16 at every size, batch 256: 5655 against 6324 tok/s, prefill 4096: 297 against 143 ms, and
+// the weights' device layout, made for cuBLASLt, replaced it.)
 #include <algorithm>
 #include <utility>
 
@@ -182,12 +178,12 @@ fp8_mma_stage_kernel(const float* __restrict__ x, const float* __restrict__ norm
   }
 }
 
-// a [M, K] staged activations (f16, row factors row_scale), w [N, K] kF8B128. Block (x, y, z):
+// a [M, K] staged activations (f16, row factors row_scale), w [N, K] FP8 (device layout). Block (x, y, z):
 // tile columns x * BN.., rows y * BM.., k-tiles [z * tiles_per_split, ...). partial == nullptr:
 // the epilogue here; else the sums (row factors applied) to partial[z].
 template <class C>
 __global__ void __launch_bounds__(C::kThreads, 1)
-fp8_mma_kernel(const uint16_t* __restrict__ a, const uint8_t* __restrict__ w, const float* __restrict__ bias,
+fp8_mma_kernel(const uint16_t* __restrict__ a, const Fp8Rows w, const float* __restrict__ bias,
                const float* __restrict__ row_scale, int64_t M, int64_t N, int64_t K, int mode, int tiles_per_split,
                float* __restrict__ out, float* __restrict__ partial) {
   extern __shared__ __align__(16) uint8_t smem[];
@@ -212,12 +208,15 @@ fp8_mma_kernel(const uint16_t* __restrict__ a, const uint8_t* __restrict__ w, co
     a_src[i] = a + (a_ok[i] ? m0 + r : 0) * K + q * 8;
   }
   const uint8_t* b_src[kBChunks];
+  const float* s_src[kBChunks];  // the row's scale of k-tile 0 (chunks q = 0 copy the scales)
   bool b_ok[kBChunks];
 #pragma unroll
   for (int i = 0; i < kBChunks; ++i) {
     const int c = tid + i * C::kThreads, r = c >> 3, q = c & 7;
     b_ok[i] = n0 + r < N;
-    b_src[i] = w + weight_row(b_ok[i] ? n0 + r : 0, half, silu) * blocks * kBlockBytes + q * 16;
+    const int64_t row = weight_row(b_ok[i] ? n0 + r : 0, half, silu);
+    b_src[i] = w.row(row) + q * 16;
+    s_src[i] = w.scale_ptr(row, 0);
   }
   const uint32_t base = smem_u32(smem);
   auto load_tile = [&](int64_t kt) {
@@ -230,9 +229,8 @@ fp8_mma_kernel(const uint16_t* __restrict__ a, const uint8_t* __restrict__ w, co
 #pragma unroll
     for (int i = 0; i < kBChunks; ++i) {
       const int c = tid + i * C::kThreads, r = c >> 3, q = c & 7;
-      const uint8_t* blk = b_src[i] + kt * kBlockBytes;
-      cp_async16(st + C::kABytes + r * kBStride + q * 16, blk, b_ok[i]);
-      if (q == 0) cp_async4(st + C::kABytes + C::kBBytes + r * 4, blk + 128, b_ok[i]);  // q = 0: the block's start
+      cp_async16(st + C::kABytes + r * kBStride + q * 16, b_src[i] + kt * kBK, b_ok[i]);
+      if (q == 0) cp_async4(st + C::kABytes + C::kBBytes + r * 4, s_src[i] + kt * w.N, b_ok[i]);
     }
   };
 
@@ -343,28 +341,35 @@ __global__ void fp8_mma_reduce_kernel(const float* __restrict__ partial, int spl
   finish_pair(v0, v1, m, j, N, bias, mode, out);
 }
 
-// ---- W8A8: e4m3 activations times e4m3 weights on mma.sync m16n8k32 ----
+// ---- W8A8 activations for cuBLASLt's block-scaled FP8 product ----
 
-// Activations of one row quantized as a weight row is: per 128-value block, scale = amax / 448
-// (f32 division, correctly rounded), each value / scale rounded to e4m3 (nearest even, saturating),
-// written in the kF8B128 block layout (128 bytes, f32 scale, 12 zero bytes) so that the product
-// kernel copies both operands the same way. One block of kQuantThreads per row; each warp takes
-// whole 128-value blocks, each lane four consecutive values.
+// Activations of one row quantized for the W8A8 product: RMS-normalized when asked (f32), then
+// per 128-value block scale = amax / 448 (f32 division, correctly rounded) and each value / scale
+// rounded to e4m3 (nearest even, saturating). Values to q [rows, K], scales to s [K / 128, rows]
+// (cuBLASLt's VEC128_32F layout: block-major). Rows from M to `rows` (padding) are zeros. One
+// block of kQuantThreads per row; each warp takes whole 128-value blocks, each lane four values.
 constexpr int kQuantThreads = 256;
 
 __global__ void __launch_bounds__(kQuantThreads)
-fp8_quantize_act_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, int64_t K,
-                        bool vec, uint8_t* __restrict__ a) {
+fp8_quantize_act_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, int64_t M,
+                        int64_t rows, int64_t K, bool vec, uint8_t* __restrict__ q, float* __restrict__ s) {
   const int64_t m = blockIdx.x, blocks = K / kBK;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  uint8_t* dst = q + m * K;
+  if (m >= M) {
+    for (int64_t kb = warp; kb < blocks; kb += kQuantThreads / 32) {
+      reinterpret_cast<uint32_t*>(dst + kb * kBK)[lane] = 0u;
+      if (lane == 0) s[kb * rows + m] = 0.0f;
+    }
+    return;
+  }
   const float* row = x + m * K;
-  uint8_t* dst = a + m * blocks * kBlockBytes;
   float inv = 1.0f;
   if (norm_w) {
     double ss = 0;
     for (int64_t k = threadIdx.x; k < K; k += blockDim.x) ss += static_cast<double>(row[k]) * row[k];
     inv = rms_inverse(block_sum(ss), K, eps);
   }
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int64_t kb = warp; kb < blocks; kb += kQuantThreads / 32) {
     const int64_t k = kb * kBK + lane * 4;
     float v[4];
@@ -373,238 +378,26 @@ fp8_quantize_act_kernel(const float* __restrict__ x, const float* __restrict__ n
       v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
     } else {
 #pragma unroll
-      for (int q = 0; q < 4; ++q) v[q] = row[k + q];
+      for (int i = 0; i < 4; ++i) v[i] = row[k + i];
     }
     float mx = 0.0f;
 #pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      if (norm_w) v[q] = __fmul_rn(norm_w[k + q], __fmul_rn(v[q], inv));
-      mx = fmaxf(mx, fabsf(v[q]));
+    for (int i = 0; i < 4; ++i) {
+      if (norm_w) v[i] = __fmul_rn(norm_w[k + i], __fmul_rn(v[i], inv));
+      mx = fmaxf(mx, fabsf(v[i]));
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
     const float scale = __fdiv_rn(mx, 448.0f);
     uint32_t packed = 0;
 #pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      const float s = scale > 0.0f ? __fdiv_rn(v[q], scale) : 0.0f;
-      packed |= static_cast<uint32_t>(__nv_cvt_float_to_fp8(s, __NV_SATFINITE, __NV_E4M3)) << (8 * q);
+    for (int i = 0; i < 4; ++i) {
+      const float sv = scale > 0.0f ? __fdiv_rn(v[i], scale) : 0.0f;
+      packed |= static_cast<uint32_t>(__nv_cvt_float_to_fp8(sv, __NV_SATFINITE, __NV_E4M3)) << (8 * i);
     }
-    uint8_t* blk = dst + kb * kBlockBytes;
-    *reinterpret_cast<uint32_t*>(blk + lane * 4) = packed;
-    if (lane == 0) *reinterpret_cast<float*>(blk + kBK) = scale;
-    else if (lane < 4) *reinterpret_cast<uint32_t*>(blk + kBK + lane * 4) = 0u;
+    reinterpret_cast<uint32_t*>(dst + kb * kBK)[lane] = packed;
+    if (lane == 0) s[kb * rows + m] = scale;
   }
-}
-
-// Staged e4m3 rows (activations and weights alike): 128 bytes padded to 192, so that rows g and
-// g + 1 of a fragment load sit on the two halves of the banks (lanes read 16 bytes at 16t of row g).
-constexpr int kQStride = kBK + 64;
-
-// MT m16 tiles per warp along M, WM x WN warps, each warp 32 tile columns (four n8 tiles). A stage
-// holds BM activation rows, BN weight rows and both sets of block scales.
-template <int MT, int WM, int WN, int S>
-struct W8A8Config {
-  static constexpr int kMT = MT, kNT = 4, kWN = WN, kStages = S;
-  static constexpr int kBM = WM * MT * 16, kBN = WN * 32, kThreads = WM * WN * 32;
-  static constexpr int kABytes = kBM * kQStride, kBBytes = kBN * kQStride;
-  static constexpr int kStageBytes = kABytes + kBBytes + (kBM + kBN) * 4;
-  static constexpr int kSmem = S * kStageBytes;
-};
-using QTile16 = W8A8Config<1, 1, 4, 4>;   // 16 x 128, 4 warps: M <= 16
-using QTile32 = W8A8Config<2, 1, 4, 4>;   // 32 x 128, 4 warps: M <= 32
-using QTile64 = W8A8Config<4, 1, 8, 3>;   // 64 x 256, 8 warps: M <= 64
-using QTile128 = W8A8Config<4, 2, 4, 4>;  // 128 x 128, 8 warps: M > 64
-// Measured on an H200 (Llama-3.1-8B, W8A8 everywhere): batch 256 / prefill 4096 at 5655 tok/s /
-// 297 ms with QTile128; 64 x 256 (QTile64) 5540 / 313, 64 x 128 with 8 warps 5623 / 345, QTile128
-// with 3 stages 5718 / 294 (within noise). All far from W8A16's 6324 / 143 (weights widened for
-// cuBLASLt from 128 rows): mma.sync e4m3 reaches about 220 TFLOP/s here against cuBLASLt's 460-510
-// in bf16, which is why infer.raise_lower_bit_float_to=auto does not pick W8A8 (kW8A8AutoRows).
-
-// d += a * b on one m16n8k32 tile of e4m3 (row-major A 16x32, column-major B 32x8, f32 C). Each
-// 32-bit register holds four e4m3 values, the lowest k in the low byte.
-__device__ __forceinline__ void mma_e4m3(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-  asm("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#else
-  __trap();  // never launched: fp8_w8a8_supported() is false on such a device
-#endif
-}
-
-// a [M, K] quantized activations, w [N, K], both kF8B128. Block (x, y, z): tile columns x * BN..,
-// rows y * BM.., k-tiles [z * tiles_per_split, ...). partial == nullptr: the epilogue here; else
-// the sums to partial[z].
-template <class C>
-__global__ void __launch_bounds__(C::kThreads, 1)
-w8a8_mma_kernel(const uint8_t* __restrict__ a, const uint8_t* __restrict__ w, const float* __restrict__ bias,
-                int64_t M, int64_t N, int64_t K, int mode, int tiles_per_split, float* __restrict__ out,
-                float* __restrict__ partial) {
-  extern __shared__ __align__(16) uint8_t smem[];
-  constexpr int MT = C::kMT, NT = C::kNT, BM = C::kBM, BN = C::kBN, S = C::kStages;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int wm = warp / C::kWN, wn = warp % C::kWN, g = lane >> 2, t = lane & 3;
-  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * BM, n0 = static_cast<int64_t>(blockIdx.x) * BN;
-  const int64_t blocks = K / kBK, half = N / 2;
-  const bool silu = mode == 2;
-  const int64_t kt0 = static_cast<int64_t>(blockIdx.z) * tiles_per_split;
-  const int64_t kt1 = std::min<int64_t>(blocks, kt0 + tiles_per_split);
-  const int64_t row_bytes = blocks * kBlockBytes;
-
-  // Each row is 8 chunks of 16 bytes per k-tile (chunk 0 also copies the block's scale). Thread
-  // tid copies chunk tid % 8 of rows tid / 8 + i * kThreads / 8: one base address per operand and a
-  // fixed step (for the SiLU mode, kThreads / 8 tile columns are kThreads / 16 gate or up rows,
-  // as kThreads / 8 is even), so that no per-chunk pointers take registers.
-  constexpr int kAChunks = BM * 8 / C::kThreads, kBChunks = BN * 8 / C::kThreads, kRowsPerPass = C::kThreads / 8;
-  static_assert(BM * 8 % C::kThreads == 0 && BN * 8 % C::kThreads == 0 && kRowsPerPass % 2 == 0, "copy split");
-  const int r0 = tid >> 3, q0 = tid & 7;
-  const uint8_t* a_base = a + std::min<int64_t>(m0 + r0, M - 1) * row_bytes + q0 * 16;
-  const int64_t a_step = kRowsPerPass * row_bytes;
-  const uint8_t* b_base = w + weight_row(std::min<int64_t>(n0 + r0, N - 1), half, silu) * row_bytes + q0 * 16;
-  const int64_t b_step = (silu ? kRowsPerPass / 2 : kRowsPerPass) * row_bytes;
-  const uint32_t base = smem_u32(smem);
-  constexpr int kASOff = C::kABytes + C::kBBytes, kBSOff = kASOff + BM * 4;
-  auto load_tile = [&](int64_t kt) {
-    const uint32_t st = base + static_cast<uint32_t>((kt % S) * C::kStageBytes);
-#pragma unroll
-    for (int i = 0; i < kAChunks; ++i) {
-      const int r = r0 + i * kRowsPerPass;
-      const bool ok = m0 + r < M;
-      const uint8_t* blk = (ok ? a_base + i * a_step : a_base) + kt * kBlockBytes;
-      cp_async16(st + r * kQStride + q0 * 16, blk, ok);
-      if (q0 == 0) cp_async4(st + kASOff + r * 4, blk + kBK, ok);
-    }
-#pragma unroll
-    for (int i = 0; i < kBChunks; ++i) {
-      const int r = r0 + i * kRowsPerPass;
-      const bool ok = n0 + r < N;
-      const uint8_t* blk = (ok ? b_base + i * b_step : b_base) + kt * kBlockBytes;
-      cp_async16(st + C::kABytes + r * kQStride + q0 * 16, blk, ok);
-      if (q0 == 0) cp_async4(st + kBSOff + r * 4, blk + kBK, ok);
-    }
-  };
-
-  float acc[MT][NT][4];
-#pragma unroll
-  for (int i = 0; i < MT; ++i)
-#pragma unroll
-    for (int j = 0; j < NT; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
-
-#pragma unroll
-  for (int s = 0; s < S - 1; ++s) {
-    if (kt0 + s < kt1) load_tile(kt0 + s);
-    cp_async_commit();
-  }
-  for (int64_t kt = kt0; kt < kt1; ++kt) {
-    cp_async_wait<S - 2>();
-    __syncthreads();  // tile kt has landed for every thread, and tile kt - 1's stage is free
-    if (kt + S - 1 < kt1) load_tile(kt + S - 1);
-    cp_async_commit();
-
-    const uint8_t* st = smem + (kt % S) * C::kStageBytes;
-    const uint8_t* sa = st + (wm * MT * 16 + g) * kQStride + t * 16;
-    const uint8_t* sb = st + C::kABytes + (wn * 32 + g) * kQStride + t * 16;
-    const float* sas = reinterpret_cast<const float*>(st + kASOff) + wm * MT * 16 + g;
-    const float* sbs = reinterpret_cast<const float*>(st + kBSOff) + wn * 32 + 2 * t;
-    float part[MT][NT][4];
-#pragma unroll
-    for (int i = 0; i < MT; ++i)
-#pragma unroll
-      for (int j = 0; j < NT; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) part[i][j][e] = 0.0f;
-#pragma unroll
-    for (int c = 0; c < kBK / 64; ++c) {
-      // Lane (g, t) reads k 64c + 16t .. + 15 of rows g and g + 8 (A) and of weight row g (B),
-      // four per register. The fragments' k order is permuted alike for A and B: fragment k
-      // 4t..4t+3 / 16+4t..16+4t+3 of the first mma are the lane's words 0 / 1, of the second its
-      // words 2 / 3, which covers the 64 k once.
-      // All of the warp's B fragments first, then one m16 tile's A fragments at a time (fewer
-      // live registers than the reverse).
-      uint4 bf[NT];
-#pragma unroll
-      for (int j = 0; j < NT; ++j) bf[j] = *reinterpret_cast<const uint4*>(sb + j * 8 * kQStride + c * 64);
-#pragma unroll
-      for (int i = 0; i < MT; ++i) {
-        const uint4 a0 = *reinterpret_cast<const uint4*>(sa + i * 16 * kQStride + c * 64);
-        const uint4 a1 = *reinterpret_cast<const uint4*>(sa + (i * 16 + 8) * kQStride + c * 64);
-#pragma unroll
-        for (int j = 0; j < NT; ++j) {
-          mma_e4m3(part[i][j], a0.x, a1.x, a0.y, a1.y, bf[j].x, bf[j].y);
-          mma_e4m3(part[i][j], a0.z, a1.z, a0.w, a1.w, bf[j].z, bf[j].w);
-        }
-      }
-    }
-    // The block's sums times both scales: rows g, g + 8 of each m16 tile, columns 2t, 2t + 1 of
-    // each n8 tile.
-    float as[MT][2];
-#pragma unroll
-    for (int i = 0; i < MT; ++i) {
-      as[i][0] = sas[i * 16];
-      as[i][1] = sas[i * 16 + 8];
-    }
-#pragma unroll
-    for (int j = 0; j < NT; ++j) {
-      const float2 bs = *reinterpret_cast<const float2*>(sbs + j * 8);
-#pragma unroll
-      for (int i = 0; i < MT; ++i) {
-        acc[i][j][0] = fmaf(part[i][j][0], as[i][0] * bs.x, acc[i][j][0]);
-        acc[i][j][1] = fmaf(part[i][j][1], as[i][0] * bs.y, acc[i][j][1]);
-        acc[i][j][2] = fmaf(part[i][j][2], as[i][1] * bs.x, acc[i][j][2]);
-        acc[i][j][3] = fmaf(part[i][j][3], as[i][1] * bs.y, acc[i][j][3]);
-      }
-    }
-  }
-  cp_async_wait<0>();
-
-#pragma unroll
-  for (int i = 0; i < MT; ++i)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t m = m0 + wm * MT * 16 + i * 16 + h * 8 + g;
-      if (m >= M) continue;
-#pragma unroll
-      for (int j = 0; j < NT; ++j) {
-        const int64_t col = n0 + wn * 32 + j * 8 + 2 * t;
-        if (col >= N) continue;
-        const float v0 = acc[i][j][2 * h], v1 = acc[i][j][2 * h + 1];
-        if (partial) {
-          float* p = partial + (static_cast<int64_t>(blockIdx.z) * M + m) * N + col;
-          p[0] = v0;
-          if (col + 1 < N) p[1] = v1;
-        } else {
-          finish_pair(v0, v1, m, col, N, bias, mode, out);
-        }
-      }
-    }
-}
-
-template <class F>
-void with_w8a8_config(int64_t M, F&& f) {
-  if (M <= QTile16::kBM) f(QTile16{});
-  else if (M <= QTile32::kBM) f(QTile32{});
-  else if (M <= QTile64::kBM) f(QTile64{});
-  else f(QTile128{});
-}
-
-using W8A8Kernel = void (*)(const uint8_t*, const uint8_t*, const float*, int64_t, int64_t, int64_t, int, int, float*,
-                            float*);
-
-template <class C>
-std::pair<W8A8Kernel, int> w8a8_kernel_of() {
-  static const int per_sm = [] {
-    RH_CUDA(cudaFuncSetAttribute(reinterpret_cast<const void*>(w8a8_mma_kernel<C>),
-                                 cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
-    int n = 0;
-    RH_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, w8a8_mma_kernel<C>, C::kThreads, C::kSmem));
-    return std::max(n, 1);
-  }();
-  return {w8a8_mma_kernel<C>, per_sm};
 }
 
 // The tile for M rows; where its shared memory does not fit the device (Tile16 needs 102 KB,
@@ -620,7 +413,7 @@ void with_config(int64_t M, F&& f) {
   else f(SmallTile{});
 }
 
-using Fp8MmaKernel = void (*)(const uint16_t*, const uint8_t*, const float*, const float*, int64_t, int64_t, int64_t,
+using Fp8MmaKernel = void (*)(const uint16_t*, Fp8Rows, const float*, const float*, int64_t, int64_t, int64_t,
                              int, int, float*, float*);
 
 // The kernel of config C, opted in to its shared memory, and how many of its blocks an SM holds.
@@ -708,70 +501,22 @@ void launch_fp8_mma(const float* x, const float* norm_w, float eps, const void* 
     RH_CHECK(gy < 65536, "FP8 product: M = ", M, " exceeds the grid");
     const dim3 grid(static_cast<unsigned>((N + C::kBN - 1) / C::kBN), static_cast<unsigned>(gy),
                     static_cast<unsigned>(plan.splits));
-    kernel<<<grid, C::kThreads, C::kSmem, stream>>>(a, static_cast<const uint8_t*>(w), bias, row_scale, M, N, K, m,
+    kernel<<<grid, C::kThreads, C::kSmem, stream>>>(a, Fp8Rows(w, N, K), bias, row_scale, M, N, K, m,
                                                       plan.tiles_per_split, out, partial);
   });
   RH_CUDA_LAUNCHED("fp8_mma_kernel");
   if (partial) launch_reduce(partial, plan, bias, M, N, m, out, stream);
 }
 
-bool fp8_w8a8_supported() {
-  static const bool ok = [] {
-    const int major = device_attribute(cudaDevAttrComputeCapabilityMajor),
-              minor = device_attribute(cudaDevAttrComputeCapabilityMinor);
-    // The device has FP8 tensor cores and the code it would run was built for them (an sm_89 GPU
-    // runs this build's sm_80 code, where the mma is absent).
-    cudaFuncAttributes attr{};
-    RH_CUDA(cudaFuncGetAttributes(&attr, reinterpret_cast<const void*>(w8a8_mma_kernel<QTile16>)));
-    return major * 10 + minor >= 89 && attr.binaryVersion >= 89;
-  }();
-  // Every W8A8 tile must fit the device's shared memory (the largest, QTile128, needs 196 KB).
-  const int limit = max_block_smem();
-  return ok && QTile16::kSmem <= limit && QTile32::kSmem <= limit && QTile64::kSmem <= limit &&
-         QTile128::kSmem <= limit;
-}
-
-void launch_fp8_quantize_activations(const float* x, const float* norm_w, float eps, int64_t M, int64_t K, void* out,
-                                     cudaStream_t stream) {
-  if (M == 0) return;
+void launch_fp8_quantize_activations(const float* x, const float* norm_w, float eps, int64_t M, int64_t rows,
+                                     int64_t K, void* q, float* s, cudaStream_t stream) {
+  if (rows == 0) return;
   RH_CHECK(K % kBK == 0 && K > 0, "FP8 activations: a row of ", K, " values is not a whole number of 128-value blocks");
+  RH_CHECK(rows >= M, "FP8 activations: ", rows, " rows cannot hold ", M);
   const bool vec = reinterpret_cast<uintptr_t>(x) % 16 == 0;
-  fp8_quantize_act_kernel<<<static_cast<unsigned>(M), kQuantThreads, 0, stream>>>(x, norm_w, eps, K, vec,
-                                                                                 static_cast<uint8_t*>(out));
+  fp8_quantize_act_kernel<<<static_cast<unsigned>(rows), kQuantThreads, 0, stream>>>(
+      x, norm_w, eps, M, rows, K, vec, static_cast<uint8_t*>(q), s);
   RH_CUDA_LAUNCHED("fp8_quantize_act_kernel");
-}
-
-Fp8MmaPlan plan_fp8_w8a8(int64_t M, int64_t N, int64_t K) {
-  Fp8MmaPlan p;
-  with_w8a8_config(M, [&](auto c) { plan_splits<decltype(c)>(M, N, K, w8a8_kernel_of<decltype(c)>().second, p); });
-  p.scratch_bytes = align256(M * (K / kBK) * kBlockBytes) +
-                    (p.splits > 1 ? p.splits * M * N * static_cast<int64_t>(sizeof(float)) : 0);
-  return p;
-}
-
-void launch_fp8_w8a8(const float* x, const float* norm_w, float eps, const void* w, const float* bias, int64_t M,
-                     int64_t N, int64_t K, LinearMode mode, float* out, void* scratch, const Fp8MmaPlan& plan,
-                     cudaStream_t stream) {
-  if (M == 0 || N == 0) return;
-  check_fp8_product(w, N, K, mode);
-  RH_CHECK(fp8_w8a8_supported(), "FP8 W8A8 product: this GPU (or this build's code for it) has no FP8 tensor cores");
-  auto* a = static_cast<uint8_t*>(scratch);
-  float* partial =
-      plan.splits > 1 ? reinterpret_cast<float*>(a + align256(M * (K / kBK) * kBlockBytes)) : nullptr;
-  launch_fp8_quantize_activations(x, norm_w, eps, M, K, a, stream);
-  const int m = static_cast<int>(mode);
-  with_w8a8_config(M, [&](auto c) {
-    using C = decltype(c);
-    const auto kernel = w8a8_kernel_of<C>().first;
-    const int64_t gy = (M + C::kBM - 1) / C::kBM;
-    RH_CHECK(gy < 65536, "FP8 product: M = ", M, " exceeds the grid");
-    const dim3 grid(static_cast<unsigned>((N + C::kBN - 1) / C::kBN), static_cast<unsigned>(gy),
-                    static_cast<unsigned>(plan.splits));
-    kernel<<<grid, C::kThreads, C::kSmem, stream>>>(a, static_cast<const uint8_t*>(w), bias, M, N, K, m,
-                                                      plan.tiles_per_split, out, partial);
-  });
-  RH_CUDA_LAUNCHED("w8a8_mma_kernel");
-  if (partial) launch_reduce(partial, plan, bias, M, N, m, out, stream);
 }
 
 }  // namespace redhare::cuda

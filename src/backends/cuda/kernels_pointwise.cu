@@ -174,6 +174,17 @@ __global__ void add_kernel(float* __restrict__ out, const float* __restrict__ x,
     out[e] = __fadd_rn(out[e], x[e]);
 }
 
+__global__ void product_epilogue_kernel(const float* __restrict__ p, const float* __restrict__ bias, int64_t rows,
+                                        int64_t N, int mode, float* __restrict__ out) {
+  const int64_t cols = mode == 2 ? N / 2 : N;
+  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < rows * cols;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t m = e / cols, o = e % cols;
+    if (mode == 2) out[e] = swiglu_product(p[m * N + o], p[m * N + cols + o], bias, o, cols);
+    else store_product(out + e, p[e], bias, o, mode == 1);
+  }
+}
+
 __global__ void gather_rows_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows,
                                    int64_t cols, float* __restrict__ out) {
   const float* src = x + static_cast<int64_t>(rows[blockIdx.x]) * cols;
@@ -406,6 +417,14 @@ void launch_add(float* out, const float* x, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
   add_kernel<<<grid_for(n, 256), 256, 0, stream>>>(out, x, n);
   RH_CUDA_LAUNCHED("add_kernel");
+}
+
+void launch_product_epilogue(const float* p, const float* bias, int64_t rows, int64_t N, LinearMode mode, float* out,
+                             cudaStream_t stream) {
+  const int64_t n = rows * (mode == LinearMode::kSiluMul ? N / 2 : N);
+  if (n == 0) return;
+  product_epilogue_kernel<<<grid_for(n, 256), 256, 0, stream>>>(p, bias, rows, N, static_cast<int>(mode), out);
+  RH_CUDA_LAUNCHED("product_epilogue_kernel");
 }
 
 void launch_gather_rows(const float* x, const int32_t* rows, int64_t num_rows, int64_t cols,

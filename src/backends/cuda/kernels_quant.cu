@@ -22,17 +22,20 @@
 //   once against all M activation rows, two steps' loads issued before any is used.
 // - M > 4: 64x64 output tiles; each 32-wide K slice of W is dequantized into shared memory as f32
 //   (one 8-value unit per thread) and multiplied like an f32 tile.
-// FP8 (kF8B128) weights have their own decode kernel here, for M <= kFp8GemvMaxRows (8; in
-// tensor-core mode only where the W8A16 decode kernel of kernels_fp8_mma.cu does not fit, M <= 4,
-// and the W8A16 mma kernel takes over from 5 rows),
-// and from kFp8WidenRows rows in tensor-core mode fp8_to_bf16_kernel widens them for cuBLASLt.
+// FP8 (kF8B128) weights, in their device layout (fp8_device.cuh), have their own decode kernel
+// here, for M <= kFp8GemvMaxRows (8; in tensor-core mode only where the W8A16 decode kernel of
+// kernels_fp8_decode.cu does not fit, M <= 4, and the W8A16 mma kernel takes over from 5 rows);
+// more rows in exact mode take the tiled kernel through Fp8Src. fp8_to_bf16_kernel widens them for
+// cuBLASLt (tensor-core mode, W8A16, from kFp8WidenRows rows).
 #include <algorithm>
+#include <cstring>
 
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device_util.cuh"
+#include "backends/cuda/fp8_device.cuh"
 #include "backends/cuda/kernels.h"
 
 namespace redhare::cuda {
@@ -258,27 +261,31 @@ __device__ __forceinline__ void e4m3x4_to_f32(uint32_t word, float* v) {
 #endif
 }
 
-// redhare's FP8 blocks (core/dtype.h): 128 e4m3 bytes, the f32 scale, 12 bytes of padding.
-struct F8B128 {
-  static constexpr int kElems = 128, kBytes = 144;
-  __device__ __forceinline__ static void dequant8(const uint8_t* b, int unit, int part, float* v) {
-    const float scale = __uint_as_float(word_at(b + 128, 0));
+// Values k..k+7 (k a multiple of 8) of weight row n, by the kernels below: rows of packed blocks
+// of type Q...
+template <class Q>
+struct BlockRows {
+  const uint8_t* w;
+  int64_t row_bytes;
+  __device__ __forceinline__ void dequant8(int64_t n, int64_t k, float* v) const {
+    const int within = static_cast<int>(k % Q::kElems);
+    Q::dequant8(w + n * row_bytes + k / Q::kElems * Q::kBytes, within >> 5, (within & 31) >> 3, v);
+  }
+};
+
+// ... or FP8 weights in the device layout (fp8_device.cuh): each e4m3 value times its block scale.
+struct Fp8Src {
+  Fp8Rows rows;
+  __device__ __forceinline__ void dequant8(int64_t n, int64_t k, float* v) const {
+    const float scale = rows.scale(n, k / kBK);
     uint32_t lo, hi;
-    u64_aligned(b + 32 * unit + 8 * part, lo, hi);  // 144-byte blocks: every 8 values 8-byte aligned
+    u64_aligned(rows.row(n) + k, lo, hi);
     e4m3x4_to_f32(lo, v);
     e4m3x4_to_f32(hi, v + 4);
 #pragma unroll
     for (int i = 0; i < 8; ++i) v[i] = __fmul_rn(v[i], scale);
   }
 };
-
-// Values k..k+7 of a row (k a multiple of 8).
-template <class Q>
-__device__ __forceinline__ void dequant_at(const uint8_t* row, int64_t k, float* v) {
-  const int64_t blk = k / Q::kElems;
-  const int within = static_cast<int>(k % Q::kElems);
-  Q::dequant8(row + blk * Q::kBytes, within >> 5, (within & 31) >> 3, v);
-}
 
 // Eight activations at x[k..k+7]; `vec`: 16-byte aligned.
 __device__ __forceinline__ void load_x8(const float* x, bool vec, float* a) {
@@ -301,16 +308,16 @@ constexpr int kGemvUnroll = 2;  // 256-value steps whose loads are in flight tog
 // R weight rows per warp: each lane's activations are loaded once for all R rows. With one row
 // per warp, the activation loads (4 bytes per value against 0.5-1 bytes of weights) kept the L1
 // busier than DRAM (H100, Q4_0: 26% of copy bandwidth); large N uses R = 4.
-template <class Q, int M, int R>
+template <class Src, int M, int R>
 __global__ void __launch_bounds__(kGemvWarps * 32)
-quant_gemv_kernel(const float* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ bias,
-                  int64_t N, int64_t K, int64_t row_bytes, bool x_vec, float* __restrict__ out) {
+quant_gemv_kernel(const float* __restrict__ x, const Src w, const float* __restrict__ bias, int64_t N, int64_t K,
+                  bool x_vec, float* __restrict__ out) {
   const int lane = threadIdx.x & 31;
   const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5)) * R;
   if (n0 >= N) return;  // whole warps leave together: the shuffles below stay full
-  const uint8_t* rows[R];
+  int64_t rows[R];
 #pragma unroll
-  for (int r = 0; r < R; ++r) rows[r] = w + (n0 + r < N ? n0 + r : N - 1) * row_bytes;  // tail rows: not stored
+  for (int r = 0; r < R; ++r) rows[r] = n0 + r < N ? n0 + r : N - 1;  // tail rows: not stored
   float acc[M][R];
 #pragma unroll
   for (int m = 0; m < M; ++m)
@@ -324,7 +331,7 @@ quant_gemv_kernel(const float* __restrict__ x, const uint8_t* __restrict__ w, co
       // K is a whole number of blocks, so a unit is either wholly inside the row or past it.
       if (k < K) {
 #pragma unroll
-        for (int r = 0; r < R; ++r) dequant_at<Q>(rows[r], k, v[u][r]);
+        for (int r = 0; r < R; ++r) w.dequant8(rows[r], k, v[u][r]);
       }
     }
 #pragma unroll
@@ -355,10 +362,10 @@ quant_gemv_kernel(const float* __restrict__ x, const uint8_t* __restrict__ w, co
 
 constexpr int kTile = 64, kSlice = 32, kTileThreads = 256;
 
-template <class Q>
+template <class Src>
 __global__ void __launch_bounds__(kTileThreads)
-quant_tiled_kernel(const float* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ bias,
-                   int64_t M, int64_t N, int64_t K, int64_t row_bytes, float* __restrict__ out) {
+quant_tiled_kernel(const float* __restrict__ x, const Src w, const float* __restrict__ bias, int64_t M, int64_t N,
+                   int64_t K, float* __restrict__ out) {
   // [k][row]: the multiply reads 4 consecutive rows of one k as a float4; +4 keeps rows aligned.
   __shared__ __align__(16) float xs[kSlice][kTile + 4];
   __shared__ __align__(16) float ws[kSlice][kTile + 4];
@@ -367,7 +374,6 @@ quant_tiled_kernel(const float* __restrict__ x, const uint8_t* __restrict__ w, c
   // Each thread dequantizes one 8-value unit of one weight row per slice.
   const int wr = tid / 4, wpart = tid % 4;
   const bool w_row = n0 + wr < N;
-  const uint8_t* wrow = w + (n0 + wr) * row_bytes;
   float acc[4][4] = {};
   for (int64_t k0 = 0; k0 < K; k0 += kSlice) {  // K is a multiple of 32
 #pragma unroll
@@ -377,7 +383,7 @@ quant_tiled_kernel(const float* __restrict__ x, const uint8_t* __restrict__ w, c
     }
     float v[8];
     if (w_row) {
-      dequant_at<Q>(wrow, k0 + 8 * wpart, v);
+      w.dequant8(n0 + wr, k0 + 8 * wpart, v);
     } else {
 #pragma unroll
       for (int i = 0; i < 8; ++i) v[i] = 0.0f;
@@ -394,13 +400,13 @@ quant_tiled_kernel(const float* __restrict__ x, const uint8_t* __restrict__ w, c
 // ---- embedding ----
 
 template <class Q>
-__global__ void quant_embedding_kernel(const uint8_t* __restrict__ table, const int32_t* __restrict__ ids,
-                                       int64_t hidden, int64_t row_bytes, float* __restrict__ out) {
-  const uint8_t* row = table + static_cast<int64_t>(ids[blockIdx.x]) * row_bytes;
+__global__ void quant_embedding_kernel(const BlockRows<Q> table, const int32_t* __restrict__ ids, int64_t hidden,
+                                       float* __restrict__ out) {
+  const int64_t row = ids[blockIdx.x];
   float* o = out + static_cast<int64_t>(blockIdx.x) * hidden;
   for (int64_t k = 8 * static_cast<int64_t>(threadIdx.x); k < hidden; k += 8 * static_cast<int64_t>(blockDim.x)) {
     float v[8];
-    dequant_at<Q>(row, k, v);
+    table.dequant8(row, k, v);
 #pragma unroll
     for (int i = 0; i < 8; ++i) o[k + i] = v[i];
   }
@@ -417,55 +423,62 @@ void check_weights(const void* w, int64_t K, const char* op) {
   RH_CHECK(reinterpret_cast<uintptr_t>(w) % 16 == 0, op, ": block-quantized weights must be 16-byte aligned");
 }
 
-template <class Q, int R>
-void gemv_rows(const float* x, const uint8_t* w, const float* bias, int64_t M, int64_t N, int64_t K,
-               int64_t row_bytes, bool x_vec, float* out, cudaStream_t stream) {
+template <class Src, int R>
+void gemv_rows(const float* x, const Src& w, const float* bias, int64_t M, int64_t N, int64_t K, bool x_vec,
+               float* out, cudaStream_t stream) {
   const unsigned grid = static_cast<unsigned>((N + kGemvWarps * R - 1) / (kGemvWarps * R));
   const int threads = kGemvWarps * 32;
   switch (M) {
-    case 1: quant_gemv_kernel<Q, 1, R><<<grid, threads, 0, stream>>>(x, w, bias, N, K, row_bytes, x_vec, out); break;
-    case 2: quant_gemv_kernel<Q, 2, R><<<grid, threads, 0, stream>>>(x, w, bias, N, K, row_bytes, x_vec, out); break;
-    case 3: quant_gemv_kernel<Q, 3, R><<<grid, threads, 0, stream>>>(x, w, bias, N, K, row_bytes, x_vec, out); break;
-    default: quant_gemv_kernel<Q, 4, R><<<grid, threads, 0, stream>>>(x, w, bias, N, K, row_bytes, x_vec, out); break;
+    case 1: quant_gemv_kernel<Src, 1, R><<<grid, threads, 0, stream>>>(x, w, bias, N, K, x_vec, out); break;
+    case 2: quant_gemv_kernel<Src, 2, R><<<grid, threads, 0, stream>>>(x, w, bias, N, K, x_vec, out); break;
+    case 3: quant_gemv_kernel<Src, 3, R><<<grid, threads, 0, stream>>>(x, w, bias, N, K, x_vec, out); break;
+    default: quant_gemv_kernel<Src, 4, R><<<grid, threads, 0, stream>>>(x, w, bias, N, K, x_vec, out); break;
   }
   RH_CUDA_LAUNCHED("quant_gemv_kernel");
+}
+
+// The products on weights read through `w` (BlockRows or Fp8Src).
+template <class Src>
+void linear_from(const float* x, const Src& w, const float* bias, int64_t M, int64_t N, int64_t K, float* out,
+                 cudaStream_t stream) {
+  if (M <= 4) {
+    // Activation rows are 16-byte aligned when x is: K is a multiple of 32.
+    const bool x_vec = reinterpret_cast<uintptr_t>(x) % 16 == 0;
+    // Four rows per warp only where that still leaves thousands of warps to hide DRAM latency.
+    if (N >= kQuantGemvWideRows) gemv_rows<Src, 4>(x, w, bias, M, N, K, x_vec, out, stream);
+    else gemv_rows<Src, 1>(x, w, bias, M, N, K, x_vec, out, stream);
+    return;
+  }
+  RH_CHECK((M + kTile - 1) / kTile < 65536, "linear: M = ", M, " exceeds the grid");
+  dim3 grid(static_cast<unsigned>((N + kTile - 1) / kTile), static_cast<unsigned>((M + kTile - 1) / kTile));
+  quant_tiled_kernel<Src><<<grid, kTileThreads, 0, stream>>>(x, w, bias, M, N, K, out);
+  RH_CUDA_LAUNCHED("quant_tiled_kernel");
 }
 
 template <class Q>
 void linear_typed(const float* x, const uint8_t* w, const float* bias, int64_t M, int64_t N, int64_t K,
                   float* out, cudaStream_t stream) {
   check_weights<Q>(w, K, "linear");
-  const int64_t row_bytes = K / Q::kElems * Q::kBytes;
-  if (M <= 4) {
-    // Activation rows are 16-byte aligned when x is: K is a multiple of 32.
-    const bool x_vec = reinterpret_cast<uintptr_t>(x) % 16 == 0;
-    // Four rows per warp only where that still leaves thousands of warps to hide DRAM latency.
-    if (N >= kQuantGemvWideRows) gemv_rows<Q, 4>(x, w, bias, M, N, K, row_bytes, x_vec, out, stream);
-    else gemv_rows<Q, 1>(x, w, bias, M, N, K, row_bytes, x_vec, out, stream);
-    return;
-  }
-  RH_CHECK((M + kTile - 1) / kTile < 65536, "linear: M = ", M, " exceeds the grid");
-  dim3 grid(static_cast<unsigned>((N + kTile - 1) / kTile), static_cast<unsigned>((M + kTile - 1) / kTile));
-  quant_tiled_kernel<Q><<<grid, kTileThreads, 0, stream>>>(x, w, bias, M, N, K, row_bytes, out);
-  RH_CUDA_LAUNCHED("quant_tiled_kernel");
+  linear_from(x, BlockRows<Q>{w, K / Q::kElems * Q::kBytes}, bias, M, N, K, out, stream);
 }
 
 template <class Q>
 void embedding_typed(const uint8_t* table, const int32_t* ids, int64_t tokens, int64_t hidden, float* out,
                      cudaStream_t stream) {
   check_weights<Q>(table, hidden, "embedding");
-  const int64_t row_bytes = hidden / Q::kElems * Q::kBytes;
+  const BlockRows<Q> rows{table, hidden / Q::kElems * Q::kBytes};
   const int threads = static_cast<int>(std::min<int64_t>(256, (hidden / 8 + 31) / 32 * 32));
-  quant_embedding_kernel<Q><<<static_cast<unsigned>(tokens), threads, 0, stream>>>(table, ids, hidden, row_bytes, out);
+  quant_embedding_kernel<Q><<<static_cast<unsigned>(tokens), threads, 0, stream>>>(rows, ids, hidden, out);
   RH_CUDA_LAUNCHED("quant_embedding_kernel");
 }
 
 // ---- FP8 decode GEMV ----
 //
-// A warp per weight row of kF8B128 blocks (128 e4m3 values, f32 scale, padding: 144 bytes). Lane
-// l takes bytes 4l..4l+3 of every block: one 4-byte load per block, so a warp reads each block's
-// 128 value bytes as one cache line, and its four activations are one float4 that the warp reads
-// as one contiguous 512-byte run (lanes a whole 16-byte chunk apart would read the activations at
+// A warp per weight row of FP8 blocks (device layout, fp8_device.cuh: 128 e4m3 values per block,
+// the blocks' scales in their own table). Lane l takes bytes 4l..4l+3 of every block: one 4-byte
+// load per block, so a warp reads each block's 128 value bytes as one cache line, and its four
+// activations are one float4 that the warp reads as one contiguous 512-byte run (lanes a whole
+// 16-byte chunk apart would read the activations at
 // a 64-byte stride, four times the shared-memory wavefronts: that, not DRAM, bounded the first
 // version of this kernel at a third of the bandwidth). The block scale is one broadcast load.
 // kFp8Unroll blocks are loaded before any is used: a 4096-wide row in one round.
@@ -487,7 +500,7 @@ constexpr int kFp8Warps = 8, kFp8Unroll = 32;
 // else R consecutive rows from R n.
 template <int M, int R, bool kSilu>
 __global__ void __launch_bounds__(kFp8Warps * 32)
-fp8_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, const uint8_t* __restrict__ w,
+fp8_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, const Fp8Rows w,
                 const float* __restrict__ bias, int64_t N, int64_t K, int mode, float* __restrict__ out) {
   extern __shared__ __align__(16) float xs[];
   const float* xin = x;
@@ -503,13 +516,11 @@ fp8_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, f
   const int64_t first = n * P;
   if (first >= cols) return;  // whole warps leave together
   const int64_t blocks = K / 128;
-  const uint8_t* rows[R];
+  int64_t rows[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     // Rows past the end are clamped to the last one and never written.
-    const int64_t row = kSilu ? std::min<int64_t>(first + r % P, cols - 1) + (r / P) * cols
-                              : std::min<int64_t>(first + r, N - 1);
-    rows[r] = w + row * blocks * 144;
+    rows[r] = kSilu ? std::min<int64_t>(first + r % P, cols - 1) + (r / P) * cols : std::min<int64_t>(first + r, N - 1);
   }
   float acc[R][M];
 #pragma unroll
@@ -526,8 +537,8 @@ fp8_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, f
       for (int u = 0; u < U; ++u) {
         const int64_t b = b0 + u;
         if (b < blocks) {
-          q[r][u] = __ldcs(reinterpret_cast<const unsigned int*>(rows[r] + b * 144) + lane);
-          scale[r][u] = __ldg(reinterpret_cast<const float*>(rows[r] + b * 144 + 128));
+          q[r][u] = __ldcs(reinterpret_cast<const unsigned int*>(w.row(rows[r]) + b * kBK) + lane);
+          scale[r][u] = w.scale(rows[r], b);
         } else {
           q[r][u] = 0;
           scale[r][u] = 0.0f;
@@ -577,7 +588,7 @@ fp8_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, f
 }
 
 template <int R, bool kSilu>
-void launch_fp8_gemv(const float* x, const float* norm_w, float eps, const uint8_t* w, const float* bias, int64_t M,
+void launch_fp8_gemv(const float* x, const float* norm_w, float eps, const Fp8Rows& w, const float* bias, int64_t M,
                      int64_t N, int64_t K, int mode, float* out, cudaStream_t stream) {
   const int64_t outputs = kSilu ? N / 2 : N, per_warp = kSilu ? R / 2 : R;
   const int64_t groups = (outputs + per_warp - 1) / per_warp;  // one per warp
@@ -600,16 +611,14 @@ void launch_fp8_gemv(const float* x, const float* norm_w, float eps, const uint8
   RH_CUDA_LAUNCHED("fp8_gemv_kernel");
 }
 
-// kF8B128 [N, K] to bf16 [N, K]: each weight as the CPU reference computes it (e4m3 value times
-// scale in f32), then rounded to bf16. A thread per 4 values.
-__global__ void fp8_to_bf16_kernel(const uint8_t* __restrict__ w, int64_t N, int64_t K,
-                                   __nv_bfloat16* __restrict__ out) {
+// FP8 [N, K] (device layout) to bf16 [N, K]: each weight as the CPU reference computes it (e4m3
+// value times scale in f32), then rounded to bf16. A thread per 4 values.
+__global__ void fp8_to_bf16_kernel(const Fp8Rows w, __nv_bfloat16* __restrict__ out) {
   const int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * 4;
-  if (i >= N * K) return;
-  const int64_t r = i / K, c = i % K, blocks = K / 128;
-  const uint8_t* blk = w + (r * blocks + c / 128) * 144;
-  const uint32_t word = __ldg(reinterpret_cast<const unsigned int*>(blk) + (c % 128) / 4);
-  const float scale = __ldg(reinterpret_cast<const float*>(blk + 128));
+  if (i >= w.N * w.K) return;
+  const int64_t r = i / w.K, c = i % w.K;
+  const uint32_t word = __ldg(reinterpret_cast<const unsigned int*>(w.q + i));
+  const float scale = w.scale(r, c / kBK);
   float v[4];
   e4m3x4_to_f32(word, v);
 #pragma unroll
@@ -628,7 +637,6 @@ void with_block_type(DType t, F&& f) {
     case DType::kQ4_K: f(Q4_K{}); break;
     case DType::kQ5_K: f(Q5_K{}); break;
     case DType::kQ6_K: f(Q6_K{}); break;
-    case DType::kF8B128: f(F8B128{}); break;
     default: fail("CUDA backend: no kernel for ", dtype_name(t), " weights");
   }
 }
@@ -650,7 +658,7 @@ void launch_fp8_to_bf16(const void* w, int64_t N, int64_t K, void* out, cudaStre
   const int64_t threads = 256, n4 = N * K / 4;
   if (n4 == 0) return;
   fp8_to_bf16_kernel<<<static_cast<unsigned>((n4 + threads - 1) / threads), threads, 0, stream>>>(
-      static_cast<const uint8_t*>(w), N, K, static_cast<__nv_bfloat16*>(out));
+      Fp8Rows(w, N, K), static_cast<__nv_bfloat16*>(out));
   RH_CUDA_LAUNCHED("fp8_to_bf16_kernel");
 }
 
@@ -660,7 +668,7 @@ bool launch_fused_fp8_gemv(const float* x, const float* norm_w, float eps, const
   if (reinterpret_cast<uintptr_t>(w) % 16 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
   if (norm_w && M * K * static_cast<int64_t>(sizeof(float)) > kGemvMaxStagedBytes) return false;
   if (mode == LinearMode::kSiluMul && N % 2 != 0) return false;
-  const auto* wb = static_cast<const uint8_t*>(w);
+  const Fp8Rows wb(w, N, K);
   if (mode == LinearMode::kSiluMul) launch_fp8_gemv<4, true>(x, norm_w, eps, wb, bias, M, N, K, 2, out, stream);
   else launch_fp8_gemv<4, false>(x, norm_w, eps, wb, bias, M, N, K, mode == LinearMode::kAccumulate ? 1 : 0, out, stream);
   return true;
@@ -669,12 +677,47 @@ bool launch_fused_fp8_gemv(const float* x, const float* norm_w, float eps, const
 void launch_quant_linear(const float* x, const void* w, DType w_type, const float* bias, int64_t M,
                          int64_t N, int64_t K, float* out, cudaStream_t stream) {
   if (M == 0 || N == 0) return;
-  if (w_type == DType::kF8B128 &&
-      launch_fused_fp8_gemv(x, nullptr, 0.0f, w, bias, M, N, K, LinearMode::kStore, out, stream))
+  if (w_type == DType::kF8B128) {
+    RH_CHECK(K % kBK == 0, "linear: a row of ", K, " FP8 values is not a whole number of 128-value blocks");
+    RH_CHECK(reinterpret_cast<uintptr_t>(w) % 16 == 0, "linear: FP8 weights must be 16-byte aligned");
+    if (!launch_fused_fp8_gemv(x, nullptr, 0.0f, w, bias, M, N, K, LinearMode::kStore, out, stream))
+      linear_from(x, Fp8Src{Fp8Rows(w, N, K)}, bias, M, N, K, out, stream);
     return;
+  }
   with_block_type(w_type, [&](auto q) {
     linear_typed<decltype(q)>(x, static_cast<const uint8_t*>(w), bias, M, N, K, out, stream);
   });
+}
+
+void fp8_blocks_to_device_layout(const void* blocks, int64_t N, int64_t K, void* out) {
+  RH_CHECK(K % kBK == 0, "FP8 weights: a row of ", K, " values is not a whole number of 128-value blocks");
+  const int64_t KB = K / kBK, bytes = dtype_bytes(DType::kF8B128, N * K);
+  const auto* src = static_cast<const uint8_t*>(blocks);
+  auto* q = static_cast<uint8_t*>(out);
+  auto* s = reinterpret_cast<float*>(q + N * K);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t kb = 0; kb < KB; ++kb) {
+      const uint8_t* blk = src + (n * KB + kb) * 144;
+      std::memcpy(q + n * K + kb * kBK, blk, kBK);
+      std::memcpy(s + kb * N + n, blk + kBK, sizeof(float));
+    }
+  const int64_t used = N * K + N * KB * static_cast<int64_t>(sizeof(float));
+  std::memset(q + used, 0, static_cast<size_t>(bytes - used));
+}
+
+void fp8_device_layout_to_blocks(const void* device_layout, int64_t N, int64_t K, void* out) {
+  RH_CHECK(K % kBK == 0, "FP8 weights: a row of ", K, " values is not a whole number of 128-value blocks");
+  const int64_t KB = K / kBK;
+  const auto* q = static_cast<const uint8_t*>(device_layout);
+  const auto* s = reinterpret_cast<const float*>(q + N * K);
+  auto* dst = static_cast<uint8_t*>(out);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t kb = 0; kb < KB; ++kb) {
+      uint8_t* blk = dst + (n * KB + kb) * 144;
+      std::memcpy(blk, q + n * K + kb * kBK, kBK);
+      std::memcpy(blk + kBK, s + kb * N + n, sizeof(float));
+      std::memset(blk + kBK + 4, 0, 12);
+    }
 }
 
 void launch_quant_embedding(const void* table, DType type, const int32_t* ids, int64_t tokens, int64_t hidden,
