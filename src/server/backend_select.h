@@ -12,7 +12,7 @@ namespace redhare {
 struct DeviceChoice {
   std::string device = "auto";    // auto | cpu | cuda | cuda:N
   std::string precision = "bf16";  // CUDA matrix products: bf16 (tensor cores) or f32 (exact)
-  // Products on FP8 weights: auto | bf16 (W8A16) | fp8 (W8A8 where the GPU has FP8 tensor cores).
+  // Products on FP8 weights: auto | bf16 (W8A16) | fp8 (W8A8 where cuBLASLt has the block-scaled FP8 product).
   std::string lower_bit_float = "auto";
   bool cuda_graphs = true;
 };

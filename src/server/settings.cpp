@@ -77,8 +77,8 @@ const std::vector<SettingDef>& Settings::schema() {
        "GPU matrix products of prefill and batched steps: bf16 (activations rounded to bf16, tensor cores) or f32 (exact, several times slower)"},
       {"infer.raise_lower_bit_float_to", "string", "auto",
        "GPU products on FP8 weights (tensor-core mode): bf16 (W8A16: weights raised to 16 bits in the kernels), "
-       "fp8 (W8A8: activations quantized to e4m3 per row and 128-value block, FP8 tensor cores, sm_89+) or auto "
-       "(fp8 where the GPU has FP8 tensor cores and the product has enough rows to gain, else bf16)"},
+       "fp8 (W8A8: activations quantized to e4m3 per row and 128-value block, cuBLASLt's block-scaled FP8 "
+       "product, Hopper) or auto (fp8 there for products of 16 rows and more, else bf16)"},
       {"infer.use_cuda_graph", "bool", true, "replay decode steps from CUDA graphs (one per batch-size bucket)"},
       {"infer.prefix_caching", "bool", true, "reuse the KV of shared prompt prefixes"},
       {"infer.threads", "int", 0, "CPU threads for the model (0 = all)"},
