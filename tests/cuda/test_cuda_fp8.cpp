@@ -40,6 +40,22 @@ Tensor random_fp8(int64_t N, int64_t K) {
   return pack_fp8_weight(w, Tensor::from_f32(ch, {N}), {}, "random");
 }
 
+// The same with one scale per 128 x 128 block (as redhare convert and DeepSeek-V3 write them).
+Tensor random_fp8_blocks(int64_t N, int64_t K) {
+  Tensor w = Tensor::empty(DType::kF8E4M3, {N, K});
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (int64_t i = 0; i < w.numel(); ++i) {
+    int v = byte(rng());
+    if ((v & 0x7F) == 0x7F) v = 0;
+    static_cast<uint8_t*>(w.data())[i] = static_cast<uint8_t>(v);
+  }
+  const int64_t NB = (N + 127) / 128, KB = K / 128;
+  std::vector<float> sc(static_cast<size_t>(NB * KB));
+  std::uniform_real_distribution<float> s(0.0005f, 0.005f);
+  for (float& v : sc) v = s(rng());
+  return pack_fp8_weight(w, Tensor::from_f32(sc, {NB, KB}), {128, 128}, "random blocks");
+}
+
 constexpr int64_t kFp8WidenRows = 128;  // cuda::kFp8WidenRows
 
 struct Fp8Case {
@@ -81,6 +97,8 @@ TEST_F(CudaFp8Linear, WeightsComeBackFromTheirDeviceLayoutUnchanged) {
   for (const auto& [N, K] : {std::pair<int64_t, int64_t>{300, 384}, {1, 128}, {7, 4096}}) {
     const Tensor w = random_fp8(N, K);
     EXPECT_TRUE(same_bytes(gpu->to_host(gpu->upload(w)), w)) << "N=" << N << " K=" << K;
+    const Tensor wb = random_fp8_blocks(N, K);  // its layout also holds the 128 x 128 block table
+    EXPECT_TRUE(same_bytes(gpu->to_host(gpu->upload(wb)), wb)) << "blocks N=" << N << " K=" << K;
   }
 }
 
@@ -121,6 +139,7 @@ struct Fp8TcCase {
   int64_t M, N, K;
   LinearOut mode;
   bool bias, norm;
+  bool block_scales = false;  // weights with one scale per 128 x 128 block (random_fp8_blocks)
 };
 
 class CudaFp8TensorCore : public CudaTest, public ::testing::WithParamInterface<Fp8TcCase> {};
@@ -207,6 +226,7 @@ std::string fp8_tc_case_name(const ::testing::TestParamInfo<Fp8TcCase>& p) {
   name += p.param.mode == kS ? "_store" : p.param.mode == kA ? "_add" : "_silu";
   if (p.param.bias) name += "_bias";
   if (p.param.norm) name += "_norm";
+  if (p.param.block_scales) name += "_blocks";
   return name;
 }
 
@@ -404,7 +424,7 @@ TEST_P(CudaFp8W8A8, MatchesQuantizedActivationsTimesExactWeights) {
   o.raise_lower_bit_float_to = LowerBitFloat::kFp8;
   auto tc = make_cuda_backend(0, o);
   const int64_t cols = c.mode == LinearOut::kSiluMul ? c.N / 2 : c.N, blocks = c.K / 128;
-  Tensor w = random_fp8(c.N, c.K);
+  Tensor w = c.block_scales ? random_fp8_blocks(c.N, c.K) : random_fp8(c.N, c.K);
   Tensor x = random_tensor(DType::kF32, {c.M, c.K});
   Tensor nw = random_tensor(DType::kF32, {c.K}, 0.5f);
   Tensor b = random_tensor(DType::kF32, {c.N});
@@ -475,7 +495,13 @@ INSTANTIATE_TEST_SUITE_P(
                       Fp8TcCase{127, 2120, 1024, kA, true, false}, Fp8TcCase{257, 448, 4096, kS, false, false},
                       Fp8TcCase{257, 200, 1024, kU, true, false}, Fp8TcCase{257, 144, 384, kA, true, true},
                       Fp8TcCase{600, 2120, 256, kA, true, false}, Fp8TcCase{600, 264, 640, kU, false, true},
-                      Fp8TcCase{600, 136, 2048, kS, true, true}),
+                      Fp8TcCase{600, 136, 2048, kS, true, true},
+                      // Block-scaled weights: from cuda::kW8A8BlockRows rows cuBLASLt reads their
+                      // 128 x 128 block table where K / 128 is a multiple of 4 (the last row group
+                      // partial; bias, norm, every mode), else their row scales (K 640, 256).
+                      Fp8TcCase{256, 332, 1024, kS, true, true, true}, Fp8TcCase{257, 448, 4096, kU, false, true, true},
+                      Fp8TcCase{600, 2120, 512, kA, true, false, true}, Fp8TcCase{100, 448, 512, kS, false, false, true},
+                      Fp8TcCase{257, 448, 640, kU, false, true, true}, Fp8TcCase{600, 2120, 256, kA, true, false, true}),
     fp8_tc_case_name);
 
 TEST(CudaFp8Setting, RaiseLowerBitFloatToParses) {

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <mutex>
+#include <set>
 #include <vector>
 
 #include "backends/cuda/cuda_check.h"
@@ -148,21 +150,26 @@ class CudaBackend final : public Backend {
     RH_CHECK(host.is_contiguous(), "upload of a non-contiguous tensor ", host.str());
     const int64_t bytes = host.nbytes();
     if (bytes == 0) return Tensor(host.dtype(), host.shape(), nullptr, nullptr, device());
+    // FP8 weights take their device layout (cuda/fp8_device.cuh) on the way.
+    const void* src = host.data();
+    std::vector<uint8_t> relaid;
+    bool block_scaled = false;
+    if (host.dtype() == DType::kF8B128) {
+      const int64_t K = host.shape().back();
+      relaid.resize(static_cast<size_t>(bytes));
+      block_scaled = cuda::fp8_blocks_to_device_layout(host.data(), host.numel() / K, K, relaid.data());
+      src = relaid.data();
+    }
     void* p = nullptr;
     // Weights live as long as the model: plain cudaMalloc, outside the activation pool.
     const int64_t pad = pad_bytes(host.dtype());
     RH_CUDA(cudaMalloc(&p, static_cast<size_t>(bytes + pad)));
-    auto owner = std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+    if (block_scaled) block_scaled_->add(p);
+    auto owner = std::shared_ptr<void>(p, [reg = block_scaled_](void* q) {
+      reg->remove(q);
+      cudaFree(q);
+    });
     if (pad) RH_CUDA(cudaMemsetAsync(static_cast<uint8_t*>(p) + bytes, 0, static_cast<size_t>(pad), ctx_->stream));
-    // FP8 weights take their device layout (cuda/fp8_device.cuh) on the way.
-    const void* src = host.data();
-    std::vector<uint8_t> relaid;
-    if (host.dtype() == DType::kF8B128) {
-      const int64_t K = host.shape().back();
-      relaid.resize(static_cast<size_t>(bytes));
-      cuda::fp8_blocks_to_device_layout(host.data(), host.numel() / K, K, relaid.data());
-      src = relaid.data();
-    }
     // Waited for: the caller may free the host tensor as soon as this returns (from pinned
     // memory the copy would still be running).
     RH_CUDA(cudaMemcpyAsync(p, src, static_cast<size_t>(bytes), cudaMemcpyHostToDevice, ctx_->stream));
@@ -610,6 +617,27 @@ class CudaBackend final : public Backend {
                          plan, stream());
   }
 
+  // Device allocations of FP8 weights whose layout holds the 128 x 128 block table (uploaded
+  // block-scaled weights; cuda::fp8_blocks_to_device_layout). Shared with their deleters, which
+  // may run after the backend is gone.
+  struct BlockScaledSet {
+    std::mutex mu;
+    std::set<const void*> ptrs;
+    void add(const void* p) {
+      std::lock_guard<std::mutex> lock(mu);
+      ptrs.insert(p);
+    }
+    void remove(const void* p) {
+      std::lock_guard<std::mutex> lock(mu);
+      ptrs.erase(p);
+    }
+    bool has(const void* p) {
+      std::lock_guard<std::mutex> lock(mu);
+      return ptrs.count(p) > 0;
+    }
+  };
+  std::shared_ptr<BlockScaledSet> block_scaled_ = std::make_shared<BlockScaledSet>();
+
   // Rows a W8A8 product that cuBLASLt refuses at its own row count is cut into: a multiple of
   // kW8A8Pad rows, then the rest padded with zero rows to kW8A8Pad (H100: 1 and 5 rows refused,
   // 8 and 64 taken).
@@ -626,8 +654,20 @@ class CudaBackend final : public Backend {
                     LinearOut mode, Tensor& out) {
     const int64_t M = x.size(0), N = w.size(0), K = x.size(1), cols = mode == LinearOut::kSiluMul ? N / 2 : N;
     if (N % 4 != 0) return false;
-    const int64_t head = lt_->has_fp8_plan(M, N, K) ? M : M / kW8A8Pad * kW8A8Pad, tail = M - head;
-    if ((head > 0 && !lt_->has_fp8_plan(head, N, K)) || (tail > 0 && !lt_->has_fp8_plan(kW8A8Pad, N, K))) return false;
+    // Rows [0, head) as they are, the rest padded to kW8A8Pad, each part with a cuBLASLt algorithm;
+    // the weights' block table from kW8A8BlockRows rows where they have one, else their row scales.
+    int64_t head = 0, tail = 0;
+    const auto split = [&](bool blocks) {
+      head = lt_->has_fp8_plan(M, N, K, blocks) ? M : M / kW8A8Pad * kW8A8Pad;
+      tail = M - head;
+      return (head == 0 || lt_->has_fp8_plan(head, N, K, blocks)) &&
+             (tail == 0 || lt_->has_fp8_plan(kW8A8Pad, N, K, blocks));
+    };
+    // (K / 128 a multiple of 4: with 2 and 5 blocks per row, rows of the block table not 16-byte
+    // aligned, cuBLASLt's sums were wrong on an H100.)
+    const bool blocks =
+        M >= cuda::kW8A8BlockRows && (K / 128) % 4 == 0 && block_scaled_->has(w.data()) && split(true);
+    if (!blocks && !split(false)) return false;
     const float* nw = norm_weight ? norm_weight->data_as<float>() : nullptr;
     const float* b = bias ? bias->data_as<float>() : nullptr;
     const auto lmode = static_cast<cuda::LinearMode>(static_cast<int>(mode));
@@ -640,12 +680,13 @@ class CudaBackend final : public Backend {
       float* dst = out.data_as<float>() + r0 * cols;
       if (!b && mode != LinearOut::kSiluMul && padded == rows) {
         RH_CHECK(lt_->run_fp8(q.data(), qs.data_as<float>(), w.data(), rows, N, K, dst, stream(),
-                              mode == LinearOut::kAccumulate),
+                              mode == LinearOut::kAccumulate, blocks),
                  "W8A8 product failed to launch");
         return;
       }
       Tensor p = alloc_uninit(DType::kF32, {padded, N});
-      RH_CHECK(lt_->run_fp8(q.data(), qs.data_as<float>(), w.data(), padded, N, K, p.data_as<float>(), stream()),
+      RH_CHECK(lt_->run_fp8(q.data(), qs.data_as<float>(), w.data(), padded, N, K, p.data_as<float>(), stream(),
+                            false, blocks),
                "W8A8 product failed to launch");
       if (!b && mode == LinearOut::kSiluMul) cuda::launch_silu_mul(p.data_as<float>(), rows, N / 2, dst, stream());
       else cuda::launch_product_epilogue(p.data_as<float>(), b, rows, N, lmode, dst, stream());

@@ -15,8 +15,9 @@ constexpr int kBK = 128;  // values per FP8 block (the tensor-core kernels' k-ti
 
 // kF8B128 weights [N, K] on the device (kernels.h, fp8_blocks_to_device_layout): the e4m3 bytes
 // row-major from the start, then the f32 block scales block-major (row n's scale of block kb at
-// kb * N + n: cuBLASLt's VEC128_32F layout for the weight operand), then zeros up to the host
-// size. Rows start 128-byte aligned; the scales of neighbouring rows share cache lines.
+// kb * N + n: cuBLASLt's VEC128_32F layout for the weight operand), then, for block-scaled weights,
+// the scales once per 128 x 128 block (cuBLASLt's BLK128x128_32F), then zeros up to the host size.
+// Rows start 128-byte aligned; the scales of neighbouring rows share cache lines.
 struct Fp8Rows {
   const uint8_t* q;
   const float* s;

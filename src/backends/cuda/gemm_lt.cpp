@@ -37,9 +37,10 @@ LtGemm::~LtGemm() {
 // Sets the operation's scale modes for the FP8 product (both operands' scales per 128-value
 // block) and placeholder scale pointers for the heuristic (`scales`: device memory; each call sets
 // its own).
-static void set_fp8_scale_modes(cublasLtMatmulDesc_t op, const void* scales) {
-  const int32_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
-  RH_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof(mode)));
+static void set_fp8_scale_modes(cublasLtMatmulDesc_t op, const void* scales, bool weight_blocks = false) {
+  const int32_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F, block = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
+  RH_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, weight_blocks ? &block : &mode,
+                                       sizeof(mode)));
   RH_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof(mode)));
   RH_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &scales, sizeof(scales)));
   RH_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &scales, sizeof(scales)));
@@ -50,14 +51,15 @@ LtGemm::Plan& LtGemm::plan(int kind, bool bias, int64_t M, int64_t N, int64_t K)
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second;
   Plan& p = plans_[key];
-  const cudaDataType_t in = kind == kFp8Kind                         ? CUDA_R_8F_E4M3
+  const bool fp8 = kind == kFp8Kind || kind == kFp8BlockKind;
+  const cudaDataType_t in = fp8                                      ? CUDA_R_8F_E4M3
                             : kind == static_cast<int>(Elem::kBF16) ? CUDA_R_16BF
                                                                     : CUDA_R_16F;
   RH_LT(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t transa = CUBLAS_OP_T, transb = CUBLAS_OP_N;
   RH_LT(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &transa, sizeof(transa)));
   RH_LT(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &transb, sizeof(transb)));
-  if (kind == kFp8Kind) set_fp8_scale_modes(p.op, workspace_);
+  if (fp8) set_fp8_scale_modes(p.op, workspace_, kind == kFp8BlockKind);
   if (bias) {
     const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
     RH_LT(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
@@ -88,16 +90,17 @@ bool LtGemm::has_plan(Elem type, bool bias, int64_t M, int64_t N, int64_t K) {
   return type != Elem::kF32 && plan(static_cast<int>(type), bias, M, N, K).ok;
 }
 
-bool LtGemm::has_fp8_plan(int64_t M, int64_t N, int64_t K) {
-  return K % 128 == 0 && plan(kFp8Kind, false, M, N, K).ok;
+bool LtGemm::has_fp8_plan(int64_t M, int64_t N, int64_t K, bool block_scales) {
+  return K % 128 == 0 && plan(block_scales ? kFp8BlockKind : kFp8Kind, false, M, N, K).ok;
 }
 
 bool LtGemm::run_fp8(const void* a_q, const float* a_s, const void* w, int64_t M, int64_t N, int64_t K, float* out,
-                     cudaStream_t stream, bool accumulate) {
-  if (!has_fp8_plan(M, N, K)) return false;
-  Plan& p = plan(kFp8Kind, false, M, N, K);
+                     cudaStream_t stream, bool accumulate, bool block_scales) {
+  if (!has_fp8_plan(M, N, K, block_scales)) return false;
+  Plan& p = plan(block_scales ? kFp8BlockKind : kFp8Kind, false, M, N, K);
   // cuBLAS's A is the weights (transposed), B the activations; the scale pointers are per call.
-  const void* w_s = static_cast<const uint8_t*>(w) + N * K;
+  const int64_t row_scales = N * (K / 128) * static_cast<int64_t>(sizeof(float));
+  const void* w_s = static_cast<const uint8_t*>(w) + N * K + (block_scales ? row_scales : 0);
   RH_LT(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_s, sizeof(w_s)));
   RH_LT(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &a_s, sizeof(a_s)));
   const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;

@@ -41,9 +41,11 @@ class LtGemm {
   // these scale modes gave outputs 2-4% off on an H100 (cuBLAS 13.1), so callers add it after. False, nothing
   // launched, when cuBLASLt has no algorithm (it refuses some row counts: 1 and 5 on an H100; 8
   // and 64 it takes).
+  // block_scales: the weights' 128 x 128 block table (fp8_device.cuh) in place of their per-row
+  // scales (BLK128x128_32F; only for weights that have it).
   bool run_fp8(const void* a_q, const float* a_s, const void* w, int64_t M, int64_t N, int64_t K, float* out,
-               cudaStream_t stream, bool accumulate = false);
-  bool has_fp8_plan(int64_t M, int64_t N, int64_t K);
+               cudaStream_t stream, bool accumulate = false, bool block_scales = false);
+  bool has_fp8_plan(int64_t M, int64_t N, int64_t K, bool block_scales = false);
 
  private:
   struct Plan {
@@ -52,8 +54,9 @@ class LtGemm {
     cublasLtMatmulAlgo_t algo{};
     bool ok = false;
   };
-  // kind: an Elem (bf16 / f16 operands), or kFp8Kind (e4m3 operands with VEC128 scales).
-  static constexpr int kFp8Kind = -1;
+  // kind: an Elem (bf16 / f16 operands), kFp8Kind (e4m3 operands with VEC128 scales) or
+  // kFp8BlockKind (the weights' scales BLK128x128).
+  static constexpr int kFp8Kind = -1, kFp8BlockKind = -2;
   Plan& plan(int kind, bool bias, int64_t M, int64_t N, int64_t K);
 
   cublasLtHandle_t handle_ = nullptr;

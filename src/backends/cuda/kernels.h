@@ -111,12 +111,19 @@ void launch_fp8_mma(const float* x, const float* norm_w, float eps, const void* 
 // q [rows, K] and s [K / 128, rows] (cuBLASLt's VEC128_32F layout); rows M..rows-1 are zeros.
 // Rows of at least kW8A8AutoRows take W8A8 under infer.raise_lower_bit_float_to=auto.
 constexpr int64_t kW8A8AutoRows = 16;
+// From this many rows W8A8 products on block-scaled weights take the 128 x 128 block table (H100,
+// cuBLASLt alone: 4096 x 28672 x 4096 in 801 us against 980 with per-row scales; at 64 rows the
+// per-row scales were as fast or faster).
+constexpr int64_t kW8A8BlockRows = 256;
 void launch_fp8_quantize_activations(const float* x, const float* norm_w, float eps, int64_t M, int64_t rows,
                                      int64_t K, void* q, float* s, cudaStream_t stream);
 // kF8B128 [N, K] as the host keeps it (144-byte blocks, core/dtype.h) to its device layout
 // (fp8_device.cuh: e4m3 bytes [N, K], then f32 scales [K / 128, N]), and back; host memory, both
-// dtype_bytes(kF8B128, N * K) long. CudaBackend::upload and to_host convert with these.
-void fp8_blocks_to_device_layout(const void* blocks, int64_t N, int64_t K, void* out);
+// dtype_bytes(kF8B128, N * K) long. CudaBackend::upload and to_host convert with these. Where each
+// 128-row group shares its scales (block-scaled checkpoints), the device layout also holds them
+// once per 128 x 128 block after the scale table ([ceil(N / 128), K / 128], cuBLASLt's
+// BLK128x128_32F layout), and fp8_blocks_to_device_layout returns true.
+bool fp8_blocks_to_device_layout(const void* blocks, int64_t N, int64_t K, void* out);
 void fp8_device_layout_to_blocks(const void* device_layout, int64_t N, int64_t K, void* out);
 // kF8B128 weights [N, K] (device layout) widened to bf16 (each value as the reference dequantizes
 // it, then rounded to bf16), for cuBLASLt at kFp8WidenRows rows and more (W8A16).

@@ -689,9 +689,9 @@ void launch_quant_linear(const float* x, const void* w, DType w_type, const floa
   });
 }
 
-void fp8_blocks_to_device_layout(const void* blocks, int64_t N, int64_t K, void* out) {
+bool fp8_blocks_to_device_layout(const void* blocks, int64_t N, int64_t K, void* out) {
   RH_CHECK(K % kBK == 0, "FP8 weights: a row of ", K, " values is not a whole number of 128-value blocks");
-  const int64_t KB = K / kBK, bytes = dtype_bytes(DType::kF8B128, N * K);
+  const int64_t KB = K / kBK, NB = (N + 127) / 128, bytes = dtype_bytes(DType::kF8B128, N * K);
   const auto* src = static_cast<const uint8_t*>(blocks);
   auto* q = static_cast<uint8_t*>(out);
   auto* s = reinterpret_cast<float*>(q + N * K);
@@ -701,8 +701,20 @@ void fp8_blocks_to_device_layout(const void* blocks, int64_t N, int64_t K, void*
       std::memcpy(q + n * K + kb * kBK, blk, kBK);
       std::memcpy(s + kb * N + n, blk + kBK, sizeof(float));
     }
-  const int64_t used = N * K + N * KB * static_cast<int64_t>(sizeof(float));
+  // The 128 x 128 block table where every 128-row group shares its scales (compared as bits).
+  bool uniform = true;
+  for (int64_t kb = 0; kb < KB && uniform; ++kb)
+    for (int64_t n = 0; n < N && uniform; ++n)
+      uniform = std::memcmp(s + kb * N + n, s + kb * N + n / 128 * 128, sizeof(float)) == 0;
+  int64_t used = N * K + N * KB * static_cast<int64_t>(sizeof(float));
+  if (uniform) {
+    float* b = s + N * KB;
+    for (int64_t nb = 0; nb < NB; ++nb)
+      for (int64_t kb = 0; kb < KB; ++kb) b[nb * KB + kb] = s[kb * N + nb * 128];
+    used += NB * KB * static_cast<int64_t>(sizeof(float));
+  }
   std::memset(q + used, 0, static_cast<size_t>(bytes - used));
+  return uniform;
 }
 
 void fp8_device_layout_to_blocks(const void* device_layout, int64_t N, int64_t K, void* out) {
