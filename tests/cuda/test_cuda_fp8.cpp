@@ -25,8 +25,9 @@
 namespace redhare::cuda_test {
 namespace {
 
-// Random finite e4m3 bytes with per-channel scales, packed as redhare keeps FP8 weights.
-Tensor random_fp8(int64_t N, int64_t K) {
+// Random finite e4m3 bytes [N, K] with random scales in [5e-4, 5e-3) of the given shape
+// (pack_fp8_weight's forms), packed as redhare keeps FP8 weights.
+Tensor random_fp8_scaled(int64_t N, int64_t K, const Shape& scale_shape, const std::vector<int64_t>& block) {
   Tensor w = Tensor::empty(DType::kF8E4M3, {N, K});
   std::uniform_int_distribution<int> byte(0, 255);
   for (int64_t i = 0; i < w.numel(); ++i) {
@@ -34,26 +35,20 @@ Tensor random_fp8(int64_t N, int64_t K) {
     if ((v & 0x7F) == 0x7F) v = 0;
     static_cast<uint8_t*>(w.data())[i] = static_cast<uint8_t>(v);
   }
-  std::vector<float> ch(static_cast<size_t>(N));
-  std::uniform_real_distribution<float> s(0.0005f, 0.005f);
-  for (float& v : ch) v = s(rng());
-  return pack_fp8_weight(w, Tensor::from_f32(ch, {N}), {}, "random");
-}
-
-// The same with one scale per 128 x 128 block (as redhare convert and DeepSeek-V3 write them).
-Tensor random_fp8_blocks(int64_t N, int64_t K) {
-  Tensor w = Tensor::empty(DType::kF8E4M3, {N, K});
-  std::uniform_int_distribution<int> byte(0, 255);
-  for (int64_t i = 0; i < w.numel(); ++i) {
-    int v = byte(rng());
-    if ((v & 0x7F) == 0x7F) v = 0;
-    static_cast<uint8_t*>(w.data())[i] = static_cast<uint8_t>(v);
-  }
-  const int64_t NB = (N + 127) / 128, KB = K / 128;
-  std::vector<float> sc(static_cast<size_t>(NB * KB));
+  int64_t count = 1;
+  for (int64_t d : scale_shape) count *= d;
+  std::vector<float> sc(static_cast<size_t>(count));
   std::uniform_real_distribution<float> s(0.0005f, 0.005f);
   for (float& v : sc) v = s(rng());
-  return pack_fp8_weight(w, Tensor::from_f32(sc, {NB, KB}), {128, 128}, "random blocks");
+  return pack_fp8_weight(w, Tensor::from_f32(sc, scale_shape), block, "random");
+}
+
+// Per-channel scales.
+Tensor random_fp8(int64_t N, int64_t K) { return random_fp8_scaled(N, K, {N}, {}); }
+
+// One scale per 128 x 128 block (as redhare convert and DeepSeek-V3 write them).
+Tensor random_fp8_blocks(int64_t N, int64_t K) {
+  return random_fp8_scaled(N, K, {(N + 127) / 128, K / 128}, {128, 128});
 }
 
 constexpr int64_t kFp8WidenRows = 128;  // cuda::kFp8WidenRows
@@ -521,29 +516,30 @@ TEST(CudaFp8Setting, RaiseLowerBitFloatToParses) {
   }
 }
 
+// linear() of random FP8 weights [N, 512] and activations [M, 512] (drawn from `seed`) on a
+// tensor-core backend under `l`.
+Tensor fp8_linear_under(LowerBitFloat l, int64_t M, int64_t N, unsigned seed) {
+  CudaOptions o;
+  o.tensor_cores = true;
+  o.raise_lower_bit_float_to = l;
+  auto tc = make_cuda_backend(0, o);
+  rng().seed(seed);
+  Tensor w = random_fp8(N, 512);
+  Tensor x = random_tensor(DType::kF32, {M, 512});
+  Tensor out = tc->upload(poisoned({M, N}));
+  tc->linear(tc->upload(x), tc->upload(w), nullptr, out);
+  return tc->to_host(out);
+}
+
 TEST_F(CudaFp8Linear, AutoUsesW8A8FromItsRowCountAndBf16Never) {
   // The same product under auto, bf16 and fp8: below kW8A8AutoRows auto equals bf16 (W8A16) bit
   // for bit, from there fp8 (W8A8) where cuBLASLt has it; bf16 and fp8 differ (e4m3 vs bf16
   // activations).
   if (!w8a8_device()) GTEST_SKIP() << "no block-scaled FP8 product in cuBLASLt on this GPU";
-  auto run = [&](LowerBitFloat l, int64_t M) {
-    CudaOptions o;
-    o.tensor_cores = true;
-    o.raise_lower_bit_float_to = l;
-    auto tc = make_cuda_backend(0, o);
-    Tensor w = random_fp8(256, 512);
-    Tensor x = random_tensor(DType::kF32, {M, 512});
-    Tensor out = tc->upload(poisoned({M, 256}));
-    tc->linear(tc->upload(x), tc->upload(w), nullptr, out);
-    return tc->to_host(out);
-  };
   for (int64_t M : {int64_t{5}, int64_t{16}, int64_t{64}, int64_t{300}}) {
-    rng().seed(11);
-    const Tensor a = run(LowerBitFloat::kAuto, M);
-    rng().seed(11);
-    const Tensor b = run(LowerBitFloat::kBf16, M);
-    rng().seed(11);
-    const Tensor f = run(LowerBitFloat::kFp8, M);
+    const Tensor a = fp8_linear_under(LowerBitFloat::kAuto, M, 256, 11);
+    const Tensor b = fp8_linear_under(LowerBitFloat::kBf16, M, 256, 11);
+    const Tensor f = fp8_linear_under(LowerBitFloat::kFp8, M, 256, 11);
     EXPECT_FALSE(same_bytes(b, f)) << "M=" << M;
     EXPECT_TRUE(same_bytes(a, M >= cuda::kW8A8AutoRows ? f : b)) << "M=" << M;
   }
@@ -553,20 +549,10 @@ TEST_F(CudaFp8Linear, W8A8LeavesUnalignedOutputWidthsToW8A16) {
   // cuBLASLt's FP8 product wants 16-byte rows of output and scales: N = 130 under fp8 runs W8A16,
   // bit for bit the bf16 setting's result, while N = 132 runs W8A8.
   if (!w8a8_device()) GTEST_SKIP() << "no block-scaled FP8 product in cuBLASLt on this GPU";
-  auto run = [&](LowerBitFloat l, int64_t N) {
-    CudaOptions o;
-    o.tensor_cores = true;
-    o.raise_lower_bit_float_to = l;
-    auto tc = make_cuda_backend(0, o);
-    rng().seed(7);
-    Tensor w = random_fp8(N, 512);
-    Tensor x = random_tensor(DType::kF32, {64, 512});
-    Tensor out = tc->upload(poisoned({64, N}));
-    tc->linear(tc->upload(x), tc->upload(w), nullptr, out);
-    return tc->to_host(out);
-  };
-  EXPECT_TRUE(same_bytes(run(LowerBitFloat::kFp8, 130), run(LowerBitFloat::kBf16, 130)));
-  EXPECT_FALSE(same_bytes(run(LowerBitFloat::kFp8, 132), run(LowerBitFloat::kBf16, 132)));
+  EXPECT_TRUE(same_bytes(fp8_linear_under(LowerBitFloat::kFp8, 64, 130, 7),
+                         fp8_linear_under(LowerBitFloat::kBf16, 64, 130, 7)));
+  EXPECT_FALSE(same_bytes(fp8_linear_under(LowerBitFloat::kFp8, 64, 132, 7),
+                          fp8_linear_under(LowerBitFloat::kBf16, 64, 132, 7)));
 }
 
 // A random Llama with 128-multiple rows, converted to FP8 (written once per process); its folder.
