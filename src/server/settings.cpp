@@ -78,7 +78,7 @@ const std::vector<SettingDef>& Settings::schema() {
       {"infer.raise_lower_bit_float_to", "string", "auto",
        "GPU products on FP8 weights (tensor-core mode): bf16 (W8A16: weights raised to 16 bits in the kernels), "
        "fp8 (W8A8: activations quantized to e4m3 per row and 128-value block, cuBLASLt's block-scaled FP8 "
-       "product, Hopper) or auto (fp8 there for products of 16 rows and more, else bf16)"},
+       "product, Hopper; every product) or auto (fp8 there for products of 16 rows and more, else bf16)"},
       {"infer.use_cuda_graph", "bool", true, "replay decode steps from CUDA graphs (one per batch-size bucket)"},
       {"infer.prefix_caching", "bool", true, "reuse the KV of shared prompt prefixes"},
       {"infer.threads", "int", 0, "CPU threads for the model (0 = all)"},

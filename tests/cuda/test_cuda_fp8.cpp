@@ -482,7 +482,8 @@ TEST_P(CudaFp8W8A8, MatchesQuantizedActivationsTimesExactWeights) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaFp8W8A8,
-    ::testing::Values(Fp8TcCase{5, 200, 128, kS, true, false}, Fp8TcCase{5, 448, 1024, kU, false, true},
+    ::testing::Values(Fp8TcCase{1, 448, 1024, kU, true, true}, Fp8TcCase{3, 200, 4096, kA, false, true},
+                      Fp8TcCase{5, 200, 128, kS, true, false}, Fp8TcCase{5, 448, 1024, kU, false, true},
                       Fp8TcCase{16, 136, 256, kA, true, true}, Fp8TcCase{17, 200, 4096, kA, true, false},
                       Fp8TcCase{17, 300, 640, kS, false, true}, Fp8TcCase{33, 144, 1024, kS, true, true},
                       Fp8TcCase{33, 448, 2048, kU, false, false}, Fp8TcCase{64, 520, 512, kA, false, true},

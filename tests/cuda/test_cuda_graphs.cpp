@@ -190,8 +190,8 @@ TEST_F(CudaGraphs, GoldenFixturesWithTensorCores) {
 }
 
 TEST_F(CudaGraphs, GoldenFp8FixtureWithW8A8) {
-  // The FP8 fixture with W8A8 products (every product of more than 4 rows: activations in e4m3
-  // per 128-value block). e4m3's unit roundoff (2^-4) is 16 times bf16's (2^-8), so the stated
+  // The FP8 fixture with W8A8 products (every product, decode steps too: activations in e4m3 per
+  // 128-value block). e4m3's unit roundoff (2^-4) is 16 times bf16's (2^-8), so the stated
   // tolerance is 16 times transformers' bf16 drift. At twice that no step of this small random
   // model clears the near-tie margin, so the greedy tokens are then checked again up to the first
   // step whose margin is under twice the largest logit error the first pass measured.

@@ -114,8 +114,7 @@ class CudaBackend final : public Backend {
     RH_CUDA(cudaMalloc(&attn_counters_, sizeof(int32_t) * cuda::kAttentionCounters));
     RH_CUDA(cudaMemset(attn_counters_, 0, sizeof(int32_t) * cuda::kAttentionCounters));
     if (lt_ && options_.raise_lower_bit_float_to != LowerBitFloat::kBf16 && cuda::fp8_w8a8_supported())
-      w8a8_rows_ = options_.raise_lower_bit_float_to == LowerBitFloat::kFp8 ? cuda::kGemvMaxRows + 1
-                                                                             : cuda::kW8A8AutoRows;
+      w8a8_rows_ = options_.raise_lower_bit_float_to == LowerBitFloat::kFp8 ? 1 : cuda::kW8A8AutoRows;
   }
 
   ~CudaBackend() override {
@@ -278,8 +277,10 @@ class CudaBackend final : public Backend {
       check_f32(*bias, "linear bias");
       RH_CHECK(bias->numel() == w.size(0), "linear bias ", bias->str(), " for ", w.str());
     }
+    if (lt_ && w.dtype() == DType::kF8B128 && x.size(0) >= w8a8_rows_ &&
+        w8a8_product(x, nullptr, 0.0f, w, bias, LinearOut::kStore, out))
+      return;
     if (lt_ && w.dtype() == DType::kF8B128 && x.size(0) > cuda::kGemvMaxRows) {
-      if (x.size(0) >= w8a8_rows_ && w8a8_product(x, nullptr, 0.0f, w, bias, LinearOut::kStore, out)) return;
       if (x.size(0) < cuda::kFp8WidenRows || x.size(0) >= w8a8_rows_) {
         fp8_product(x, nullptr, 0.0f, w, bias, LinearOut::kStore, out);
         return;
@@ -330,6 +331,10 @@ class CudaBackend final : public Backend {
     }
     if (tc_fused_linear(x, norm_weight, eps, w, bias, mode, out)) return;
     if (w.dtype() == DType::kF8B128) {
+      // Tensor cores: W8A8 on cuBLASLt from w8a8_rows_ rows; else the W8A16 decode kernel up to 4
+      // rows, then the W8A16 tiles, or from kFp8WidenRows rows the weights widened to bf16 for
+      // this call, then cuBLASLt as for bf16 weights.
+      if (lt_ && M >= w8a8_rows_ && w8a8_product(x, norm_weight, eps, w, bias, mode, out)) return;
       if (lt_ && M <= cuda::kFp8DecodeMaxRows &&
           cuda::launch_fp8_decode(x.data_as<float>(), norm_weight ? norm_weight->data_as<float>() : nullptr, eps,
                                   w.data(), bias ? bias->data_as<float>() : nullptr, M, N, K,
@@ -341,11 +346,6 @@ class CudaBackend final : public Backend {
                                       w.data(), bias ? bias->data_as<float>() : nullptr, M, N, K,
                                       static_cast<cuda::LinearMode>(static_cast<int>(mode)), out.data_as<float>(),
                                       stream()))
-        return;
-      // Tensor cores, more than 4 rows: W8A8 on cuBLASLt from w8a8_rows_ rows; else norm, product
-      // and epilogue in the W8A16 kernel, or from kFp8WidenRows rows the weights widened to bf16
-      // for this call, then cuBLASLt as for bf16 weights.
-      if (lt_ && M > cuda::kGemvMaxRows && M >= w8a8_rows_ && w8a8_product(x, norm_weight, eps, w, bias, mode, out))
         return;
       if (lt_ && M > cuda::kGemvMaxRows && (M < cuda::kFp8WidenRows || M >= w8a8_rows_)) {
         fp8_product(x, norm_weight, eps, w, bias, mode, out);

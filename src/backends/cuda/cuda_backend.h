@@ -26,9 +26,9 @@ namespace redhare {
 // How products on FP8 (kF8B128) weights run in tensor-core mode (infer.raise_lower_bit_float_to):
 // kBf16: W8A16, the e4m3 weights raised to f16 / bf16 inside the kernels, activations kept at
 // 16 bits; kFp8: W8A8 (activations quantized to e4m3 per row and 128-value block, cuBLASLt's
-// block-scaled FP8 product) for every product of more than 4 rows where cuBLASLt offers it
-// (Hopper); kAuto: W8A8 there from cuda::kW8A8AutoRows rows, where it measures faster. Elsewhere,
-// and for decode products of at most 4 rows, W8A16; exact mode (tensor_cores off) ignores this.
+// block-scaled FP8 product) for every product where cuBLASLt offers it (Hopper); kAuto: W8A8
+// there from cuda::kW8A8AutoRows rows, where it measures faster, W8A16 below (the decode kernel up
+// to 4 rows). Elsewhere W8A16; exact mode (tensor_cores off) ignores this.
 enum class LowerBitFloat { kAuto, kBf16, kFp8 };
 // "auto", "bf16" or "fp8"; anything else is an error naming the choices.
 LowerBitFloat parse_lower_bit_float(const std::string& value);
