@@ -146,13 +146,8 @@ __device__ __forceinline__ void stage_activations(const float* __restrict__ x, c
         f[m][i] = j < n4 ? reinterpret_cast<const float4*>(x + m * K)[j] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
       }
   };
-  float inv[M];
-#pragma unroll
-  for (int m = 0; m < M; ++m) inv[m] = 1.0f;
-  if (norm_w) {
-    double ss[M];
-#pragma unroll
-    for (int m = 0; m < M; ++m) ss[m] = 0;
+  // fn(m, j, x[m, 4j..4j+3]) for every row m and j < n4, one batch of loads issued before any use.
+  const auto each_loaded = [&](auto&& fn) {
     for (int64_t j0 = threadIdx.x; j0 < n4; j0 += B * kThreads) {
       float4 f[M][B];
       load_batch(j0, f);
@@ -160,12 +155,25 @@ __device__ __forceinline__ void stage_activations(const float* __restrict__ x, c
       for (int m = 0; m < M; ++m)
 #pragma unroll
         for (int i = 0; i < B; ++i) {
-          ss[m] += static_cast<double>(f[m][i].x) * f[m][i].x;
-          ss[m] += static_cast<double>(f[m][i].y) * f[m][i].y;
-          ss[m] += static_cast<double>(f[m][i].z) * f[m][i].z;
-          ss[m] += static_cast<double>(f[m][i].w) * f[m][i].w;
+          const int64_t j = j0 + static_cast<int64_t>(i) * kThreads;
+          if (j >= n4) break;
+          fn(m, j, f[m][i]);
         }
     }
+  };
+  float inv[M];
+#pragma unroll
+  for (int m = 0; m < M; ++m) inv[m] = 1.0f;
+  if (norm_w) {
+    double ss[M];
+#pragma unroll
+    for (int m = 0; m < M; ++m) ss[m] = 0;
+    each_loaded([&](int m, int64_t, const float4& f) {
+      ss[m] += static_cast<double>(f.x) * f.x;
+      ss[m] += static_cast<double>(f.y) * f.y;
+      ss[m] += static_cast<double>(f.z) * f.z;
+      ss[m] += static_cast<double>(f.w) * f.w;
+    });
     block_reduce<M>(ss, ssp, [](double p, double q) { return p + q; });
 #pragma unroll
     for (int m = 0; m < M; ++m) inv[m] = rms_inverse(ss[m], K, eps);
@@ -173,26 +181,17 @@ __device__ __forceinline__ void stage_activations(const float* __restrict__ x, c
   float mx[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) mx[m] = 0.0f;
-  for (int64_t j0 = threadIdx.x; j0 < n4; j0 += B * kThreads) {
-    float4 f[M][B];
-    load_batch(j0, f);
-#pragma unroll
-    for (int m = 0; m < M; ++m)
-#pragma unroll
-      for (int i = 0; i < B; ++i) {
-        const int64_t j = j0 + static_cast<int64_t>(i) * kThreads;
-        if (j >= n4) break;
-        const float v0 = staged_value(f[m][i].x, norm_w, 4 * j, inv[m]);
-        const float v1 = staged_value(f[m][i].y, norm_w, 4 * j + 1, inv[m]);
-        const float v2 = staged_value(f[m][i].z, norm_w, 4 * j + 2, inv[m]);
-        const float v3 = staged_value(f[m][i].w, norm_w, 4 * j + 3, inv[m]);
-        mx[m] = fmaxf(mx[m], fmaxf(fmaxf(fabsf(v0), fabsf(v1)), fmaxf(fabsf(v2), fabsf(v3))));
-        // bf16 values: the high halves of their f32 bits.
-        reinterpret_cast<uint2*>(a + m * a_stride)[j] =
-            make_uint2(__byte_perm(__float_as_uint(v0), __float_as_uint(v1), 0x7632),
-                       __byte_perm(__float_as_uint(v2), __float_as_uint(v3), 0x7632));
-      }
-  }
+  each_loaded([&](int m, int64_t j, const float4& f) {
+    const float v0 = staged_value(f.x, norm_w, 4 * j, inv[m]);
+    const float v1 = staged_value(f.y, norm_w, 4 * j + 1, inv[m]);
+    const float v2 = staged_value(f.z, norm_w, 4 * j + 2, inv[m]);
+    const float v3 = staged_value(f.w, norm_w, 4 * j + 3, inv[m]);
+    mx[m] = fmaxf(mx[m], fmaxf(fmaxf(fabsf(v0), fabsf(v1)), fmaxf(fabsf(v2), fabsf(v3))));
+    // bf16 values: the high halves of their f32 bits.
+    reinterpret_cast<uint2*>(a + m * a_stride)[j] =
+        make_uint2(__byte_perm(__float_as_uint(v0), __float_as_uint(v1), 0x7632),
+                   __byte_perm(__float_as_uint(v2), __float_as_uint(v3), 0x7632));
+  });
   block_reduce<M>(mx, mxp, [](float p, float q) { return fmaxf(p, q); });
 #pragma unroll
   for (int m = 0; m < M; ++m) {

@@ -28,7 +28,6 @@
 // more rows in exact mode take the tiled kernel through Fp8Src. fp8_to_bf16_kernel widens them for
 // cuBLASLt (tensor-core mode, W8A16, from kFp8WidenRows rows).
 #include <algorithm>
-#include <cstring>
 
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -687,49 +686,6 @@ void launch_quant_linear(const float* x, const void* w, DType w_type, const floa
   with_block_type(w_type, [&](auto q) {
     linear_typed<decltype(q)>(x, static_cast<const uint8_t*>(w), bias, M, N, K, out, stream);
   });
-}
-
-bool fp8_blocks_to_device_layout(const void* blocks, int64_t N, int64_t K, void* out) {
-  RH_CHECK(K % kBK == 0, "FP8 weights: a row of ", K, " values is not a whole number of 128-value blocks");
-  const int64_t KB = K / kBK, NB = (N + 127) / 128, bytes = dtype_bytes(DType::kF8B128, N * K);
-  const auto* src = static_cast<const uint8_t*>(blocks);
-  auto* q = static_cast<uint8_t*>(out);
-  auto* s = reinterpret_cast<float*>(q + N * K);
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t kb = 0; kb < KB; ++kb) {
-      const uint8_t* blk = src + (n * KB + kb) * 144;
-      std::memcpy(q + n * K + kb * kBK, blk, kBK);
-      std::memcpy(s + kb * N + n, blk + kBK, sizeof(float));
-    }
-  // The 128 x 128 block table where every 128-row group shares its scales (compared as bits).
-  bool uniform = true;
-  for (int64_t kb = 0; kb < KB && uniform; ++kb)
-    for (int64_t n = 0; n < N && uniform; ++n)
-      uniform = std::memcmp(s + kb * N + n, s + kb * N + n / 128 * 128, sizeof(float)) == 0;
-  int64_t used = N * K + N * KB * static_cast<int64_t>(sizeof(float));
-  if (uniform) {
-    float* b = s + N * KB;
-    for (int64_t nb = 0; nb < NB; ++nb)
-      for (int64_t kb = 0; kb < KB; ++kb) b[nb * KB + kb] = s[kb * N + nb * 128];
-    used += NB * KB * static_cast<int64_t>(sizeof(float));
-  }
-  std::memset(q + used, 0, static_cast<size_t>(bytes - used));
-  return uniform;
-}
-
-void fp8_device_layout_to_blocks(const void* device_layout, int64_t N, int64_t K, void* out) {
-  RH_CHECK(K % kBK == 0, "FP8 weights: a row of ", K, " values is not a whole number of 128-value blocks");
-  const int64_t KB = K / kBK;
-  const auto* q = static_cast<const uint8_t*>(device_layout);
-  const auto* s = reinterpret_cast<const float*>(q + N * K);
-  auto* dst = static_cast<uint8_t*>(out);
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t kb = 0; kb < KB; ++kb) {
-      uint8_t* blk = dst + (n * KB + kb) * 144;
-      std::memcpy(blk, q + n * K + kb * kBK, kBK);
-      std::memcpy(blk + kBK, s + kb * N + n, sizeof(float));
-      std::memset(blk + kBK + 4, 0, 12);
-    }
 }
 
 void launch_quant_embedding(const void* table, DType type, const int32_t* ids, int64_t tokens, int64_t hidden,
