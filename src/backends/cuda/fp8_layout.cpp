@@ -10,7 +10,8 @@
 namespace redhare::cuda {
 namespace {
 
-constexpr int64_t kValues = 128, kBlock = 144;  // values per block, host bytes per block
+// Values per block and bytes per host block, from the dtype table.
+const int64_t kValues = dtype_info(DType::kF8B128).block_elems, kBlock = dtype_info(DType::kF8B128).block_bytes;
 
 void check_row(int64_t K) {
   RH_CHECK(K % kValues == 0, "FP8 weights: a row of ", K, " values is not a whole number of 128-value blocks");

@@ -38,11 +38,10 @@ class LtGemm {
   // and a_s [K / 128, M] as launch_fp8_quantize_activations writes them and w [N, K] FP8 in its
   // device layout (fp8_device.cuh: its scale table is the VEC128_32F one cuBLASLt takes). f32
   // accumulation; `accumulate`: out += product. No bias: cuBLASLt's bias epilogue (f32 bias) with
-  // these scale modes gave outputs 2-4% off on an H100 (cuBLAS 13.1), so callers add it after. False, nothing
-  // launched, when cuBLASLt has no algorithm (it refuses some row counts: 1 and 5 on an H100; 8
-  // and 64 it takes).
-  // block_scales: the weights' 128 x 128 block table (fp8_device.cuh) in place of their per-row
-  // scales (BLK128x128_32F; only for weights that have it).
+  // these scale modes gave outputs 2-4% off on an H100 (cuBLAS 13.1), so callers add it after.
+  // False, nothing launched, when cuBLASLt has no algorithm (it refuses some row counts: 1 and 5
+  // on an H100; 8 and 64 it takes). block_scales: the weights' 128 x 128 block table
+  // (fp8_device.cuh) in place of their per-row scales (BLK128x128_32F; only for weights that have it).
   bool run_fp8(const void* a_q, const float* a_s, const void* w, int64_t M, int64_t N, int64_t K, float* out,
                cudaStream_t stream, bool accumulate = false, bool block_scales = false);
   bool has_fp8_plan(int64_t M, int64_t N, int64_t K, bool block_scales = false);
