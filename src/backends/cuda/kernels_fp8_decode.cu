@@ -58,8 +58,9 @@
 //   (14.0 / 9.2 / 48.8 / 27.0 us), whole steps slower: batch 1 4.63 -> 5.89 ms. Tiles taken from
 //   an atomic counter (in case the blocks of an early-launched grid land unevenly on the SMs):
 //   5.92 ms; that and pdl_trigger after the main loop: 5.02 ms; that and no weight loads before
-//   pdl_wait: 6.60 ms. Cause not established; hence the ordinary launch. This 16-warp kernel was
-//   not measured with PDL.
+//   pdl_wait: 6.60 ms. Cause not established. This 16-warp kernel with PDL (same H100, whole
+//   batch-1 steps): 4.02 -> 3.86 ms, and 3.73 once the attention kernel before the o product
+//   stopped letting it in early (tc_decode_kernel); batch 8 unchanged. Hence launch_pdl.
 // - A 256-byte L2 prefetch size on the weight loads: no change; the bit moves in place of the
 //   hardware conversion on sm_90: 1.5-3.5% slower (first version).
 //
@@ -443,11 +444,9 @@ bool launch_fp8_decode(const float* x, const float* norm_w, float eps, const voi
   const Fp8DecodeKernel kernel = kernel_for(M);
   if (!fits(kernel, smem)) return false;
   const int64_t grid = std::min<int64_t>(tiles, sm_count());
-  // An ordinary launch, not launch_pdl (it slowed whole decode steps, see above); its pdl_trigger
-  // still lets the kernel after it start early.
-  kernel<<<dim3(static_cast<unsigned>(grid)), dim3(kThreads), static_cast<size_t>(smem), stream>>>(
-      x, norm_w, eps, Fp8Rows(w, N, K), bias, N, K, static_cast<int>(mode), static_cast<int>(tiles), out);
-  RH_CUDA_LAUNCHED("fp8_decode_kernel");
+  launch_pdl("fp8_decode_kernel", kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads), static_cast<size_t>(smem),
+             stream, x, norm_w, eps, Fp8Rows(w, N, K), bias, N, K, static_cast<int>(mode), static_cast<int>(tiles),
+             out);
   return true;
 }
 
