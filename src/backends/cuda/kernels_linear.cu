@@ -208,7 +208,9 @@ gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
   // Launched with PDL (pdl.cuh): x and out are touched only after pdl_wait(). (Prefetching the
   // warps' first weight rows into L2 before the wait gained nothing at 2 KB per row and cost 6%
-  // of a batch-1 step at 8 KB, the down product's rows overflowing L2; H200, 8B shape.)
+  // of a batch-1 step at 8 KB, the down product's rows overflowing L2; H200, 8B shape. Each
+  // warp prefetching its next column's row into L2 while it streams the current one: the qkv
+  // product alone 19.8 -> 17.8 us, whole batch-1 steps 5.90 -> 6.31 ms; H100.)
   pdl_begin();
   const float* xin = x;
   if (norm_w) {
