@@ -77,11 +77,17 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 // default would measure the default's composition instead); while `timing` is on, each op runs
 // alone between two device-wide synchronizations and its wall time is added to its row. That serializes launches, so the rows
 // sum to more than a normal step: they show where device time goes, not the step time.
-// Bytes a product reads of weight w: FP8 weights as the CUDA backend lays them out (e4m3 bytes and
-// an f32 scale per 128 values; the host blocks' padding is never read).
+// Host bytes of FP8 (kF8B128) weights holding `params` values that no product reads: the CUDA
+// backend keeps each block's e4m3 values and its f32 scale, never the host block's padding.
+int64_t fp8_unread_bytes(int64_t params) {
+  const DTypeInfo& f = dtype_info(DType::kF8B128);
+  return params / f.block_elems * (f.block_bytes - f.block_elems - static_cast<int64_t>(sizeof(float)));
+}
+
+// Bytes a product reads of weight w (FP8 weights as the CUDA backend lays them out).
 double read_bytes(const Tensor& w) {
   const int64_t n = w.nbytes();
-  return static_cast<double>(w.dtype() == DType::kF8B128 ? n - w.numel() / 128 * 12 : n);
+  return static_cast<double>(w.dtype() == DType::kF8B128 ? n - fp8_unread_bytes(w.numel()) : n);
 }
 
 class TimedBackend final : public Backend {
@@ -306,11 +312,10 @@ int main(int argc, char** argv) {
 
     const int64_t embed_bytes = dtype_bytes(c.dtype, c.vocab_size * c.hidden_size);
     // Per step every weight is read once; an untied embedding table is only looked up (one row).
-    // FP8 weights are read as the CUDA backend lays them out (e4m3 bytes and an f32 scale per 128
-    // values): the host blocks' 12 bytes of padding per 128 values are never read.
+    // FP8 weights are read as the CUDA backend lays them out (fp8_unread_bytes).
     const auto& by_dtype = model->parameters_by_dtype();
     const auto fp8 = by_dtype.find(std::string(dtype_name(DType::kF8B128)));
-    const int64_t fp8_padding = fp8 == by_dtype.end() ? 0 : fp8->second / 128 * 12;
+    const int64_t fp8_padding = fp8 == by_dtype.end() ? 0 : fp8_unread_bytes(fp8->second);
     const double weight_read =
         static_cast<double>(model->weight_bytes() - fp8_padding - (c.tie_word_embeddings ? 0 : embed_bytes));
     const double matrix_params = static_cast<double>(model->num_parameters() - (c.tie_word_embeddings ? 0 : c.vocab_size * c.hidden_size));
