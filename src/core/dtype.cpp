@@ -91,17 +91,6 @@ uint16_t f32_to_f16(float f) {
   return static_cast<uint16_t>(sign | ((rounded - (112u << 23)) >> 13));
 }
 
-float f8e4m3_to_f32(uint8_t v) {
-  uint32_t sign = v & 0x80u;
-  uint32_t exp = (v >> 3) & 0xfu;
-  uint32_t man = v & 0x7u;
-  float r;
-  if (exp == 0xf && man == 0x7) return std::nanf("");
-  if (exp == 0) r = std::ldexp(static_cast<float>(man), -9);
-  else r = std::ldexp(1.0f + static_cast<float>(man) / 8.0f, static_cast<int>(exp) - 7);
-  return sign ? -r : r;
-}
-
 namespace {
 // Rounds |f| to the nearest value of a small float format with `man_bits` mantissa bits, exponent
 // bias `bias`, saturating at `max_val`; returns the encoded magnitude.

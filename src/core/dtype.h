@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <string_view>
 
@@ -81,7 +82,30 @@ inline uint16_t f32_to_bf16(float f) {
 
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
-float f8e4m3_to_f32(uint8_t v);
+// e4m3 ("fn": no infinities; 0x7f and 0xff are NaN) to f32, exactly: a lookup in a table made at
+// compile time, as this sits in the inner loops of FP8 dequantization (reference products, the
+// FP8 KV cache on the CPU).
+namespace detail {
+constexpr float f8e4m3_value(uint32_t v) {
+  const uint32_t exp = (v >> 3) & 0xfu, man = v & 0x7u;
+  if (exp == 0xf && man == 0x7) return std::numeric_limits<float>::quiet_NaN();
+  // Subnormal: man * 2^-9; normal: (8 + man) * 2^(exp - 10). Products of powers of two: exact.
+  float r = exp == 0 ? static_cast<float>(man) : static_cast<float>(8 + man);
+  for (int e = exp == 0 ? -9 : static_cast<int>(exp) - 10; e < 0; ++e) r *= 0.5f;
+  for (int e = static_cast<int>(exp) - 10; exp != 0 && e > 0; --e) r *= 2.0f;
+  return (v & 0x80u) ? -r : r;
+}
+struct F8E4M3Table {
+  float v[256];
+};
+constexpr F8E4M3Table make_f8e4m3_table() {
+  F8E4M3Table t{};
+  for (uint32_t i = 0; i < 256; ++i) t.v[i] = f8e4m3_value(i);
+  return t;
+}
+inline constexpr F8E4M3Table kF8E4M3 = make_f8e4m3_table();
+}  // namespace detail
+inline float f8e4m3_to_f32(uint8_t v) { return detail::kF8E4M3.v[v]; }
 uint8_t f32_to_f8e4m3(float f);  // saturates to +-448 (the "fn" variant has no infinities)
 float f8e5m2_to_f32(uint8_t v);
 uint8_t f32_to_f8e5m2(float f);

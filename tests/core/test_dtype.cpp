@@ -48,6 +48,24 @@ TEST(DType, F8E4M3RoundTripAndSaturation) {
   EXPECT_TRUE(std::isnan(f8e4m3_to_f32(0x7f)));
 }
 
+TEST(DType, F8E4M3DecodesEveryCodeAsTheFormatDefines) {
+  // OCP FP8 e4m3fn: bias 7, subnormals man * 2^-9, S.1111.111 NaN, no infinities.
+  for (uint32_t v = 0; v < 256; ++v) {
+    const uint32_t exp = (v >> 3) & 0xfu, man = v & 0x7u;
+    const float got = f8e4m3_to_f32(static_cast<uint8_t>(v));
+    if (exp == 0xf && man == 0x7) {
+      EXPECT_TRUE(std::isnan(got)) << v;
+      continue;
+    }
+    float want = exp == 0 ? std::ldexp(static_cast<float>(man), -9)
+                          : std::ldexp(1.0f + static_cast<float>(man) / 8.0f, static_cast<int>(exp) - 7);
+    if (v & 0x80u) want = -want;
+    EXPECT_EQ(std::memcmp(&got, &want, 4), 0) << v << ": " << got << " against " << want;
+  }
+  EXPECT_EQ(f8e4m3_to_f32(0x80), -0.0f);
+  EXPECT_TRUE(std::signbit(f8e4m3_to_f32(0x80)));
+}
+
 TEST(DType, F8E5M2RoundTrip) {
   for (uint32_t v = 0; v < 256; ++v) {
     float f = f8e5m2_to_f32(static_cast<uint8_t>(v));

@@ -431,6 +431,7 @@ TEST_P(CudaFp8W8A8, MatchesQuantizedActivationsTimesExactWeights) {
   const int64_t row_bytes = dtype_bytes(DType::kF8B128, c.K);
   ASSERT_EQ(row_bytes, blocks * 144);
   std::vector<float> p(static_cast<size_t>(c.M * c.N));
+  const std::vector<float> bias = b.to_f32_vector();
   for (int64_t m = 0; m < c.M; ++m)
     for (int64_t n = 0; n < c.N; ++n) {
       double sum = 0;
@@ -444,7 +445,7 @@ TEST_P(CudaFp8W8A8, MatchesQuantizedActivationsTimesExactWeights) {
         for (int k = 0; k < 128; ++k) d += static_cast<double>(f8e4m3_to_f32(ab[k])) * f8e4m3_to_f32(wb[k]);
         sum += d * as * ws;
       }
-      if (c.bias) sum += b.to_f32_vector()[static_cast<size_t>(n)];
+      if (c.bias) sum += bias[static_cast<size_t>(n)];
       p[static_cast<size_t>(m * c.N + n)] = static_cast<float>(sum);
     }
   Tensor pt = Tensor::from_f32(p, {c.M, c.N});
