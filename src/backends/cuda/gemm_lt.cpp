@@ -1,6 +1,8 @@
 // cuBLASLt products for the tensor-core mode (see gemm_lt.h).
 #include "backends/cuda/gemm_lt.h"
 
+#include <exception>
+
 #include "backends/cuda/cuda_check.h"
 #include "core/error.h"
 
@@ -96,8 +98,9 @@ bool LtGemm::has_fp8_plan(int64_t M, int64_t N, int64_t K, bool block_scales) {
 
 bool LtGemm::run_fp8(const void* a_q, const float* a_s, const void* w, int64_t M, int64_t N, int64_t K, float* out,
                      cudaStream_t stream, bool accumulate, bool block_scales) {
-  if (!has_fp8_plan(M, N, K, block_scales)) return false;
+  if (K % 128 != 0) return false;
   Plan& p = plan(block_scales ? kFp8BlockKind : kFp8Kind, false, M, N, K);
+  if (!p.ok) return false;
   // cuBLAS's A is the weights (transposed), B the activations; the scale pointers are per call.
   const int64_t row_scales = N * (K / 128) * static_cast<int64_t>(sizeof(float));
   const void* w_s = static_cast<const uint8_t*>(w) + N * K + (block_scales ? row_scales : 0);
@@ -110,46 +113,16 @@ bool LtGemm::run_fp8(const void* a_q, const float* a_s, const void* w, int64_t M
 }
 
 bool fp8_w8a8_supported() {
+  // Asked as a backend's LtGemm asks (its workspace, the scale modes set); a device whose cuBLASLt
+  // rejects the scale modes, or any other failure here, means no.
   static const bool ok = [] {
-    // Asked as LtGemm asks: its workspace allowed, scale pointers set.
-    cublasLtHandle_t h = nullptr;
-    void* scratch = nullptr;
-    if (cudaMalloc(&scratch, kWorkspaceBytes) != cudaSuccess) {
+    try {
+      LtGemm probe;
+      return probe.has_fp8_plan(64, 256, 256);
+    } catch (const std::exception&) {
       cudaGetLastError();
       return false;
     }
-    if (cublasLtCreate(&h) != CUBLAS_STATUS_SUCCESS) {
-      cudaFree(scratch);
-      return false;
-    }
-    cublasLtMatmulDesc_t op = nullptr;
-    cublasLtMatrixLayout_t w = nullptr, a = nullptr, c = nullptr;
-    cublasLtMatmulPreference_t pref = nullptr;
-    bool found = false;
-    const cublasOperation_t transa = CUBLAS_OP_T, transb = CUBLAS_OP_N;
-    if (cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &transa, sizeof(transa)) ==
-            CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &transb, sizeof(transb)) ==
-            CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatrixLayoutCreate(&w, CUDA_R_8F_E4M3, 256, 256, 256) == CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatrixLayoutCreate(&a, CUDA_R_8F_E4M3, 256, 64, 256) == CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatrixLayoutCreate(&c, CUDA_R_32F, 256, 64, 256) == CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &kWorkspaceBytes,
-                                             sizeof(kWorkspaceBytes)) == CUBLAS_STATUS_SUCCESS) {
-      set_fp8_scale_modes(op, scratch);
-      cublasLtMatmulHeuristicResult_t result{};
-      int n = 0;
-      found = cublasLtMatmulAlgoGetHeuristic(h, op, w, a, c, c, pref, 1, &result, &n) == CUBLAS_STATUS_SUCCESS && n > 0;
-    }
-    if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    for (cublasLtMatrixLayout_t l : {w, a, c})
-      if (l) cublasLtMatrixLayoutDestroy(l);
-    if (op) cublasLtMatmulDescDestroy(op);
-    cublasLtDestroy(h);
-    cudaFree(scratch);
-    return found;
   }();
   return ok;
 }
