@@ -1312,27 +1312,38 @@ tc_decode_kernel(const float* __restrict__ qkv, T16* k_cache, T16* v_cache, Atte
     *reinterpret_cast<float2*>(red_o + (warp * kTcdRows + g + 8) * D + d * 8 + 2 * tq) = make_float2(o[d][2], o[d][3]);
   }
   __syncthreads();
-  for (int idx = tid; idx < gcount * D; idx += NW * 32) {
-    const int r = idx / D, d = idx % D;
+  // Each thread merges four consecutive columns of a row (float4 loads and stores: these merges
+  // are latency bound, one block per SM, so fewer and wider accesses shorten them), every column
+  // with the same arithmetic in the same order as one at a time.
+  constexpr int Q = D / 4;
+  const bool out_vec = (reinterpret_cast<uintptr_t>(out) & 15) == 0;
+  for (int idx = tid; idx < gcount * Q; idx += NW * 32) {
+    const int r = idx / Q, d = (idx % Q) * 4;
     float mx = -INFINITY;
 #pragma unroll
     for (int w = 0; w < NW; ++w) mx = fmaxf(mx, red_m[w * kTcdRows + r]);
-    float sum = 0.0f, acc = 0.0f;
+    float sum = 0.0f;
+    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
     for (int w = 0; w < NW; ++w) {
       const float mw = red_m[w * kTcdRows + r];
       if (mw == -INFINITY) continue;
       const float s = fast_exp2(mw - mx);
       sum += red_l[w * kTcdRows + r] * s;
-      acc += red_o[(w * kTcdRows + r) * D + d] * s;
+      const float4 v = *reinterpret_cast<const float4*>(red_o + (w * kTcdRows + r) * D + d);
+      acc.x += v.x * s, acc.y += v.y * s, acc.z += v.z * s, acc.w += v.w * s;
     }
     const int h = h0 + r;
     if (direct) {
-      out[static_cast<int64_t>(t) * H * D + static_cast<int64_t>(h) * D + d] = acc / sum;
+      float* o4 = out + static_cast<int64_t>(t) * H * D + static_cast<int64_t>(h) * D + d;
+      const float4 res = make_float4(acc.x / sum, acc.y / sum, acc.z / sum, acc.w / sum);
+      if (out_vec) *reinterpret_cast<float4*>(o4) = res;
+      else o4[0] = res.x, o4[1] = res.y, o4[2] = res.z, o4[3] = res.w;
     } else {
-      // The merge weighs partitions by expf: the max goes back to natural-log units.
+      // The merge weighs partitions by expf: the max goes back to natural-log units. (part_o is
+      // 16-byte aligned: launch_partitioned.)
       const int64_t at = (static_cast<int64_t>(local_t) * H + h) * nparts + p;
-      part_o[at * D + d] = acc;
+      *reinterpret_cast<float4*>(part_o + at * D + d) = acc;
       if (d == 0) part_ml[2 * at] = mx * kLn2, part_ml[2 * at + 1] = sum;
     }
   }
@@ -1361,10 +1372,12 @@ tc_decode_kernel(const float* __restrict__ qkv, T16* k_cache, T16* v_cache, Atte
     const bool staged = (3 * kTcdRows * np + gcount * np * D) * static_cast<int>(sizeof(float)) <= tcd_smem_bytes<D>();
     const int64_t base = (static_cast<int64_t>(local_t) * H + h0) * nparts + p0;
     if (staged) {
-      for (int idx = tid; idx < gcount * np * (D / 4); idx += NW * 32) {
-        const int ri = idx / (D / 4), q = idx - ri * (D / 4), r = ri / np, i = ri - r * np;
-        cp_async16(smem_u32(o_s + static_cast<int64_t>(ri) * D + q * 4),
-                   part_o + (base + static_cast<int64_t>(r) * nparts + i) * D + q * 4, true);
+      // Thread item (row r, columns d .. d + 3) copies those columns of every partition.
+      for (int idx = tid; idx < gcount * Q; idx += NW * 32) {
+        const int r = idx / Q, d = (idx % Q) * 4;
+        const float* src = part_o + (base + static_cast<int64_t>(r) * nparts) * D + d;
+        float* dst = o_s + static_cast<int64_t>(r) * np * D + d;
+        for (int i = 0; i < np; ++i) cp_async16(smem_u32(dst + i * D), src + static_cast<int64_t>(i) * D, true);
       }
       cp_async_commit();
     }
@@ -1378,28 +1391,33 @@ tc_decode_kernel(const float* __restrict__ qkv, T16* k_cache, T16* v_cache, Atte
     for (int idx = tid; idx < gcount * np; idx += NW * 32) {
       const int r = idx / np;
       float mx = -INFINITY;
+#pragma unroll 8
       for (int i = 0; i < np; ++i) mx = fmaxf(mx, m_s[r * np + i]);
       w_s[idx] = expf(m_s[idx] - mx);
     }
     cp_async_wait<0>();
     __syncthreads();
-    for (int idx = tid; idx < gcount * D; idx += NW * 32) {
-      const int r = idx / D, d = idx - r * D;
+    for (int idx = tid; idx < gcount * Q; idx += NW * 32) {
+      const int r = idx / Q, d = (idx % Q) * 4;
       const float* lr = l_s + r * np;
       const float* wr = w_s + r * np;
       float sum = 0.0f;
+#pragma unroll 8
       for (int i = 0; i < np; ++i) sum += lr[i] * wr[i];
-      float acc = 0.0f;
-      if (staged) {
-        const float* po = o_s + static_cast<int64_t>(r) * np * D + d;
+      float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      const float* po = staged ? o_s + static_cast<int64_t>(r) * np * D + d
+                               : part_o + (base + static_cast<int64_t>(r) * nparts) * D + d;
 #pragma unroll 8
-        for (int i = 0; i < np; ++i) acc += po[static_cast<int64_t>(i) * D] * wr[i];
-      } else {
-        const float* po = part_o + (base + static_cast<int64_t>(r) * nparts) * D + d;
-#pragma unroll 8
-        for (int i = 0; i < np; ++i) acc += __ldcg(po + static_cast<int64_t>(i) * D) * wr[i];
+      for (int i = 0; i < np; ++i) {
+        const float4 v = staged ? *reinterpret_cast<const float4*>(po + static_cast<int64_t>(i) * D)
+                                : __ldcg(reinterpret_cast<const float4*>(po + static_cast<int64_t>(i) * D));
+        const float wi = wr[i];
+        acc.x += v.x * wi, acc.y += v.y * wi, acc.z += v.z * wi, acc.w += v.w * wi;
       }
-      out[static_cast<int64_t>(t) * H * D + static_cast<int64_t>(h0 + r) * D + d] = acc / sum;
+      float* o4 = out + static_cast<int64_t>(t) * H * D + static_cast<int64_t>(h0 + r) * D + d;
+      const float4 res = make_float4(acc.x / sum, acc.y / sum, acc.z / sum, acc.w / sum);
+      if (out_vec) *reinterpret_cast<float4*>(o4) = res;
+      else o4[0] = res.x, o4[1] = res.y, o4[2] = res.z, o4[3] = res.w;
     }
   }
 }
@@ -1440,21 +1458,24 @@ void launch_partitioned(const AttentionMeta& meta, const AttentionShape& shape, 
   // Scratch per token: (max, sum) and an unnormalized row per (head, partition). Long prefills
   // run in token slices so scratch stays under about 64 MiB.
   const int64_t per_token = nparts == 1 ? 0 : H * nparts * (D + 2);
+  // (4 floats more: padding that aligns part_o below.)
   const int64_t slice = per_token == 0 ? meta.tokens
-                                       : std::clamp<int64_t>(kAttentionWorkspaceFloats / per_token, 1, meta.tokens);
+                                       : std::clamp<int64_t>((kAttentionWorkspaceFloats - 4) / per_token, 1, meta.tokens);
   const int64_t slice_tokens = std::min<int64_t>(slice, meta.tokens);
+  const int64_t scratch_floats = per_token * slice_tokens + 4;
   float* scratch = nullptr;
   bool own_scratch = false;
   if (per_token > 0) {
-    if (meta.workspace && per_token * slice_tokens <= meta.workspace_floats) {
+    if (meta.workspace && scratch_floats <= meta.workspace_floats) {
       scratch = meta.workspace;
     } else {
-      RH_CUDA(cudaMallocAsync(reinterpret_cast<void**>(&scratch), sizeof(float) * per_token * slice_tokens, stream));
+      RH_CUDA(cudaMallocAsync(reinterpret_cast<void**>(&scratch), sizeof(float) * scratch_floats, stream));
       own_scratch = true;
     }
   }
   float* part_ml = scratch;
-  float* part_o = scratch ? scratch + 2 * slice_tokens * H * nparts : nullptr;
+  // part_o 16-byte aligned (the tensor-core decode kernel stores and loads it as float4).
+  float* part_o = scratch ? scratch + (2 * slice_tokens * H * nparts + 3) / 4 * 4 : nullptr;
   for (int64_t t0 = 0; t0 < meta.tokens; t0 += slice_tokens) {
     const int64_t n = std::min<int64_t>(slice_tokens, meta.tokens - t0);
     dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(heads_y), static_cast<unsigned>(nparts));
