@@ -1356,6 +1356,9 @@ tc_decode_kernel(const float* __restrict__ qkv, T16* k_cache, T16* v_cache, Atte
 
   if (merge) {
     // Publish this partition, count it in; the last of the token's partitions merges them all.
+    // (Tried: the partitions of a token as one thread-block cluster, merged through distributed
+    // shared memory without scratch, fence or counter, 128-key partitions where more than 16
+    // would be needed: batch 1 unchanged, batch 8 7.08 -> 7.59 ms per step; H100, 8B shape.)
     const int p0 = qo.first / partition, np = qo.pos / partition - p0 + 1;
     __threadfence();
     __syncthreads();
