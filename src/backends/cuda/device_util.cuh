@@ -93,9 +93,36 @@ __device__ __forceinline__ float rms_inverse(double ss, int64_t n, float eps) {
 // issued before the first is used): the row goes to `xs` as it is and its squares into the sum,
 // then each thread scales the elements it staged itself. (Reading the row twice with 4-byte
 // loads, the sum's loads each waited on in turn, took ~7.5 us of the 8B qkv product's 22.)
+// The norm weights one thread of a decode product's block scales by in stage_rms_norm (its
+// float4s k = threadIdx.x + i * blockDim.x), loaded before the block waits for its activations:
+// they are constant, so their L2 round trip overlaps the previous kernel instead of following
+// the sum of squares. `held` is false where they do not fit (stage_rms_norm loads them itself).
+struct HeldNormWeights {
+  static constexpr int kN = 4;  // float4s per thread: K up to 4 * 4 * blockDim.x
+  float4 v[kN];
+  bool held = false;
+};
+
+__device__ __forceinline__ HeldNormWeights hold_norm_weights(const float* __restrict__ norm_w, int64_t K) {
+  HeldNormWeights h;
+  const int64_t K4 = K / 4;
+  h.held = norm_w != nullptr && K % 4 == 0 && reinterpret_cast<uintptr_t>(norm_w) % 16 == 0 &&
+           K4 <= HeldNormWeights::kN * static_cast<int64_t>(blockDim.x);
+  if (h.held) {
+    const float4* wv = reinterpret_cast<const float4*>(norm_w);
+#pragma unroll
+    for (int i = 0; i < HeldNormWeights::kN; ++i) {
+      const int64_t k = threadIdx.x + static_cast<int64_t>(i) * blockDim.x;
+      h.v[i] = k < K4 ? wv[k] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+  }
+  return h;
+}
+
 template <int M>
 __device__ __forceinline__ void stage_rms_norm(const float* __restrict__ x, const float* __restrict__ norm_w,
-                                               float eps, int64_t K, float* __restrict__ xs) {
+                                               float eps, int64_t K, float* __restrict__ xs,
+                                               const HeldNormWeights* held = nullptr) {
   const bool vec = K % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(norm_w) % 16 == 0;
   const int64_t K4 = K / 4;
@@ -119,7 +146,17 @@ __device__ __forceinline__ void stage_rms_norm(const float* __restrict__ x, cons
       }
     }
     const float inv = rms_inverse(block_sum(ss), K, eps);
-    if (vec) {
+    if (vec && held != nullptr && held->held) {
+      float4* sv = reinterpret_cast<float4*>(xs + m * K);
+#pragma unroll
+      for (int i = 0; i < HeldNormWeights::kN; ++i) {
+        const int64_t k = threadIdx.x + static_cast<int64_t>(i) * blockDim.x;
+        if (k >= K4) break;
+        const float4 v = sv[k], w = held->v[i];
+        sv[k] = make_float4(__fmul_rn(w.x, __fmul_rn(v.x, inv)), __fmul_rn(w.y, __fmul_rn(v.y, inv)),
+                            __fmul_rn(w.z, __fmul_rn(v.z, inv)), __fmul_rn(w.w, __fmul_rn(v.w, inv)));
+      }
+    } else if (vec) {
       const float4* wv = reinterpret_cast<const float4*>(norm_w);
       float4* sv = reinterpret_cast<float4*>(xs + m * K);
 #pragma unroll 4

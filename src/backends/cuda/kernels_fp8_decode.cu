@@ -162,6 +162,29 @@ __device__ __forceinline__ void stage_activations(const float* __restrict__ x, c
         }
     }
   };
+  // Rows of at most one batch per thread (K <= 4 * B * kThreads) are read once and kept in
+  // registers for both passes (up to two rows: with more the registers spill); the others are
+  // read again for the second.
+  const bool one_batch = n4 <= static_cast<int64_t>(B) * kThreads;
+  float4 held[M][B];
+  if constexpr (M <= 2)
+    if (one_batch) load_batch(threadIdx.x, held);
+  const auto each = [&](auto&& fn) {
+    if constexpr (M <= 2) {
+      if (one_batch) {
+#pragma unroll
+        for (int m = 0; m < M; ++m)
+#pragma unroll
+          for (int i = 0; i < B; ++i) {
+            const int64_t j = threadIdx.x + static_cast<int64_t>(i) * kThreads;
+            if (j >= n4) break;
+            fn(m, j, held[m][i]);
+          }
+        return;
+      }
+    }
+    each_loaded(fn);
+  };
   float inv[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) inv[m] = 1.0f;
@@ -169,7 +192,7 @@ __device__ __forceinline__ void stage_activations(const float* __restrict__ x, c
     double ss[M];
 #pragma unroll
     for (int m = 0; m < M; ++m) ss[m] = 0;
-    each_loaded([&](int m, int64_t, const float4& f) {
+    each([&](int m, int64_t, const float4& f) {
       ss[m] += static_cast<double>(f.x) * f.x;
       ss[m] += static_cast<double>(f.y) * f.y;
       ss[m] += static_cast<double>(f.z) * f.z;
@@ -182,7 +205,7 @@ __device__ __forceinline__ void stage_activations(const float* __restrict__ x, c
   float mx[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) mx[m] = 0.0f;
-  each_loaded([&](int m, int64_t j, const float4& f) {
+  each([&](int m, int64_t j, const float4& f) {
     const float v0 = staged_value(f.x, norm_w, 4 * j, inv[m]);
     const float v1 = staged_value(f.y, norm_w, 4 * j + 1, inv[m]);
     const float v2 = staged_value(f.z, norm_w, 4 * j + 2, inv[m]);

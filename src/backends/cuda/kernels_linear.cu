@@ -214,10 +214,11 @@ gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float
   // round of weights into registers before pdl_wait: every product, 5.84 -> 5.94 ms, the down
   // product alone 41.8 -> 44.7 us; the SwiGLU product only, gate_up alone 81.7 -> 80.1 us and
   // whole steps unchanged: its blocks arrive only as the o product's leave. H100.)
+  const HeldNormWeights held = hold_norm_weights(norm_w, K);  // constant: before the wait
   pdl_begin();
   const float* xin = x;
   if (norm_w) {
-    stage_rms_norm<M>(x, norm_w, eps, K, xs);
+    stage_rms_norm<M>(x, norm_w, eps, K, xs, &held);
     __syncthreads();
     xin = xs;
   }
