@@ -398,6 +398,8 @@ fp8_decode_kernel(const float* __restrict__ x, const float* __restrict__ norm_w,
     load_round(ra);
     load_round(rb);
   }
+  // (Tried: the norm weights this thread scales by prefetched into L1 here, as the bf16 GEMV holds
+  // them in registers, for which this kernel has none to spare: batch-1 steps unchanged, H100.)
   pdl_begin();
   stage_activations<M>(x, norm_w, eps, K, smem, a_stride, rs);
   prefetch(tile_at(0));
