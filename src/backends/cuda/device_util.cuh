@@ -87,12 +87,6 @@ __device__ __forceinline__ float rms_inverse(double ss, int64_t n, float eps) {
   return static_cast<float>(1.0 / sqrt(ss / static_cast<double>(n) + eps));
 }
 
-// The decode products' norm prologue: RMSNorm of M rows of K activations, times norm_w, into
-// shared memory `xs` ([M][K], 16-byte aligned). Every thread of the block takes part; the caller
-// syncs after. Each row is read once, with 16-byte loads where x and norm_w allow (all of them
-// issued before the first is used): the row goes to `xs` as it is and its squares into the sum,
-// then each thread scales the elements it staged itself. (Reading the row twice with 4-byte
-// loads, the sum's loads each waited on in turn, took ~7.5 us of the 8B qkv product's 22.)
 // The norm weights one thread of a decode product's block scales by in stage_rms_norm (its
 // float4s k = threadIdx.x + i * blockDim.x), loaded before the block waits for its activations:
 // they are constant, so their L2 round trip overlaps the previous kernel instead of following
@@ -119,6 +113,12 @@ __device__ __forceinline__ HeldNormWeights hold_norm_weights(const float* __rest
   return h;
 }
 
+// The decode products' norm prologue: RMSNorm of M rows of K activations, times norm_w, into
+// shared memory `xs` ([M][K], 16-byte aligned). Every thread of the block takes part; the caller
+// syncs after. Each row is read once, with 16-byte loads where x and norm_w allow (all of them
+// issued before the first is used): the row goes to `xs` as it is and its squares into the sum,
+// then each thread scales the elements it staged itself. (Reading the row twice with 4-byte
+// loads, the sum's loads each waited on in turn, took ~7.5 us of the 8B qkv product's 22.)
 template <int M>
 __device__ __forceinline__ void stage_rms_norm(const float* __restrict__ x, const float* __restrict__ norm_w,
                                                float eps, int64_t K, float* __restrict__ xs,
