@@ -278,26 +278,7 @@ class CudaBackend final : public Backend {
       check_f32(*bias, "linear bias");
       RH_CHECK(bias->numel() == w.size(0), "linear bias ", bias->str(), " for ", w.str());
     }
-    if (lt_ && w.dtype() == DType::kF8B128 && x.size(0) >= w8a8_rows_ &&
-        w8a8_product(x, nullptr, 0.0f, w, bias, LinearOut::kStore, out))
-      return;
-    if (lt_ && w.dtype() == DType::kF8B128 && x.size(0) > cuda::kGemvMaxRows) {
-      if (x.size(0) < cuda::kFp8WidenRows || x.size(0) >= w8a8_rows_) {
-        fp8_product(x, nullptr, 0.0f, w, bias, LinearOut::kStore, out);
-        return;
-      }
-      // Many rows without W8A8: widened to bf16 for this product only, then cuBLASLt (the weights
-      // cross memory three times, but cuBLASLt's matrix rate outweighs that from kFp8WidenRows rows).
-      if (const Tensor wide = widened_for_tensor_cores(w, x.size(0));
-          wide.data() && tc_fused_linear(x, nullptr, 0.0f, wide, bias, LinearOut::kStore, out))
-        return;
-    }
-    // Tensor cores, decode sizes: the W8A16 decode kernel (fp8_gemv_kernel where it does not fit).
-    if (lt_ && w.dtype() == DType::kF8B128 && x.size(0) <= cuda::kFp8DecodeMaxRows &&
-        cuda::launch_fp8_decode(x.data_as<float>(), nullptr, 0.0f, w.data(), bias ? bias->data_as<float>() : nullptr,
-                                x.size(0), w.size(0), x.size(1), cuda::LinearMode::kStore, out.data_as<float>(),
-                                stream()))
-      return;
+    if (fp8_tensor_core_product(x, nullptr, 0.0f, w, bias, LinearOut::kStore, out)) return;
     if (is_block_quantized(w.dtype())) {
       RH_CHECK(cuda::quant_kernel_supported(w.dtype()), "CUDA backend: linear does not support ",
                dtype_name(w.dtype()), " weights (", w.str(), ")");
@@ -331,31 +312,14 @@ class CudaBackend final : public Backend {
       RH_CHECK(bias->numel() == N, "fused_linear bias ", bias->str(), " for ", w.str());
     }
     if (tc_fused_linear(x, norm_weight, eps, w, bias, mode, out)) return;
-    if (w.dtype() == DType::kF8B128) {
-      // Tensor cores: W8A8 on cuBLASLt from w8a8_rows_ rows; else the W8A16 decode kernel up to 4
-      // rows, then the W8A16 tiles, or from kFp8WidenRows rows the weights widened to bf16 for
-      // this call, then cuBLASLt as for bf16 weights.
-      if (lt_ && M >= w8a8_rows_ && w8a8_product(x, norm_weight, eps, w, bias, mode, out)) return;
-      if (lt_ && M <= cuda::kFp8DecodeMaxRows &&
-          cuda::launch_fp8_decode(x.data_as<float>(), norm_weight ? norm_weight->data_as<float>() : nullptr, eps,
-                                  w.data(), bias ? bias->data_as<float>() : nullptr, M, N, K,
-                                  static_cast<cuda::LinearMode>(static_cast<int>(mode)), out.data_as<float>(),
-                                  stream()))
-        return;
-      if ((!lt_ || M <= cuda::kGemvMaxRows) &&
-          cuda::launch_fused_fp8_gemv(x.data_as<float>(), norm_weight ? norm_weight->data_as<float>() : nullptr, eps,
-                                      w.data(), bias ? bias->data_as<float>() : nullptr, M, N, K,
-                                      static_cast<cuda::LinearMode>(static_cast<int>(mode)), out.data_as<float>(),
-                                      stream()))
-        return;
-      if (lt_ && M > cuda::kGemvMaxRows && (M < cuda::kFp8WidenRows || M >= w8a8_rows_)) {
-        fp8_product(x, norm_weight, eps, w, bias, mode, out);
-        return;
-      }
-      if (const Tensor wide = widened_for_tensor_cores(w, M);
-          wide.data() && tc_fused_linear(x, norm_weight, eps, wide, bias, mode, out))
-        return;
-    }
+    if (fp8_tensor_core_product(x, norm_weight, eps, w, bias, mode, out)) return;
+    // FP8 weights without the tensor-core paths (or a decode size they left): the exact kernel.
+    if (w.dtype() == DType::kF8B128 && (!lt_ || M <= cuda::kGemvMaxRows) &&
+        cuda::launch_fused_fp8_gemv(x.data_as<float>(), norm_weight ? norm_weight->data_as<float>() : nullptr, eps,
+                                    w.data(), bias ? bias->data_as<float>() : nullptr, M, N, K,
+                                    static_cast<cuda::LinearMode>(static_cast<int>(mode)), out.data_as<float>(),
+                                    stream()))
+      return;
     if (is_block_quantized(w.dtype()) || M > cuda::kGemvMaxRows ||
         (M > gemv_rows_ && w.dtype() != DType::kF32 && w.dtype() != DType::kF8B128)) {
       Backend::fused_linear(x, norm_weight, eps, w, bias, mode, out);
@@ -603,6 +567,31 @@ class CudaBackend final : public Backend {
                       mode == LinearOut::kAccumulate),
              "fused_linear: product failed to launch");
     return true;
+  }
+
+  // linear() and fused_linear() on kF8B128 weights with the tensor-core paths (cuBLASLt present),
+  // in one order for both: W8A8 on cuBLASLt from w8a8_rows_ rows; else the W8A16 decode kernel up
+  // to kFp8DecodeMaxRows rows; past kGemvMaxRows the W8A16 tiles, or from kFp8WidenRows rows the
+  // weights widened to bf16 for this call, then cuBLASLt as for bf16 weights (the weights cross
+  // memory three times, but cuBLASLt's matrix rate outweighs that there). False: none of these
+  // ran (other weights, no cuBLASLt, or a decode size the decode kernel does not take).
+  bool fp8_tensor_core_product(const Tensor& x, const Tensor* norm_weight, float eps, const Tensor& w,
+                               const Tensor* bias, LinearOut mode, Tensor& out) {
+    if (!lt_ || w.dtype() != DType::kF8B128) return false;
+    const int64_t M = x.size(0), N = w.size(0), K = x.size(1);
+    if (M >= w8a8_rows_ && w8a8_product(x, norm_weight, eps, w, bias, mode, out)) return true;
+    if (M <= cuda::kFp8DecodeMaxRows &&
+        cuda::launch_fp8_decode(x.data_as<float>(), norm_weight ? norm_weight->data_as<float>() : nullptr, eps,
+                                w.data(), bias ? bias->data_as<float>() : nullptr, M, N, K,
+                                static_cast<cuda::LinearMode>(static_cast<int>(mode)), out.data_as<float>(), stream()))
+      return true;
+    if (M <= cuda::kGemvMaxRows) return false;
+    if (M < cuda::kFp8WidenRows || M >= w8a8_rows_) {
+      fp8_product(x, norm_weight, eps, w, bias, mode, out);
+      return true;
+    }
+    const Tensor wide = widened_for_tensor_cores(w, M);
+    return wide.data() && tc_fused_linear(x, norm_weight, eps, wide, bias, mode, out);
   }
 
   // out (+)= the W8A16 product on kF8B128 weights on the tensor cores (cuda::launch_fp8_mma:

@@ -113,6 +113,12 @@ __device__ __forceinline__ HeldNormWeights hold_norm_weights(const float* __rest
   return h;
 }
 
+// RMSNorm's scaling of four elements, rounded as rms_norm_kernel rounds: w * (v * inv).
+__device__ __forceinline__ float4 scale4(const float4& v, const float4& w, float inv) {
+  return make_float4(__fmul_rn(w.x, __fmul_rn(v.x, inv)), __fmul_rn(w.y, __fmul_rn(v.y, inv)),
+                     __fmul_rn(w.z, __fmul_rn(v.z, inv)), __fmul_rn(w.w, __fmul_rn(v.w, inv)));
+}
+
 // The decode products' norm prologue: RMSNorm of M rows of K activations, times norm_w, into
 // shared memory `xs` ([M][K], 16-byte aligned). Every thread of the block takes part; the caller
 // syncs after. Each row is read once, with 16-byte loads where x and norm_w allow (all of them
@@ -152,18 +158,14 @@ __device__ __forceinline__ void stage_rms_norm(const float* __restrict__ x, cons
       for (int i = 0; i < HeldNormWeights::kN; ++i) {
         const int64_t k = threadIdx.x + static_cast<int64_t>(i) * blockDim.x;
         if (k >= K4) break;
-        const float4 v = sv[k], w = held->v[i];
-        sv[k] = make_float4(__fmul_rn(w.x, __fmul_rn(v.x, inv)), __fmul_rn(w.y, __fmul_rn(v.y, inv)),
-                            __fmul_rn(w.z, __fmul_rn(v.z, inv)), __fmul_rn(w.w, __fmul_rn(v.w, inv)));
+        sv[k] = scale4(sv[k], held->v[i], inv);
       }
     } else if (vec) {
       const float4* wv = reinterpret_cast<const float4*>(norm_w);
       float4* sv = reinterpret_cast<float4*>(xs + m * K);
 #pragma unroll 4
       for (int64_t k = threadIdx.x; k < K4; k += blockDim.x) {
-        const float4 v = sv[k], w = wv[k];
-        sv[k] = make_float4(__fmul_rn(w.x, __fmul_rn(v.x, inv)), __fmul_rn(w.y, __fmul_rn(v.y, inv)),
-                            __fmul_rn(w.z, __fmul_rn(v.z, inv)), __fmul_rn(w.w, __fmul_rn(v.w, inv)));
+        sv[k] = scale4(sv[k], wv[k], inv);
       }
     } else {
       for (int64_t k = threadIdx.x; k < K; k += blockDim.x)

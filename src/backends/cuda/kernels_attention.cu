@@ -1323,6 +1323,13 @@ tc_decode_kernel(const float* __restrict__ qkv, T16* k_cache, T16* v_cache, Atte
   // with the same arithmetic in the same order as one at a time.
   constexpr int Q = D / 4;
   const bool out_vec = (reinterpret_cast<uintptr_t>(out) & 15) == 0;
+  // Row r's columns d .. d + 3 of the token's output: the weighted sums over their total weight.
+  auto store_out = [&](int r, int d, const float4& acc, float sum) {
+    float* o4 = out + static_cast<int64_t>(t) * H * D + static_cast<int64_t>(h0 + r) * D + d;
+    const float4 res = make_float4(acc.x / sum, acc.y / sum, acc.z / sum, acc.w / sum);
+    if (out_vec) *reinterpret_cast<float4*>(o4) = res;
+    else o4[0] = res.x, o4[1] = res.y, o4[2] = res.z, o4[3] = res.w;
+  };
   for (int idx = tid; idx < gcount * Q; idx += NW * 32) {
     const int r = idx / Q, d = (idx % Q) * 4;
     float mx = -INFINITY;
@@ -1339,16 +1346,12 @@ tc_decode_kernel(const float* __restrict__ qkv, T16* k_cache, T16* v_cache, Atte
       const float4 v = *reinterpret_cast<const float4*>(red_o + (w * kTcdRows + r) * D + d);
       acc.x += v.x * s, acc.y += v.y * s, acc.z += v.z * s, acc.w += v.w * s;
     }
-    const int h = h0 + r;
     if (direct) {
-      float* o4 = out + static_cast<int64_t>(t) * H * D + static_cast<int64_t>(h) * D + d;
-      const float4 res = make_float4(acc.x / sum, acc.y / sum, acc.z / sum, acc.w / sum);
-      if (out_vec) *reinterpret_cast<float4*>(o4) = res;
-      else o4[0] = res.x, o4[1] = res.y, o4[2] = res.z, o4[3] = res.w;
+      store_out(r, d, acc, sum);
     } else {
       // The merge weighs partitions by expf: the max goes back to natural-log units. (part_o is
       // 16-byte aligned: launch_partitioned.)
-      const int64_t at = (static_cast<int64_t>(local_t) * H + h) * nparts + p;
+      const int64_t at = (static_cast<int64_t>(local_t) * H + h0 + r) * nparts + p;
       *reinterpret_cast<float4*>(part_o + at * D + d) = acc;
       if (d == 0) part_ml[2 * at] = mx * kLn2, part_ml[2 * at + 1] = sum;
     }
@@ -1423,10 +1426,7 @@ tc_decode_kernel(const float* __restrict__ qkv, T16* k_cache, T16* v_cache, Atte
         const float wi = wr[i];
         acc.x += v.x * wi, acc.y += v.y * wi, acc.z += v.z * wi, acc.w += v.w * wi;
       }
-      float* o4 = out + static_cast<int64_t>(t) * H * D + static_cast<int64_t>(h0 + r) * D + d;
-      const float4 res = make_float4(acc.x / sum, acc.y / sum, acc.z / sum, acc.w / sum);
-      if (out_vec) *reinterpret_cast<float4*>(o4) = res;
-      else o4[0] = res.x, o4[1] = res.y, o4[2] = res.z, o4[3] = res.w;
+      store_out(r, d, acc, sum);
     }
   }
 }

@@ -147,19 +147,23 @@ __device__ __forceinline__ void stage_activations(const float* __restrict__ x, c
         f[m][i] = j < n4 ? reinterpret_cast<const float4*>(x + m * K)[j] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
       }
   };
+  // fn(m, j, f[m][i]) for the batch f that load_batch(j0, f) loads, j = j0 + i * kThreads < n4.
+  const auto visit = [&](int64_t j0, const float4 (&f)[M][B], auto&& fn) {
+#pragma unroll
+    for (int m = 0; m < M; ++m)
+#pragma unroll
+      for (int i = 0; i < B; ++i) {
+        const int64_t j = j0 + static_cast<int64_t>(i) * kThreads;
+        if (j >= n4) break;
+        fn(m, j, f[m][i]);
+      }
+  };
   // fn(m, j, x[m, 4j..4j+3]) for every row m and j < n4, one batch of loads issued before any use.
   const auto each_loaded = [&](auto&& fn) {
     for (int64_t j0 = threadIdx.x; j0 < n4; j0 += B * kThreads) {
       float4 f[M][B];
       load_batch(j0, f);
-#pragma unroll
-      for (int m = 0; m < M; ++m)
-#pragma unroll
-        for (int i = 0; i < B; ++i) {
-          const int64_t j = j0 + static_cast<int64_t>(i) * kThreads;
-          if (j >= n4) break;
-          fn(m, j, f[m][i]);
-        }
+      visit(j0, f, fn);
     }
   };
   // Rows of at most one batch per thread (K <= 4 * B * kThreads) are read once and kept in
@@ -172,14 +176,7 @@ __device__ __forceinline__ void stage_activations(const float* __restrict__ x, c
   const auto each = [&](auto&& fn) {
     if constexpr (M <= 2) {
       if (one_batch) {
-#pragma unroll
-        for (int m = 0; m < M; ++m)
-#pragma unroll
-          for (int i = 0; i < B; ++i) {
-            const int64_t j = threadIdx.x + static_cast<int64_t>(i) * kThreads;
-            if (j >= n4) break;
-            fn(m, j, held[m][i]);
-          }
+        visit(threadIdx.x, held, fn);
         return;
       }
     }

@@ -87,9 +87,8 @@ __global__ void rms_norm_kernel(float* __restrict__ residual, const float* __res
     ss = block_sum(ss);
     const float inv = rms_inverse(ss, n, eps);
     for (int64_t i = 4 * threadIdx.x; i < n; i += step) {
-      const float4 v = *reinterpret_cast<const float4*>(src + i), w = *reinterpret_cast<const float4*>(weight + i);
-      store4<OutT>(out + base + i, __fmul_rn(w.x, __fmul_rn(v.x, inv)), __fmul_rn(w.y, __fmul_rn(v.y, inv)),
-                   __fmul_rn(w.z, __fmul_rn(v.z, inv)), __fmul_rn(w.w, __fmul_rn(v.w, inv)));
+      const float4 y = scale4(*reinterpret_cast<const float4*>(src + i), *reinterpret_cast<const float4*>(weight + i), inv);
+      store4<OutT>(out + base + i, y.x, y.y, y.z, y.w);
     }
     return;
   }
