@@ -1078,6 +1078,10 @@ tc_decode_kernel(const float* __restrict__ qkv, T16* k_cache, T16* v_cache, Atte
   // two GEMV blocks of 104 x 256 overflow the register file). Making room cost more than it saved
   // (H100, batch 1, 5.79-5.81 ms per step before): the qkv product capped at one block per SM,
   // 5.92 ms, 5.84 with the early loads; two-warp blocks with five-stage rings, 5.89-5.91.
+  // Also measured without gain (H100, batch 1): these blocks asking the L2 for the o product's
+  // weights before the wait (cp.async.bulk.prefetch.L2; the prefetch competes with the K/V reads
+  // and an L2 hit is only ~1.3x faster to stream); for decode-only launches, loading sequence t's
+  // lengths and this partition's block-table entries in one round, checked against token_seq.
   pdl_wait();
   constexpr int NW = kTcdWarps, ST = kTcdStages, LD = D + 8, KS = D / 16, ND = D / 8, C = D / 8, HALF = D / 2;
   constexpr int kTile = kTcdKeys * LD, kStage = 2 * kTile;
@@ -1361,7 +1365,8 @@ tc_decode_kernel(const float* __restrict__ qkv, T16* k_cache, T16* v_cache, Atte
     // Publish this partition, count it in; the last of the token's partitions merges them all.
     // (Tried: the partitions of a token as one thread-block cluster, merged through distributed
     // shared memory without scratch, fence or counter, 128-key partitions where more than 16
-    // would be needed: batch 1 unchanged, batch 8 7.08 -> 7.59 ms per step; H100, 8B shape.)
+    // would be needed: batch 1 unchanged, batch 8 7.08 -> 7.59 ms per step; H100, 8B shape. One
+    // atom.acq_rel.gpu by thread 0 in place of the two fences: no change.)
     const int p0 = qo.first / partition, np = qo.pos / partition - p0 + 1;
     __threadfence();
     __syncthreads();
