@@ -65,35 +65,49 @@ __device__ float read_activations(const float* x, float* red) {
   return t;
 }
 
-// The warp's rows first, first + stride, ... of s, in rounds; round i + 1's loads issued before
-// round i is consumed. With `primed`, round 0 is already in `a`.
-__device__ uint32_t stream_rows(const Stream& s, uint4 (&a)[kRound], bool primed, uint32_t acc) {
-  const int lane = threadIdx.x % 32;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kWarps;
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-  const int per_row = static_cast<int>(s.row_words / (32 * kRound));
-  const int64_t rows = first < s.rows ? (s.rows - first + stride - 1) / stride : 0;
-  const int64_t total = rows * per_row;
-  if (total == 0) return acc;
-  uint4 b[kRound];
-  auto load = [&](uint4 (&buf)[kRound], int64_t i) {
-    const int64_t j = i / per_row, r = i - j * per_row;
-    const uint4* p = s.w + (first + j * stride) * s.row_words + r * 32 * kRound + lane;
+// A warp's share of a stream: rows first, first + stride, ... (stride = the grid's warps), each
+// in per_row rounds of kRound 16-byte loads per lane; round i of the share is round i % per_row
+// of its (i / per_row)-th row.
+struct WarpShare {
+  const Stream& s;
+  int lane, per_row;
+  int64_t stride, first, total;
+  __device__ explicit WarpShare(const Stream& st)
+      : s(st),
+        lane(static_cast<int>(threadIdx.x % 32)),
+        per_row(static_cast<int>(st.row_words / (32 * kRound))),
+        stride(static_cast<int64_t>(gridDim.x) * kWarps),
+        first(static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32),
+        total(first < st.rows ? (st.rows - first + stride - 1) / stride * per_row : 0) {}
+  __device__ int64_t row(int64_t i) const { return first + i / per_row * stride; }
+  __device__ void load(uint4 (&buf)[kRound], int64_t i) const {
+    const uint4* p = s.w + row(i) * s.row_words + i % per_row * 32 * kRound + lane;
 #pragma unroll
     for (int u = 0; u < kRound; ++u) buf[u] = __ldcs(p + 32 * u);
-  };
-  auto use = [&](const uint4 (&buf)[kRound]) {
+  }
+  // use(buf, i) for every round i in order, round i + 1's loads issued before round i is used.
+  // With `primed`, round 0 is already in `a`.
+  template <typename Use>
+  __device__ void stream(uint4 (&a)[kRound], bool primed, Use&& use) const {
+    if (total == 0) return;
+    uint4 b[kRound];
+    if (!primed) load(a, 0);
+    for (int64_t i = 0; i < total; i += 2) {
+      if (i + 1 < total) load(b, i + 1);
+      use(a, i);
+      if (i + 1 >= total) break;
+      if (i + 2 < total) load(a, i + 2);
+      use(b, i + 1);
+    }
+  }
+};
+
+// The warp's share of s, its words folded into acc.
+__device__ uint32_t stream_rows(const Stream& s, uint4 (&a)[kRound], bool primed, uint32_t acc) {
+  WarpShare(s).stream(a, primed, [&](const uint4 (&buf)[kRound], int64_t) {
 #pragma unroll
     for (int u = 0; u < kRound; ++u) acc ^= buf[u].x ^ buf[u].y ^ buf[u].z ^ buf[u].w;
-  };
-  if (!primed) load(a, 0);
-  for (int64_t i = 0; i < total; i += 2) {
-    if (i + 1 < total) load(b, i + 1);
-    use(a);
-    if (i + 1 >= total) break;
-    if (i + 2 < total) load(a, i + 2);
-    use(b);
-  }
+  });
   return acc;
 }
 
@@ -112,26 +126,19 @@ __global__ void __launch_bounds__(kThreads) multiply_kernel(Stream s, const floa
   extern __shared__ __align__(16) float xs[];
   __shared__ float red[kWarps];
   wait_previous();
-  uint4 a[kRound], b[kRound];
+  const WarpShare share(s);
+  uint4 a[kRound];
+  if (kEarly && share.total > 0) share.load(a, 0);  // the first round in flight while x is staged
   const int64_t K = s.row_words * 8;
-  const int lane = threadIdx.x % 32;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kWarps;
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-  const int per_row = static_cast<int>(s.row_words / (32 * kRound));
-  const int64_t rows = first < s.rows ? (s.rows - first + stride - 1) / stride : 0;
-  const int64_t total = rows * per_row;
+  const float scale = read_activations(x, red) + 1.0f;
+  for (int64_t k = threadIdx.x; k < K; k += kThreads) xs[k] = __ldcg(x + k % kActivations) * scale;
+  __syncthreads();
   float acc = 0.0f;
-  auto load = [&](uint4 (&buf)[kRound], int64_t i) {
-    const int64_t j = i / per_row, r = i - j * per_row;
-    const uint4* p = s.w + (first + j * stride) * s.row_words + r * 32 * kRound + lane;
-#pragma unroll
-    for (int u = 0; u < kRound; ++u) buf[u] = __ldcs(p + 32 * u);
-  };
-  auto use = [&](const uint4 (&buf)[kRound], int64_t i) {
-    const int64_t j = i / per_row, r = i - j * per_row;
+  share.stream(a, kEarly, [&](const uint4 (&buf)[kRound], int64_t i) {
+    const int64_t r = i % share.per_row;
 #pragma unroll
     for (int u = 0; u < kRound; ++u) {
-      const float4* xv = reinterpret_cast<const float4*>(xs + (r * 32 * kRound + 32 * u + lane) * 8);
+      const float4* xv = reinterpret_cast<const float4*>(xs + (r * 32 * kRound + 32 * u + share.lane) * 8);
       const float4 x0 = xv[0], x1 = xv[1];
       const uint32_t w[4] = {buf[u].x, buf[u].y, buf[u].z, buf[u].w};
       const float xf[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
@@ -141,26 +148,13 @@ __global__ void __launch_bounds__(kThreads) multiply_kernel(Stream s, const floa
         acc = fmaf(__uint_as_float(w[e] & 0xFFFF0000u), xf[2 * e + 1], acc);
       }
     }
-    if (r == per_row - 1) {
+    if (r == share.per_row - 1) {
       float t = acc;
       for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
-      if (lane == 0) out[first + j * stride] = t;
+      if (share.lane == 0) out[share.row(i)] = t;
       acc = 0.0f;
     }
-  };
-  if (kEarly && total > 0) load(a, 0);  // the first round in flight while x is staged
-  const float scale = read_activations(x, red) + 1.0f;
-  for (int64_t k = threadIdx.x; k < K; k += kThreads) xs[k] = __ldcg(x + k % kActivations) * scale;
-  __syncthreads();
-  if (total == 0) return;
-  if (!kEarly) load(a, 0);
-  for (int64_t i = 0; i < total; i += 2) {
-    if (i + 1 < total) load(b, i + 1);
-    use(a, i);
-    if (i + 1 >= total) break;
-    if (i + 2 < total) load(a, i + 2);
-    use(b, i + 1);
-  }
+  });
 }
 
 __global__ void __launch_bounds__(kThreads)
@@ -169,16 +163,13 @@ persistent_kernel(const Stream* streams, int n, const float* x, uint32_t* sink, 
   uint4 a[kRound];
   uint32_t acc = 0;
   bool primed = false;
-  const int lane = threadIdx.x % 32;
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   for (int p = 0; p < n; ++p) {
     acc = stream_rows(streams[p], a, primed, acc ^ __float_as_uint(read_activations(x, red)));
     primed = false;
     if (p + 1 == n) break;
-    const Stream& next = streams[p + 1];
-    if (first < next.rows) {  // the next phase's first round, before the barrier
-#pragma unroll
-      for (int u = 0; u < kRound; ++u) a[u] = __ldcs(next.w + first * next.row_words + 32 * u + lane);
+    const WarpShare next(streams[p + 1]);
+    if (next.total > 0) {  // the next phase's first round, before the barrier
+      next.load(a, 0);
       primed = true;
     }
     __syncthreads();
