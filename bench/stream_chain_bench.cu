@@ -31,6 +31,7 @@
 
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/event_timer.h"
 #include "core/error.h"
 
 using namespace redhare;
@@ -185,25 +186,6 @@ persistent_kernel(const Stream* streams, int n, const float* x, uint32_t* sink, 
   if (acc == 0x12345678u) sink[blockIdx.x] = acc;
 }
 
-template <typename F>
-double best_ms(cudaStream_t stream, F&& run) {
-  cudaEvent_t e0, e1;
-  RH_CUDA(cudaEventCreate(&e0));
-  RH_CUDA(cudaEventCreate(&e1));
-  double best = 1e30;
-  for (int i = 0; i <= 8; ++i) {  // the first run warms up
-    RH_CUDA(cudaEventRecord(e0, stream));
-    run();
-    RH_CUDA(cudaEventRecord(e1, stream));
-    RH_CUDA(cudaEventSynchronize(e1));
-    float ms = 0;
-    RH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
-    if (i > 0) best = std::min(best, static_cast<double>(ms));
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  return best;
-}
 
 }  // namespace
 
@@ -294,7 +276,7 @@ int main(int argc, char** argv) {
     RH_CUDA(cudaStreamEndCapture(stream, &g));
     RH_CUDA(cudaGraphInstantiate(&exec, g, 0));
     RH_CUDA(cudaGraphDestroy(g));
-    const double ms = best_ms(stream, [&] { RH_CUDA(cudaGraphLaunch(exec, stream)); });
+    const double ms = 1e3 * cuda::best_event_seconds(stream, 8, [&] { RH_CUDA(cudaGraphLaunch(exec, stream)); });
     RH_CUDA(cudaGraphExecDestroy(exec));
     return ms;
   };
@@ -309,7 +291,7 @@ int main(int argc, char** argv) {
   row("kernels, no PDL", chain(false, 0));
   row("kernels, PDL, multiplying", chain(true, 1));
   row("multiplying, early round", chain(true, 2));
-  row("one persistent kernel", best_ms(stream, [&] {
+  row("one persistent kernel", 1e3 * cuda::best_event_seconds(stream, 8, [&] {
         RH_CUDA(cudaMemsetAsync(arrived, 0, sizeof(unsigned), stream));
         persistent_kernel<<<2 * sms, kThreads, smem, stream>>>(dstreams, static_cast<int>(streams.size()), x, sink,
                                                                arrived);

@@ -1,10 +1,10 @@
 // Device rates measured on the spot, the denominators of redhare's performance bounds: the HBM
 // read bandwidth a streaming kernel reaches, and the matrix rate of the product the tensor-core
 // mode runs (bf16 inputs, f32 accumulation and output, through the same cuBLASLt path).
-#include <algorithm>
 
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/event_timer.h"
 #include "backends/cuda/gemm_lt.h"
 #include "backends/cuda/kernels.h"
 
@@ -35,25 +35,6 @@ __global__ void read_kernel(const uint4* __restrict__ p, int64_t n, uint4* __res
   if ((acc.x | acc.y | acc.z | acc.w) == 0x12345678u) sink[blockIdx.x] = acc;
 }
 
-template <typename F>
-double best_seconds(int reps, F&& launch) {
-  cudaEvent_t e0, e1;
-  RH_CUDA(cudaEventCreate(&e0));
-  RH_CUDA(cudaEventCreate(&e1));
-  double best = 1e30;
-  for (int i = 0; i <= reps; ++i) {  // the first run warms up
-    RH_CUDA(cudaEventRecord(e0));
-    launch();
-    RH_CUDA(cudaEventRecord(e1));
-    RH_CUDA(cudaEventSynchronize(e1));
-    float ms = 0;
-    RH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
-    if (i > 0) best = std::min(best, static_cast<double>(ms) * 1e-3);
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  return best;
-}
 
 }  // namespace
 
@@ -68,7 +49,7 @@ double cuda_read_bandwidth(int device) {
   cudaDeviceProp prop;
   RH_CUDA(cudaGetDeviceProperties(&prop, device));
   const unsigned blocks = static_cast<unsigned>(prop.multiProcessorCount * 4);
-  const double s = best_seconds(5, [&] {
+  const double s = cuda::best_event_seconds(nullptr, 5, [&] {
     read_kernel<<<blocks, 512>>>(static_cast<const uint4*>(buf), bytes / 16, static_cast<uint4*>(sink));
     RH_CUDA_LAUNCHED("read_kernel");
   });
@@ -88,7 +69,7 @@ double cuda_bf16_gemm_rate(int device, int64_t M, int64_t N, int64_t K) {
   double s = 0;
   {
     cuda::LtGemm lt;
-    s = best_seconds(10, [&] {
+    s = cuda::best_event_seconds(nullptr, 10, [&] {
       RH_CHECK(lt.run(a, w, cuda::Elem::kBF16, nullptr, M, N, K, static_cast<float*>(out), nullptr),
                "cuBLASLt has no algorithm for ", M, "x", N, "x", K);
     });
