@@ -32,6 +32,7 @@
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/event_timer.h"
+#include "backends/cuda/kernels.h"
 #include "core/error.h"
 
 using namespace redhare;
@@ -64,6 +65,11 @@ __device__ float read_activations(const float* x, float* red) {
   for (int i = 0; i < kWarps; ++i) t += red[i];
   __syncthreads();
   return t;
+}
+
+__device__ __forceinline__ float warp_total(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
 }
 
 // A warp's share of a stream: rows first, first + stride, ... (stride = the grid's warps), each
@@ -121,28 +127,43 @@ __global__ void __launch_bounds__(kThreads) stream_kernel(Stream s, const float*
 }
 
 // The same stream with a decode product's work on it: the row's bf16 weights times an f32
-// activation row staged in shared memory (f32 FMA per element), a warp sum and a store per row.
-template <bool kEarly>
+// activation row (f32 FMA per element), a warp sum and a store per row. Where the activations
+// come from: kSmem, staged in shared memory (as the norm prologue stages them); kEarly, the same
+// with the warp's first round issued before the staging; kL1, read from global memory through L1
+// as the products without a norm read them; kNone, no activations at all (each weight times one
+// register), what widening and multiplying alone cost.
+enum XFrom { kSmem, kEarly, kL1, kNone };
+
+template <int kFrom>
 __global__ void __launch_bounds__(kThreads) multiply_kernel(Stream s, const float* x, float* out) {
   extern __shared__ __align__(16) float xs[];
   __shared__ float red[kWarps];
   wait_previous();
   const WarpShare share(s);
   uint4 a[kRound];
-  if (kEarly && share.total > 0) share.load(a, 0);  // the first round in flight while x is staged
+  if (kFrom == kEarly && share.total > 0) share.load(a, 0);  // the first round in flight while x is staged
   const int64_t K = s.row_words * 8;
   const float scale = read_activations(x, red) + 1.0f;
-  for (int64_t k = threadIdx.x; k < K; k += kThreads) xs[k] = __ldcg(x + k % kActivations) * scale;
-  __syncthreads();
+  if (kFrom == kSmem || kFrom == kEarly) {
+    for (int64_t k = threadIdx.x; k < K; k += kThreads) xs[k] = __ldcg(x + k % kActivations) * scale;
+    __syncthreads();
+  }
   float acc = 0.0f;
-  share.stream(a, kEarly, [&](const uint4 (&buf)[kRound], int64_t i) {
+  share.stream(a, kFrom == kEarly, [&](const uint4 (&buf)[kRound], int64_t i) {
     const int64_t r = i % share.per_row;
 #pragma unroll
     for (int u = 0; u < kRound; ++u) {
-      const float4* xv = reinterpret_cast<const float4*>(xs + (r * 32 * kRound + 32 * u + share.lane) * 8);
-      const float4 x0 = xv[0], x1 = xv[1];
+      const int64_t k0 = (r * 32 * kRound + 32 * u + share.lane) * 8;
+      float xf[8];
+      if (kFrom == kNone) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) xf[e] = scale;
+      } else {
+        const float4* xv = reinterpret_cast<const float4*>(kFrom == kL1 ? x + k0 % kActivations : xs + k0);
+        const float4 x0 = xv[0], x1 = xv[1];
+        xf[0] = x0.x, xf[1] = x0.y, xf[2] = x0.z, xf[3] = x0.w, xf[4] = x1.x, xf[5] = x1.y, xf[6] = x1.z, xf[7] = x1.w;
+      }
       const uint32_t w[4] = {buf[u].x, buf[u].y, buf[u].z, buf[u].w};
-      const float xf[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         acc = fmaf(__uint_as_float(w[e] << 16), xf[2 * e], acc);
@@ -156,6 +177,241 @@ __global__ void __launch_bounds__(kThreads) multiply_kernel(Stream s, const floa
       acc = 0.0f;
     }
   });
+}
+
+// The product with K split over the block's warps, so that each lane holds its P 16-byte slices'
+// activations in registers for every row: warp w reads words [w * 32P, (w + 1) * 32P) of each of
+// the block's rows (lane: w * 32P + 32j + lane), RR rows a round (double-buffered), each row's
+// eight warp sums added in warp order by one thread after a barrier per round. No activation is
+// read inside the loop.
+template <int P>
+__global__ void __launch_bounds__(kThreads) split_kernel(Stream s, const float* x, float* out) {
+  constexpr int RR = P >= 8 ? 1 : 8 / P;
+  __shared__ float red[kWarps];
+  __shared__ float part[2][RR][kWarps];
+  wait_previous();
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const float scale = read_activations(x, red) + 1.0f;
+  float xr[P][8];
+#pragma unroll
+  for (int j = 0; j < P; ++j) {
+    const int64_t k0 = (static_cast<int64_t>(warp) * 32 * P + 32 * j + lane) * 8;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) xr[j][e] = __ldcg(x + (k0 + e) % kActivations) * scale;
+  }
+  // Rows dealt evenly to the blocks, RR at a time.
+  const int64_t per_block = (s.rows + gridDim.x - 1) / gridDim.x;
+  const int64_t r0 = blockIdx.x * per_block, r1 = min(s.rows, r0 + per_block);
+  const int64_t rounds = r1 > r0 ? (r1 - r0 + RR - 1) / RR : 0;
+  const uint4* base = s.w + static_cast<int64_t>(warp) * 32 * P + lane;
+  auto load = [&](uint4 (&buf)[RR][P], int64_t i) {
+#pragma unroll
+    for (int q = 0; q < RR; ++q) {
+      const int64_t row = min(r0 + i * RR + q, r1 - 1);
+#pragma unroll
+      for (int j = 0; j < P; ++j) buf[q][j] = __ldcs(base + row * s.row_words + 32 * j);
+    }
+  };
+  auto use = [&](const uint4 (&buf)[RR][P], int64_t i) {
+    float acc[RR];
+#pragma unroll
+    for (int q = 0; q < RR; ++q) {
+      acc[q] = 0.0f;
+#pragma unroll
+      for (int j = 0; j < P; ++j) {
+        const uint32_t w[4] = {buf[q][j].x, buf[q][j].y, buf[q][j].z, buf[q][j].w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          acc[q] = fmaf(__uint_as_float(w[e] << 16), xr[j][2 * e], acc[q]);
+          acc[q] = fmaf(__uint_as_float(w[e] & 0xFFFF0000u), xr[j][2 * e + 1], acc[q]);
+        }
+      }
+    }
+#pragma unroll
+    for (int q = 0; q < RR; ++q) {
+      const float t = warp_total(acc[q]);
+      if (lane == 0) part[i & 1][q][warp] = t;
+    }
+    __syncthreads();
+    if (threadIdx.x < RR && r0 + i * RR + threadIdx.x < r1) {
+      float t = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) t += part[i & 1][threadIdx.x][w];
+      out[r0 + i * RR + threadIdx.x] = t;
+    }
+  };
+  if (rounds == 0) return;
+  uint4 a[RR][P], b[RR][P];
+  load(a, 0);
+  for (int64_t i = 0; i < rounds; i += 2) {
+    if (i + 1 < rounds) load(b, i + 1);
+    use(a, i);
+    if (i + 1 >= rounds) break;
+    if (i + 2 < rounds) load(a, i + 2);
+    use(b, i + 1);
+  }
+}
+
+// Bulk-copy ring (sm_90): one block per SM, its rows contiguous; a producer warp copies one row
+// at a time into a ring of shared-memory stages with cp.async.bulk (completion on an mbarrier per
+// stage), eight consumer warps multiply each row against activations held in registers (thread
+// t: 16-byte words t + 256 j of the row) and hand the stage back. Weights need no wait, so the
+// producer fills the ring before the block waits for its predecessor, and with kTrigger the next
+// kernel's blocks are let in at once (two fit per SM), filling their rings while this one runs.
+struct Ring {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  __device__ static uint32_t addr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+#endif
+  __device__ static void init(uint64_t* bar, uint32_t count) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(addr(bar)), "r"(count) : "memory");
+#endif
+  }
+  __device__ static void fence_init() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("fence.mbarrier_init.release.cluster;\n fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+  }
+  __device__ static void wait(uint64_t* bar, uint32_t parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile(
+        "{\n .reg .pred p;\n WAIT_%=:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra WAIT_%=;\n}" ::"r"(
+            addr(bar)),
+        "r"(parity)
+        : "memory");
+#endif
+  }
+  __device__ static void arrive(uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(addr(bar)) : "memory");
+#endif
+  }
+  // Copies `bytes` (a multiple of 16) from global src to shared dst; completes on bar's phase.
+  __device__ static void copy(void* dst, const void* src, uint32_t bytes, uint64_t* bar, uint64_t policy) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(addr(bar)), "r"(bytes) : "memory");
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;" ::"r"(
+            addr(dst)),
+        "l"(src), "r"(bytes), "r"(addr(bar)), "l"(policy)
+        : "memory");
+#endif
+  }
+  __device__ static uint64_t evict_first() {
+    uint64_t policy = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+#endif
+    return policy;
+  }
+};
+
+constexpr int kRingBytes = 96 * 1024, kMaxRingStages = 16, kMaxBlockRows = 256;
+
+// How a ring kernel runs: kLetIn, the next kernel let in at once (else at exit); kMultiply,
+// the consumers multiply (else they only hand the stages back); kEarlyRelease, each warp hands
+// its stage back as soon as its words are in registers, before multiplying.
+enum RingMode { kLetIn = 1, kMultiply = 2, kEarlyRelease = 4 };
+
+// CW consumer warps (P 16-byte words of each row per thread: rows of 32 * CW * P words) and one
+// producer warp.
+template <int CW, int P, int kMode>
+__global__ void __launch_bounds__((CW + 1) * 32, 2) ring_kernel(Stream s, const float* x, float* out) {
+  constexpr int kConsumers = CW * 32;
+  extern __shared__ __align__(128) uint4 ring[];
+  __shared__ uint64_t full[kMaxRingStages], empty[kMaxRingStages];
+  __shared__ float part[kMaxBlockRows][CW];
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int stages = min(kMaxRingStages, static_cast<int>(kRingBytes / (s.row_words * 16)));
+  const int64_t r0 = s.rows * blockIdx.x / gridDim.x, r1 = s.rows * (blockIdx.x + 1) / gridDim.x;
+  const int nrows = static_cast<int>(r1 - r0);
+  if (tid == 0) {
+    for (int i = 0; i < stages; ++i) Ring::init(&full[i], 1), Ring::init(&empty[i], CW);
+    Ring::fence_init();
+  }
+  __syncthreads();
+  if (kMode & kLetIn) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+  }
+  if (warp == CW) {  // the producer: constant weights, so it never waits for the predecessor
+    if (lane == 0) {
+      const uint64_t policy = Ring::evict_first();
+      const uint32_t bytes = static_cast<uint32_t>(s.row_words * 16);
+      for (int i = 0; i < nrows; ++i) {
+        const int st = i % stages;
+        if (i >= stages) Ring::wait(&empty[st], (i / stages - 1) & 1);
+        Ring::copy(ring + static_cast<int64_t>(st) * s.row_words, s.w + (r0 + i) * s.row_words, bytes, &full[st], policy);
+      }
+    }
+  } else {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+    float xr[P][8];
+    if (kMode & kMultiply) {
+#pragma unroll
+      for (int j = 0; j < P; ++j) {
+        const int64_t k0 = (static_cast<int64_t>(tid) + kConsumers * j) * 8 % kActivations;
+        const float4 a = __ldcg(reinterpret_cast<const float4*>(x + k0)), b = __ldcg(reinterpret_cast<const float4*>(x + k0 + 4));
+        xr[j][0] = a.x, xr[j][1] = a.y, xr[j][2] = a.z, xr[j][3] = a.w, xr[j][4] = b.x, xr[j][5] = b.y, xr[j][6] = b.z, xr[j][7] = b.w;
+      }
+    }
+    for (int i = 0; i < nrows; ++i) {
+      const int st = i % stages;
+      Ring::wait(&full[st], (i / stages) & 1);
+      const uint4* row = ring + static_cast<int64_t>(st) * s.row_words;
+      float acc = 0.0f;
+      if (kMode & kMultiply) {
+        uint4 v[P];
+#pragma unroll
+        for (int j = 0; j < P; ++j) v[j] = row[tid + kConsumers * j];
+        if (kMode & kEarlyRelease) {
+          __syncwarp();
+          if (lane == 0) Ring::arrive(&empty[st]);
+        }
+#pragma unroll
+        for (int j = 0; j < P; ++j) {
+          const uint32_t w[4] = {v[j].x, v[j].y, v[j].z, v[j].w};
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            acc = fmaf(__uint_as_float(w[e] << 16), xr[j][2 * e], acc);
+            acc = fmaf(__uint_as_float(w[e] & 0xFFFF0000u), xr[j][2 * e + 1], acc);
+          }
+        }
+      }
+      acc = warp_total(acc);
+      __syncwarp();
+      if (lane == 0) {
+        part[i][warp] = acc;
+        if (!(kMode & kEarlyRelease) || !(kMode & kMultiply)) Ring::arrive(&empty[st]);
+      }
+    }
+  }
+  __syncthreads();
+  for (int i = tid; i < nrows; i += (CW + 1) * 32) {
+    float t = 0.0f;
+#pragma unroll
+    for (int w = 0; w < CW; ++w) t += part[i][w];
+    out[r0 + i] = t;
+  }
+}
+
+template <int kMode>
+void launch_ring(cudaLaunchConfig_t cfg, int sms, const Stream& s, const float* x, float* out) {
+  cfg.gridDim = dim3(static_cast<unsigned>(sms));
+  const int64_t stages = std::min<int64_t>(kMaxRingStages, kRingBytes / (s.row_words * 16));
+  cfg.dynamicSmemBytes = static_cast<size_t>(stages * s.row_words * 16);
+  RH_CHECK((s.rows + sms - 1) / sms <= kMaxBlockRows && stages >= 2, "ring variant: rows too many or too long");
+  auto go = [&](auto kernel, int cw) {
+    RH_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kRingBytes));
+    cfg.blockDim = dim3((cw + 1) * 32);
+    RH_CUDA(cudaLaunchKernelEx(&cfg, kernel, s, x, out));
+  };
+  if (s.row_words == 512) go(ring_kernel<8, 2, kMode>, 8);
+  else if (s.row_words == 1792) go(ring_kernel<7, 8, kMode>, 7);
+  else fail("ring variant: rows of ", s.row_words, " 16-byte words");
 }
 
 __global__ void __launch_bounds__(kThreads)
@@ -190,7 +446,7 @@ persistent_kernel(const Stream* streams, int n, const float* x, uint32_t* sink, 
 }  // namespace
 
 int main(int argc, char** argv) {
-  int64_t hidden = 4096, inter = 14336, heads = 32, kv_heads = 8, head_dim = 128, layers = 32;
+  int64_t hidden = 4096, inter = 14336, heads = 32, kv_heads = 8, head_dim = 128, layers = 32, only = -1;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const int64_t v = std::stoll(argv[i + 1]);
@@ -200,6 +456,7 @@ int main(int argc, char** argv) {
     else if (a == "--kv-heads") kv_heads = v;
     else if (a == "--head-dim") head_dim = v;
     else if (a == "--layers") layers = v;
+    else if (a == "--only") only = v;
     else fail("unknown option ", a);
   }
   const int64_t rows[4] = {(heads + 2 * kv_heads) * head_dim, hidden, 2 * inter, hidden};
@@ -215,6 +472,7 @@ int main(int argc, char** argv) {
   double bytes = 0;
   for (int64_t l = 0; l < layers; ++l)
     for (int i = 0; i < 4; ++i) {
+      if (only >= 0 && i != only) continue;
       const size_t n = static_cast<size_t>(rows[i] * cols[i] * 2);
       void* w = nullptr;
       RH_CUDA(cudaMalloc(&w, n));
@@ -246,8 +504,12 @@ int main(int argc, char** argv) {
   RH_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, stream_kernel, kThreads, smem));
   RH_CHECK(per_sm == 2, "expected two blocks per SM, got ", per_sm);
 
-  RH_CUDA(cudaFuncSetAttribute(multiply_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  RH_CUDA(cudaFuncSetAttribute(multiply_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  for (const void* k : {reinterpret_cast<const void*>(multiply_kernel<kSmem>),
+                        reinterpret_cast<const void*>(multiply_kernel<kEarly>),
+                        reinterpret_cast<const void*>(multiply_kernel<kL1>),
+                        reinterpret_cast<const void*>(multiply_kernel<kNone>),
+                        reinterpret_cast<const void*>(split_kernel<2>), reinterpret_cast<const void*>(split_kernel<7>)})
+    RH_CUDA(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   RH_CHECK(*std::max_element(cols, cols + 4) * 4 <= smem, "activation rows too long for ", smem, " bytes");
   float* out = nullptr;
   RH_CUDA(cudaMalloc(&out, static_cast<size_t>(*std::max_element(rows, rows + 4)) * sizeof(float)));
@@ -269,9 +531,26 @@ int main(int argc, char** argv) {
       cfg.stream = stream;
       cfg.attrs = attr;
       cfg.numAttrs = pdl ? 1 : 0;
-      if (multiply == 1) RH_CUDA(cudaLaunchKernelEx(&cfg, multiply_kernel<false>, s, static_cast<const float*>(x), out));
-      else if (multiply == 2) RH_CUDA(cudaLaunchKernelEx(&cfg, multiply_kernel<true>, s, static_cast<const float*>(x), out));
-      else RH_CUDA(cudaLaunchKernelEx(&cfg, stream_kernel, s, static_cast<const float*>(x), sink));
+      const float* xc = x;
+      switch (multiply) {
+        case 0: RH_CUDA(cudaLaunchKernelEx(&cfg, stream_kernel, s, xc, sink)); break;
+        case 1: RH_CUDA(cudaLaunchKernelEx(&cfg, multiply_kernel<kSmem>, s, xc, out)); break;
+        case 2: RH_CUDA(cudaLaunchKernelEx(&cfg, multiply_kernel<kEarly>, s, xc, out)); break;
+        case 3: RH_CUDA(cudaLaunchKernelEx(&cfg, multiply_kernel<kL1>, s, xc, out)); break;
+        case 4: RH_CUDA(cudaLaunchKernelEx(&cfg, multiply_kernel<kNone>, s, xc, out)); break;
+        case 6: launch_ring<kLetIn | kMultiply>(cfg, sms, s, xc, out); break;
+        case 7: launch_ring<kMultiply>(cfg, sms, s, xc, out); break;
+        case 8: launch_ring<kLetIn>(cfg, sms, s, xc, out); break;
+        case 9: launch_ring<kLetIn | kMultiply | kEarlyRelease>(cfg, sms, s, xc, out); break;
+        default: {
+          // K split over the warps: a grid of two blocks per SM, rows dealt to blocks.
+          cfg.gridDim = dim3(static_cast<unsigned>(std::min<int64_t>(2 * sms, s.rows)));
+          const int64_t p = s.row_words / (32 * kWarps);
+          if (p == 2) RH_CUDA(cudaLaunchKernelEx(&cfg, split_kernel<2>, s, xc, out));
+          else if (p == 7) RH_CUDA(cudaLaunchKernelEx(&cfg, split_kernel<7>, s, xc, out));
+          else fail("split variant: rows of ", s.row_words, " 16-byte words are not 2 or 7 per lane");
+        }
+      }
     }
     RH_CUDA(cudaStreamEndCapture(stream, &g));
     RH_CUDA(cudaGraphInstantiate(&exec, g, 0));
@@ -291,6 +570,54 @@ int main(int argc, char** argv) {
   row("kernels, no PDL", chain(false, 0));
   row("kernels, PDL, multiplying", chain(true, 1));
   row("multiplying, early round", chain(true, 2));
+  row("multiplying, x through L1", chain(true, 3));
+  row("multiplying, no x", chain(true, 4));
+  row("K split, x in registers", chain(true, 5));
+  row("bulk-copy ring, next let in", chain(true, 6));
+  row("bulk-copy ring, no trigger", chain(true, 7));
+  row("bulk-copy ring, no multiply", chain(true, 8));
+  row("bulk-copy ring, early release", chain(true, 9));
+  // The engine's own decode products (cuda::launch_fused_gemv) on these weights, with their
+  // norms and epilogues: qkv (norm), o (+= residual), gate/up (norm, SiLU), down (+= residual).
+  if (only < 0) {
+    float *h = nullptr, *nw = nullptr, *qkv = nullptr, *act = nullptr;
+    RH_CUDA(cudaMalloc(&h, hidden * sizeof(float)));
+    RH_CUDA(cudaMalloc(&nw, hidden * sizeof(float)));
+    RH_CUDA(cudaMalloc(&qkv, rows[0] * sizeof(float)));
+    RH_CUDA(cudaMalloc(&act, inter * sizeof(float)));
+    RH_CUDA(cudaMemset(h, 0, hidden * sizeof(float)));
+    RH_CUDA(cudaMemset(nw, 0, hidden * sizeof(float)));
+    RH_CUDA(cudaMemset(qkv, 0, rows[0] * sizeof(float)));
+    RH_CUDA(cudaMemset(act, 0, inter * sizeof(float)));
+    auto engine_chain = [&] {
+      cudaGraph_t g;
+      cudaGraphExec_t exec;
+      RH_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+      for (size_t i = 0; i + 3 < streams.size(); i += 4) {
+        const auto bf = cuda::Elem::kBF16;
+        RH_CHECK(cuda::launch_fused_gemv(h, nw, 1e-5f, streams[i].w, bf, nullptr, 1, rows[0], cols[0], cuda::LinearMode::kStore, qkv, stream), "qkv");
+        RH_CHECK(cuda::launch_fused_gemv(qkv, nullptr, 0.0f, streams[i + 1].w, bf, nullptr, 1, rows[1], cols[1], cuda::LinearMode::kAccumulate, h, stream), "o");
+        RH_CHECK(cuda::launch_fused_gemv(h, nw, 1e-5f, streams[i + 2].w, bf, nullptr, 1, rows[2], cols[2], cuda::LinearMode::kSiluMul, act, stream), "gate_up");
+        RH_CHECK(cuda::launch_fused_gemv(act, nullptr, 0.0f, streams[i + 3].w, bf, nullptr, 1, rows[3], cols[3], cuda::LinearMode::kAccumulate, h, stream), "down");
+      }
+      RH_CUDA(cudaStreamEndCapture(stream, &g));
+      RH_CUDA(cudaGraphInstantiate(&exec, g, 0));
+      RH_CUDA(cudaGraphDestroy(g));
+      const double ms = 1e3 * cuda::best_event_seconds(stream, 8, [&] { RH_CUDA(cudaGraphLaunch(exec, stream)); });
+      RH_CUDA(cudaGraphExecDestroy(exec));
+      return ms;
+    };
+    cuda::set_bulk_gemv_enabled(true);
+    row("engine products, bulk", engine_chain());
+    cuda::set_bulk_gemv_enabled(false);
+    row("engine products, register", engine_chain());
+    cuda::set_pdl_enabled(false);
+    row("engine products, reg, no PDL", engine_chain());
+    cuda::set_bulk_gemv_enabled(true);
+    row("engine products, bulk, no PDL", engine_chain());
+    cuda::set_pdl_enabled(true);
+    cudaFree(h), cudaFree(nw), cudaFree(qkv), cudaFree(act);
+  }
   row("one persistent kernel", 1e3 * cuda::best_event_seconds(stream, 8, [&] {
         RH_CUDA(cudaMemsetAsync(arrived, 0, sizeof(unsigned), stream));
         persistent_kernel<<<2 * sms, kThreads, smem, stream>>>(dstreams, static_cast<int>(streams.size()), x, sink,

@@ -1,9 +1,10 @@
 // Backend::fused_linear on the GPU (the decode kernel with the norm and epilogue folded in, and
 // the composed path for more rows) against the CPU reference composition of the plain ops:
-// rms_norm, linear, then add or silu_mul.
+// rms_norm, linear, then add or silu_mul; and the batch-1 bulk-copy kernel beside the register one.
 #include <vector>
 
 #include "backends/cpu/ops.h"
+#include "backends/cuda/kernels.h"
 #include "cuda_test_util.h"
 
 namespace redhare::cuda_test {
@@ -18,8 +19,8 @@ struct FusedCase {
 
 class CudaFusedLinear : public CudaTest, public ::testing::WithParamInterface<FusedCase> {};
 
-TEST_P(CudaFusedLinear, MatchesReferenceComposition) {
-  const FusedCase c = GetParam();
+// fused_linear's result for case c against the reference composition (relative error).
+double fused_error(Backend& gpu, const FusedCase& c) {
   const int64_t cols = c.mode == LinearOut::kSiluMul ? c.N / 2 : c.N;
   Tensor x = random_tensor(DType::kF32, {c.M, c.K});
   Tensor nw = random_tensor(DType::kF32, {c.K}, 0.5f);
@@ -39,11 +40,35 @@ TEST_P(CudaFusedLinear, MatchesReferenceComposition) {
   else if (c.mode == LinearOut::kAccumulate) cpu::ref::add(ref, p);
   else cpu::ref::silu_mul(p, ref);
 
-  Tensor dnw = gpu->upload(nw), dw = gpu->upload(w), db = gpu->upload(b);
-  Tensor out = gpu->upload(c.mode == LinearOut::kAccumulate ? start : poisoned({c.M, cols}));
-  gpu->fused_linear(gpu->upload(x), c.norm ? &dnw : nullptr, 1e-5f, dw, c.bias ? &db : nullptr, c.mode, out);
-  EXPECT_LT(rel_error(gpu->to_host(out), ref), 1e-5)
+  Tensor dnw = gpu.upload(nw), dw = gpu.upload(w), db = gpu.upload(b);
+  Tensor out = gpu.upload(c.mode == LinearOut::kAccumulate ? start : poisoned({c.M, cols}));
+  gpu.fused_linear(gpu.upload(x), c.norm ? &dnw : nullptr, 1e-5f, dw, c.bias ? &db : nullptr, c.mode, out);
+  return rel_error(gpu.to_host(out), ref);
+}
+
+TEST_P(CudaFusedLinear, MatchesReferenceComposition) {
+  const FusedCase c = GetParam();
+  EXPECT_LT(fused_error(*gpu, c), 1e-5)
       << dtype_name(c.wtype) << " M=" << c.M << " N=" << c.N << " K=" << c.K << " mode " << static_cast<int>(c.mode);
+}
+
+// One activation row on sm_90+ takes the bulk-copy kernel where its row width is compiled
+// (kernels_gemv_bulk.cu); with it turned off the register kernel takes the same products. Both
+// must match the reference: widths on 8 and 7 consumer warps, more columns per block than ring
+// stages (the ring wraps), fewer columns than blocks, every mode.
+TEST_F(CudaTest, BulkGemvAndRegisterKernelMatchReference) {
+  const std::vector<std::pair<int64_t, int64_t>> nk = {{38, 4096}, {2640, 4096}, {3960, 2048}, {660, 14336}};
+  for (bool bulk : {true, false}) {
+    cuda::set_bulk_gemv_enabled(bulk);
+    for (DType t : {DType::kBF16, DType::kF16})
+      for (auto [N, K] : nk)
+        for (LinearOut mode : {LinearOut::kStore, LinearOut::kAccumulate, LinearOut::kSiluMul}) {
+          const FusedCase c{t, 1, N, K, mode != LinearOut::kAccumulate, N % 3 == 0, mode};
+          EXPECT_LT(fused_error(*gpu, c), 1e-5) << (bulk ? "bulk" : "register") << " kernel, " << dtype_name(t)
+                                                << " N=" << N << " K=" << K << " mode " << static_cast<int>(mode);
+        }
+  }
+  cuda::set_bulk_gemv_enabled(true);
 }
 
 std::vector<FusedCase> fused_cases() {

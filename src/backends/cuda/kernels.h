@@ -62,6 +62,15 @@ enum class LinearMode : int { kStore = 0, kAccumulate = 1, kSiluMul = 2 };
 bool launch_fused_gemv(const float* x, const float* norm_w, float eps, const void* w, Elem w_type,
                        const float* bias, int64_t M, int64_t N, int64_t K, LinearMode mode, float* out,
                        cudaStream_t stream);
+// The batch-1 decode product on sm_90+ (kernels_gemv_bulk.cu): weights copied into shared memory
+// by the copy engine, ahead of the activations. launch_gemv takes it first for one activation row
+// and bf16/f16 weights of the row widths it is compiled for; false when it declines (nothing
+// launched). REDHARE_BULK_GEMV=0 in the environment, or set_bulk_gemv_enabled(false), turns it
+// off (the benchmark and tests compare).
+bool launch_bulk_gemv(const float* x, const float* norm_w, float eps, const void* w, Elem w_type, const float* bias,
+                      int64_t M, int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream);
+bool bulk_gemv_enabled();
+void set_bulk_gemv_enabled(bool on);
 // Block-quantized (GGUF) weights, f32 activations and output (kernels_quant.cu). Rows hold K / block
 // values in whole blocks; the pointer must be 16-byte aligned and kBlockPadBytes past its end must be
 // readable (the kernels load whole aligned words around unaligned fields).

@@ -260,6 +260,10 @@ gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float
 template <typename W, int R>
 void launch_gemv(const float* x, const float* norm_w, float eps, const W* w, const float* bias, int64_t M,
                  int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream) {
+  if constexpr (!std::is_same_v<W, float>) {
+    const Elem type = std::is_same_v<W, __half> ? Elem::kF16 : Elem::kBF16;
+    if (M == 1 && launch_bulk_gemv(x, norm_w, eps, w, type, bias, M, N, K, mode, out, stream)) return;
+  }
   // 16-byte loads need every weight row, and every activation row, to start 16-byte aligned.
   const bool vectorized = (K * static_cast<int64_t>(sizeof(W))) % 16 == 0 &&
                           reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
