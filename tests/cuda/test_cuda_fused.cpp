@@ -55,9 +55,11 @@ TEST_P(CudaFusedLinear, MatchesReferenceComposition) {
 // One activation row on sm_90+ takes the bulk-copy kernel where its row width is compiled
 // (kernels_gemv_bulk.cu); with it turned off the register kernel takes the same products. Both
 // must match the reference: widths on 8 and 7 consumer warps, more columns per block than ring
-// stages (the ring wraps), fewer columns than blocks, every mode.
+// stages (the ring wraps) and than it keeps sums for, fewer columns than blocks, every mode.
 TEST_F(CudaTest, BulkGemvAndRegisterKernelMatchReference) {
-  const std::vector<std::pair<int64_t, int64_t>> nk = {{38, 4096}, {2640, 4096}, {3960, 2048}, {660, 14336}};
+  // 34000 columns: more than a block keeps before storing (kBulkMaxCols) on up to 132 SMs.
+  const std::vector<std::pair<int64_t, int64_t>> nk = {
+      {38, 4096}, {2640, 4096}, {3960, 2048}, {660, 14336}, {34000, 2048}};
   for (bool bulk : {true, false}) {
     cuda::set_bulk_gemv_enabled(bulk);
     for (DType t : {DType::kBF16, DType::kF16})

@@ -1082,7 +1082,7 @@ tc_decode_kernel(const float* __restrict__ qkv, T16* k_cache, T16* v_cache, Atte
   // weights before the wait (cp.async.bulk.prefetch.L2; the prefetch competes with the K/V reads
   // and an L2 hit is only ~1.3x faster to stream); for decode-only launches, loading sequence t's
   // lengths and this partition's block-table entries in one round, checked against token_seq.
-  pdl_wait();
+  // (The wait itself is further down: see below.)
   constexpr int NW = kTcdWarps, ST = kTcdStages, LD = D + 8, KS = D / 16, ND = D / 8, C = D / 8, HALF = D / 2;
   constexpr int kTile = kTcdKeys * LD, kStage = 2 * kTile;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -1100,21 +1100,6 @@ tc_decode_kernel(const float* __restrict__ qkv, T16* k_cache, T16* v_cache, Atte
   const int64_t cols = static_cast<int64_t>(H + 2 * Hkv) * D, kv_cols = static_cast<int64_t>(Hkv) * D;
   const bool fuse_rope = rope.positions != nullptr;
 
-  // Q first, as raw f32 in the lane's 8-column chunks (chunk u: columns u * 8 + 2 tq, + 1): its
-  // loads need no metadata, so they overlap the dependent chain below. (A block past its token's
-  // context loads them too and drops them.)
-  const bool la = g < gcount, lb = g + 8 < gcount;
-  float2 qa[2 * KS], qb[2 * KS];
-  {
-    const float* pa = qkv + t * cols + static_cast<int64_t>(h0 + (la ? g : 0)) * D + 2 * tq;
-    const float* pb = qkv + t * cols + static_cast<int64_t>(h0 + (lb ? g + 8 : 0)) * D + 2 * tq;
-    const float2 z = make_float2(0.0f, 0.0f);
-#pragma unroll
-    for (int u = 0; u < 2 * KS; ++u) {
-      qa[u] = la ? *reinterpret_cast<const float2*>(pa + u * 8) : z;
-      qb[u] = lb ? *reinterpret_cast<const float2*>(pb + u * 8) : z;
-    }
-  }
   if (fuse_rope) {
     const float pos = static_cast<float>(rope.positions[t]);
     for (int i = tid; i < HALF; i += NW * 32) {
@@ -1133,6 +1118,7 @@ tc_decode_kernel(const float* __restrict__ qkv, T16* k_cache, T16* v_cache, Atte
   if (skip_query_len > 0 && qo.nq >= skip_query_len) return;  // the flash kernel owns this one
   const bool direct = nparts == 1, merge = !direct && counters != nullptr;
   if (qo.padding) {
+    pdl_wait();
     if (p == 0 && (direct || merge))
       for (int i = tid; i < gcount * D; i += NW * 32) out[static_cast<int64_t>(t) * H * D + static_cast<int64_t>(h0) * D + i] = 0.0f;
     return;
@@ -1177,10 +1163,34 @@ tc_decode_kernel(const float* __restrict__ qkv, T16* k_cache, T16* v_cache, Atte
 
   // Up to ST - 1 tiles in flight ahead of the one in use; every step commits one (possibly
   // empty) group, so waiting for all but the newest ST - 1 groups means the current tile landed.
+  auto first_tiles = [&] {
 #pragma unroll
-  for (int st = 0; st < ST - 1; ++st) {
-    if (st < my_tiles) load_tile(st, st);
-    cp_async_commit();
+    for (int st = 0; st < ST - 1; ++st) {
+      if (st < my_tiles) load_tile(st, st);
+      cp_async_commit();
+    }
+  };
+  // Everything above reads only what no kernel of this step writes before this one: the batch's
+  // metadata and block tables (uploaded ahead of the step), the rotation table, and, with the
+  // rotation fused, the cached keys and values of earlier steps (this token's own are made here).
+  // So it runs before the wait, while the qkv product still streams: with that product on the
+  // bulk-copy kernel these blocks are resident beside it (kernels_gemv_bulk.cu). Without fused
+  // rope the new rows were stored by the kernel just before this one, so the tiles wait.
+  if (fuse_rope) first_tiles();
+  pdl_wait();
+  if (!fuse_rope) first_tiles();
+  // Q, as raw f32 in the lane's 8-column chunks (chunk u: columns u * 8 + 2 tq, + 1).
+  const bool la = g < gcount, lb = g + 8 < gcount;
+  float2 qa[2 * KS], qb[2 * KS];
+  {
+    const float* pa = qkv + t * cols + static_cast<int64_t>(h0 + (la ? g : 0)) * D + 2 * tq;
+    const float* pb = qkv + t * cols + static_cast<int64_t>(h0 + (lb ? g + 8 : 0)) * D + 2 * tq;
+    const float2 z = make_float2(0.0f, 0.0f);
+#pragma unroll
+    for (int u = 0; u < 2 * KS; ++u) {
+      qa[u] = la ? *reinterpret_cast<const float2*>(pa + u * 8) : z;
+      qb[u] = lb ? *reinterpret_cast<const float2*>(pb + u * 8) : z;
+    }
   }
 
   if (own_key >= 0) {

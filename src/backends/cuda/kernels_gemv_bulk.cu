@@ -8,8 +8,7 @@
 // the 8B shape's products so: register loads, weights only read, 95% of the read bandwidth; the
 // same multiplying 90%; this kernel's scheme 99% reading, 96% multiplying (H100).
 //
-// The scheme: one block per SM, each block a contiguous share of the output columns (at most
-// kBulkMaxCols). A producer thread copies the block's weight rows, one column's row (two for
+// The scheme: one block per SM, each block a contiguous share of the output columns. A producer thread copies the block's weight rows, one column's row (two for
 // SwiGLU) per stage, into a ring of shared-memory stages with cp.async.bulk (the copy engine,
 // completion counted on an mbarrier per stage), evicting first from L2. Weights are constant, so
 // the producer starts before the block waits for the previous kernel (pdl.cuh), and the block
@@ -18,9 +17,9 @@
 // multiply: thread t owns the 16-byte words t + 32 CW j (j < P) of every row and holds the
 // matching activations (RMS-normalized when norm_w is set) in registers for the whole product;
 // it takes its words of a stage into registers, the warp hands the stage back, multiplies and
-// keeps its warp sum per column in shared memory. After the last column the consumers add each
-// column's warp sums in warp order and store it with the epilogue (store_product,
-// swiglu_product). (A first version had the producer store each column before refilling its
+// keeps its warp sum per column in shared memory. After each kBulkMaxCols columns (a block's whole
+// share, but for an LM head) the consumers add each column's warp sums in warp order and store it
+// with the epilogue (store_product, swiglu_product). (A first version had the producer store each column before refilling its
 // stage: the residual add's load then stalled the copies, and the chain ran slower than the
 // register kernel.)
 //
@@ -46,8 +45,9 @@ namespace {
 
 constexpr int kBulkRingBytes = 96 * 1024;  // per block: this product's and the next one's fit an SM
 constexpr int kBulkMaxStages = 16;
-// Columns (times rows per column) one block takes at most: its warp sums stay in shared memory
-// until its last column (8 KB at 8 consumer warps). Wider products (an LM head) keep gemv_kernel.
+// Columns (times rows per column) whose warp sums a block keeps in shared memory (8 KB at 8
+// consumer warps) before it stores them: a block's share of a wider product (an LM head) goes
+// in chunks of this many.
 constexpr int kBulkMaxCols = 256;
 
 // A barrier of the first `threads` threads of the block (the consumer warps), not the producer.
@@ -126,8 +126,7 @@ __device__ __forceinline__ float dot8(const uint4& raw, const float (&a)[8], flo
 }
 
 // R = 2: SwiGLU, columns n and cols + n of w together. (CW + 1) warps: CW consume, the last one's
-// first lane produces. A block takes at most kBulkMaxCols / R columns (its warp sums are kept
-// until the end).
+// first lane produces.
 template <typename W, int CW, int P, int R>
 __global__ void __launch_bounds__((CW + 1) * 32, 2)
 bulk_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, const W* __restrict__ w,
@@ -212,42 +211,48 @@ bulk_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, 
       }
     }
   }
-  for (int i = 0; i < ncols; ++i) {
-    const int st = i % stages;
-    Bulk::wait(&full[st], (i / stages) & 1);
-    const uint4* stage = ring + static_cast<int64_t>(st) * R * kRowWords;
-    uint4 v[R][P];
+  // Columns in chunks of kChunk: each chunk's warp sums, added in warp order, go to the output
+  // with the epilogue once the chunk is done.
+  constexpr int kChunk = kBulkMaxCols / R;
+  for (int base = 0; base < ncols; base += kChunk) {
+    const int end = min(ncols, base + kChunk);
+    for (int i = base; i < end; ++i) {
+      const int st = i % stages;
+      Bulk::wait(&full[st], (i / stages) & 1);
+      const uint4* stage = ring + static_cast<int64_t>(st) * R * kRowWords;
+      uint4 v[R][P];
 #pragma unroll
-    for (int r = 0; r < R; ++r)
+      for (int r = 0; r < R; ++r)
 #pragma unroll
-      for (int j = 0; j < P; ++j) v[r][j] = stage[r * kRowWords + tid + kConsumers * j];
-    // The words are in registers: the stage goes back to the producer before the multiply.
-    __syncwarp();
-    if (lane == 0) Bulk::arrive(&empty[st]);
+        for (int j = 0; j < P; ++j) v[r][j] = stage[r * kRowWords + tid + kConsumers * j];
+      // The words are in registers: the stage goes back to the producer before the multiply.
+      __syncwarp();
+      if (lane == 0) Bulk::arrive(&empty[st]);
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      float acc = 0.0f;
+      for (int r = 0; r < R; ++r) {
+        float acc = 0.0f;
 #pragma unroll
-      for (int j = 0; j < P; ++j) acc = dot8<W>(v[r][j], a[j], acc);
-      acc = warp_sum(acc);
-      if (lane == 0) part[i][r][warp] = acc;
+        for (int j = 0; j < P; ++j) acc = dot8<W>(v[r][j], a[j], acc);
+        acc = warp_sum(acc);
+        if (lane == 0) part[i - base][r][warp] = acc;
+      }
     }
-  }
-  // Every column's warp sums, added in warp order, to the output with the epilogue.
-  consumers_sync<kConsumers>();
-  for (int i = tid; i < ncols; i += kConsumers) {
-    float s[R];
+    consumers_sync<kConsumers>();
+    for (int i = base + tid; i < end; i += kConsumers) {
+      float s[R];
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      s[r] = 0.0f;
+      for (int r = 0; r < R; ++r) {
+        s[r] = 0.0f;
 #pragma unroll
-      for (int c = 0; c < CW; ++c) s[r] += part[i][r][c];
+        for (int c = 0; c < CW; ++c) s[r] += part[i - base][r][c];
+      }
+      const int64_t n = c0 + i;
+      if constexpr (R == 2)
+        out[n] = swiglu_product(s[0], s[1], bias, n, cols);
+      else
+        store_product(out + n, s[0], bias, n, mode == static_cast<int>(LinearMode::kAccumulate));
     }
-    const int64_t n = c0 + i;
-    if constexpr (R == 2)
-      out[n] = swiglu_product(s[0], s[1], bias, n, cols);
-    else
-      store_product(out + n, s[0], bias, n, mode == static_cast<int>(LinearMode::kAccumulate));
+    if (end < ncols) consumers_sync<kConsumers>();  // the table is reused by the next chunk
   }
 }
 
@@ -274,7 +279,6 @@ bool launch_bulk_typed(const float* x, const float* norm_w, float eps, const W* 
     allow_ring_shared_memory(reinterpret_cast<const void*>(kernel));
     const int64_t cols = R == 2 ? N / 2 : N;
     const int64_t grid = std::min<int64_t>(cols, sm_count());
-    if ((cols + grid - 1) / grid > kBulkMaxCols / R) return false;
     launch_pdl("bulk_gemv_kernel", kernel, dim3(static_cast<unsigned>(grid)), dim3((cw + 1) * 32),
                static_cast<size_t>(stages * stage_bytes), stream, x, norm_w, eps, w, bias, N, K, static_cast<int>(mode),
                out);
