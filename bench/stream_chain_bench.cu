@@ -1,25 +1,32 @@
 // The ceiling of a batch-1 decode step built from one kernel per product: a model's decoder
-// products (qkv, o, gate/up, down per layer, bf16) streamed as a chain of dependent kernels that
-// do nothing but read their weights, timed against the HBM read bandwidth (a 2 GiB streaming
-// read, the denominator of bench_cuda's bounds). No multiply, no attention, no LM head: what the
-// chain loses is what the boundaries between dependent streams cost (the memory pipeline drains
-// at each and fills again), so no decode step made of such kernels can beat it.
+// products (qkv, o, gate/up, down per layer, bf16) streamed as a chain of dependent kernels,
+// timed against the HBM read bandwidth (a 2 GiB streaming read, the denominator of bench_cuda's
+// bounds). No attention, no LM head: what a chain loses against the probe is what the boundaries
+// between dependent streams and the arithmetic on the stream cost.
 //
 //   bench_stream_chain [--hidden 4096] [--intermediate 14336] [--heads 32] [--kv-heads 8]
-//                      [--head-dim 128] [--layers 32]
+//                      [--head-dim 128] [--layers 32] [--only 0-3]
 //
-// Variants, each one graph (or one launch) replayed, best of 8:
-// - kernels, PDL: one kernel per product, launched as the engine launches its decode products
-//   (programmatic dependent launch, a grid of what fits, two blocks of 8 warps per SM, a warp
-//   streaming a weight row at a time in double-buffered rounds of 16-byte loads), each kernel
-//   reading a 16 KB activation vector after its wait, as the norm prologue does;
+// --only keeps one product of each layer (0 qkv, 1 o, 2 gate/up, 3 down). Variants, each one
+// graph (or one launch) replayed, best of 8:
+// - kernels, PDL: one kernel per product, launched as the register decode kernel (gemv_kernel)
+//   is (programmatic dependent launch, a grid of what fits, two blocks of 8 warps per SM, a warp
+//   streaming a weight row at a time into registers in double-buffered rounds of 16-byte loads),
+//   each kernel reading a 16 KB activation vector after its wait, as the norm prologue does;
 // - kernels, no PDL: the same, ordinary launches;
-// - kernels, PDL, multiplying: the same with a decode product's work on the stream (bf16 weights
-//   times an f32 activation row in shared memory, a warp sum and a store per row): what the
-//   arithmetic adds; "early round": the warp's first round of weights issued before the
-//   activations are staged rather than after;
-// - one persistent kernel: the same streams as phases of one grid separated by grid barriers,
-//   each block loading its first round of the next phase before it arrives at the barrier.
+// - multiplying: the same with a decode product's work on the stream (bf16 weights times f32
+//   activations, a warp sum and a store per row), the activations staged in shared memory, the
+//   same with the first round issued before the staging ("early round"), read through L1, or
+//   left out (each weight times one register: widening and multiplying alone);
+// - bulk-copy ring (sm_90): the scheme of kernels_gemv_bulk.cu: one block per SM, a producer
+//   thread copying its rows into a ring of shared-memory stages with cp.async.bulk before the
+//   block waits, consumer warps multiplying against activations held in registers; with the next
+//   kernel let in at once (its ring fills while this one runs) or at exit, without the multiply,
+//   and with each stage handed back as soon as its words are in registers;
+// - engine products: the engine's own decode products (cuda::launch_fused_gemv with norms and
+//   epilogues), the bulk-copy kernel against the register one, with and without PDL;
+// - one persistent kernel: the register chain's streams as phases of one grid separated by grid
+//   barriers, each block loading its first round of the next phase before it arrives.
 // Shared memory per block is set so that two blocks fit per SM, as the engine's GEMV registers
 // allow; otherwise this kernel's few registers would let later kernels' blocks crowd the SMs.
 #include <algorithm>
@@ -177,79 +184,6 @@ __global__ void __launch_bounds__(kThreads) multiply_kernel(Stream s, const floa
       acc = 0.0f;
     }
   });
-}
-
-// The product with K split over the block's warps, so that each lane holds its P 16-byte slices'
-// activations in registers for every row: warp w reads words [w * 32P, (w + 1) * 32P) of each of
-// the block's rows (lane: w * 32P + 32j + lane), RR rows a round (double-buffered), each row's
-// eight warp sums added in warp order by one thread after a barrier per round. No activation is
-// read inside the loop.
-template <int P>
-__global__ void __launch_bounds__(kThreads) split_kernel(Stream s, const float* x, float* out) {
-  constexpr int RR = P >= 8 ? 1 : 8 / P;
-  __shared__ float red[kWarps];
-  __shared__ float part[2][RR][kWarps];
-  wait_previous();
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const float scale = read_activations(x, red) + 1.0f;
-  float xr[P][8];
-#pragma unroll
-  for (int j = 0; j < P; ++j) {
-    const int64_t k0 = (static_cast<int64_t>(warp) * 32 * P + 32 * j + lane) * 8;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) xr[j][e] = __ldcg(x + (k0 + e) % kActivations) * scale;
-  }
-  // Rows dealt evenly to the blocks, RR at a time.
-  const int64_t per_block = (s.rows + gridDim.x - 1) / gridDim.x;
-  const int64_t r0 = blockIdx.x * per_block, r1 = min(s.rows, r0 + per_block);
-  const int64_t rounds = r1 > r0 ? (r1 - r0 + RR - 1) / RR : 0;
-  const uint4* base = s.w + static_cast<int64_t>(warp) * 32 * P + lane;
-  auto load = [&](uint4 (&buf)[RR][P], int64_t i) {
-#pragma unroll
-    for (int q = 0; q < RR; ++q) {
-      const int64_t row = min(r0 + i * RR + q, r1 - 1);
-#pragma unroll
-      for (int j = 0; j < P; ++j) buf[q][j] = __ldcs(base + row * s.row_words + 32 * j);
-    }
-  };
-  auto use = [&](const uint4 (&buf)[RR][P], int64_t i) {
-    float acc[RR];
-#pragma unroll
-    for (int q = 0; q < RR; ++q) {
-      acc[q] = 0.0f;
-#pragma unroll
-      for (int j = 0; j < P; ++j) {
-        const uint32_t w[4] = {buf[q][j].x, buf[q][j].y, buf[q][j].z, buf[q][j].w};
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          acc[q] = fmaf(__uint_as_float(w[e] << 16), xr[j][2 * e], acc[q]);
-          acc[q] = fmaf(__uint_as_float(w[e] & 0xFFFF0000u), xr[j][2 * e + 1], acc[q]);
-        }
-      }
-    }
-#pragma unroll
-    for (int q = 0; q < RR; ++q) {
-      const float t = warp_total(acc[q]);
-      if (lane == 0) part[i & 1][q][warp] = t;
-    }
-    __syncthreads();
-    if (threadIdx.x < RR && r0 + i * RR + threadIdx.x < r1) {
-      float t = 0.0f;
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) t += part[i & 1][threadIdx.x][w];
-      out[r0 + i * RR + threadIdx.x] = t;
-    }
-  };
-  if (rounds == 0) return;
-  uint4 a[RR][P], b[RR][P];
-  load(a, 0);
-  for (int64_t i = 0; i < rounds; i += 2) {
-    if (i + 1 < rounds) load(b, i + 1);
-    use(a, i);
-    if (i + 1 >= rounds) break;
-    if (i + 2 < rounds) load(a, i + 2);
-    use(b, i + 1);
-  }
 }
 
 // Bulk-copy ring (sm_90): one block per SM, its rows contiguous; a producer warp copies one row
@@ -507,8 +441,7 @@ int main(int argc, char** argv) {
   for (const void* k : {reinterpret_cast<const void*>(multiply_kernel<kSmem>),
                         reinterpret_cast<const void*>(multiply_kernel<kEarly>),
                         reinterpret_cast<const void*>(multiply_kernel<kL1>),
-                        reinterpret_cast<const void*>(multiply_kernel<kNone>),
-                        reinterpret_cast<const void*>(split_kernel<2>), reinterpret_cast<const void*>(split_kernel<7>)})
+                        reinterpret_cast<const void*>(multiply_kernel<kNone>)})
     RH_CUDA(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   RH_CHECK(*std::max_element(cols, cols + 4) * 4 <= smem, "activation rows too long for ", smem, " bytes");
   float* out = nullptr;
@@ -542,14 +475,6 @@ int main(int argc, char** argv) {
         case 7: launch_ring<kMultiply>(cfg, sms, s, xc, out); break;
         case 8: launch_ring<kLetIn>(cfg, sms, s, xc, out); break;
         case 9: launch_ring<kLetIn | kMultiply | kEarlyRelease>(cfg, sms, s, xc, out); break;
-        default: {
-          // K split over the warps: a grid of two blocks per SM, rows dealt to blocks.
-          cfg.gridDim = dim3(static_cast<unsigned>(std::min<int64_t>(2 * sms, s.rows)));
-          const int64_t p = s.row_words / (32 * kWarps);
-          if (p == 2) RH_CUDA(cudaLaunchKernelEx(&cfg, split_kernel<2>, s, xc, out));
-          else if (p == 7) RH_CUDA(cudaLaunchKernelEx(&cfg, split_kernel<7>, s, xc, out));
-          else fail("split variant: rows of ", s.row_words, " 16-byte words are not 2 or 7 per lane");
-        }
       }
     }
     RH_CUDA(cudaStreamEndCapture(stream, &g));
@@ -572,7 +497,6 @@ int main(int argc, char** argv) {
   row("multiplying, early round", chain(true, 2));
   row("multiplying, x through L1", chain(true, 3));
   row("multiplying, no x", chain(true, 4));
-  row("K split, x in registers", chain(true, 5));
   row("bulk-copy ring, next let in", chain(true, 6));
   row("bulk-copy ring, no trigger", chain(true, 7));
   row("bulk-copy ring, no multiply", chain(true, 8));

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # On a GPU machine: build the CUDA backend's tests and benchmark, run the tests (and
 # compute-sanitizer's memcheck and racecheck over the op tests, when it is installed), then the
-# benchmark on Llama-3.1-8B, Qwen3-8B and Llama-3.2-1B shapes, and print a short table last.
+# benchmark on Llama-3.1-8B, Qwen3-8B and Llama-3.2-1B shapes and the product-chain ceiling
+# (bench_stream_chain), and print a short table last.
 #
 #   scripts/gpu_check.sh                 # configure + build into build-gpu/ (16 jobs), then run
-#   scripts/gpu_check.sh --prebuilt DIR  # run DIR/test_cuda and DIR/bench_cuda as built
+#   scripts/gpu_check.sh --prebuilt DIR  # run DIR/test_cuda, DIR/bench_cuda (and
+#                                        # DIR/bench_stream_chain where present) as built
 #                                        # elsewhere (a GPU machine without the build's packages)
 # The binaries link the CUDA runtime statically and need only the driver and libstdc++, so a
 # build from a Debian 12 machine with nvcc runs on a GPU machine that lacks, say, libicu-dev
@@ -32,7 +34,7 @@ else
     echo "gpu_check: configure failed (log: $logs/configure.log)"
     exit 1
   fi
-  if ! ninja -C "$build" -j "${BUILD_JOBS:-16}" test_cuda bench_cuda >"$logs/build.log" 2>&1; then
+  if ! ninja -C "$build" -j "${BUILD_JOBS:-16}" test_cuda bench_cuda bench_stream_chain >"$logs/build.log" 2>&1; then
     tail -40 "$logs/build.log"
     echo "gpu_check: build failed (log: $logs/build.log)"
     exit 1
@@ -41,6 +43,7 @@ else
   mkdir -p "$bin"
   ln -sf "$root/$build/tests/cuda/test_cuda" "$bin/test_cuda"
   ln -sf "$root/$build/src/backends/cuda/bench_cuda" "$bin/bench_cuda"
+  ln -sf "$root/$build/src/backends/cuda/bench_stream_chain" "$bin/bench_stream_chain"
 fi
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$logs/gpu.txt"
@@ -74,6 +77,8 @@ if command -v compute-sanitizer >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/com
   ops+=':CudaSampling.*:*CudaFp8TensorCore*'
   # The tensor-core path's norm and SiLU kernels writing 16-bit product inputs.
   ops+=':CudaTensorCoreLinear.FusedOps*:CudaFp8Linear.SwigluMlp*'
+  # The batch-1 bulk-copy products (mbarrier ring, cp.async.bulk) and the register kernel.
+  ops+=':CudaTest.BulkGemvAndRegisterKernelMatchReference'
   timeout "${MEMCHECK_S:-240}" "$cs" --tool memcheck --error-exitcode 7 "$bin/test_cuda" --gtest_filter="$ops" \
     >"$logs/memcheck.log" 2>&1
   sanitizer_rc=$?
@@ -95,6 +100,10 @@ if [[ -x "$bin/bench_cuda" ]]; then
 else
   echo "bench_cuda not built in $bin" >"$logs/bench.log"
 fi
+: >"$logs/stream_chain.log"
+if [[ -x "$bin/bench_stream_chain" ]]; then
+  "$bin/bench_stream_chain" >"$logs/stream_chain.log" 2>&1 || bench_rc=$?
+fi
 
 passed=$(grep -c "^\[       OK \]" "$logs/test_cuda.log")
 failed=$(grep -c "^\[  FAILED  \].*(" "$logs/test_cuda.log")
@@ -110,4 +119,6 @@ printf "%-22s %s\n" "bench" "rc=$bench_rc (full output: $logs/bench.log)"
 # The short table: per model, its bounds, decode rows (batch, context, ms/step, tokens/s, bound,
 # share of bound) and prefill rows (tokens, ms, tokens/s, TFLOP/s, share of the matrix rate).
 grep -E "^(model|device|HBM|matrix|start|batch|prefill|[0-9]+ )" "$logs/bench.log"
+# The 8B products as a chain of kernels against the read bandwidth (bench/stream_chain_bench.cu).
+grep -E "^(read bandwidth|variant|kernels|multiplying|bulk|engine|one persistent)" "$logs/stream_chain.log"
 [[ $tests_rc == 0 && $bench_rc == 0 ]]
