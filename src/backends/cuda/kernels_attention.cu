@@ -1072,17 +1072,16 @@ tc_decode_kernel(const float* __restrict__ qkv, T16* k_cache, T16* v_cache, Atte
   // resident beside these, waiting, and cost whole decode steps about 10 us per layer at batch 1
   // (H100, 8B shape: bf16 6.18 -> 5.83 ms, FP8 weights 3.86 -> 3.73 ms; a trigger after the key
   // loop, before the merge, 6.22 ms; batch 8 unchanged). Cause not established.
-  // Loading the metadata, the block table and the cached K/V tiles before pdl_wait (allowed with
-  // the rotation fused: every cached key is from an earlier step) gains only where these blocks
-  // are resident while the qkv product runs, and they are not (168 registers x 128 threads beside
-  // two GEMV blocks of 104 x 256 overflow the register file). Making room cost more than it saved
-  // (H100, batch 1, 5.79-5.81 ms per step before): the qkv product capped at one block per SM,
-  // 5.92 ms, 5.84 with the early loads; two-warp blocks with five-stage rings, 5.89-5.91.
+  // The metadata, the block table and (rotation fused) the first cached K/V tiles are loaded
+  // before pdl_wait, further down. That gains only where these blocks are resident while the qkv
+  // product runs: beside the register GEMV's two blocks of 104 x 256 registers they were not, and
+  // making room cost more than it saved (H100, batch 1: the qkv product capped at one block per
+  // SM 5.92 against 5.79-5.81 ms per step, 5.84 with the early loads); beside the bulk-copy
+  // product (kernels_gemv_bulk.cu, one block of 288 threads per SM) they are.
   // Also measured without gain (H100, batch 1): these blocks asking the L2 for the o product's
   // weights before the wait (cp.async.bulk.prefetch.L2; the prefetch competes with the K/V reads
   // and an L2 hit is only ~1.3x faster to stream); for decode-only launches, loading sequence t's
   // lengths and this partition's block-table entries in one round, checked against token_seq.
-  // (The wait itself is further down: see below.)
   constexpr int NW = kTcdWarps, ST = kTcdStages, LD = D + 8, KS = D / 16, ND = D / 8, C = D / 8, HALF = D / 2;
   constexpr int kTile = kTcdKeys * LD, kStage = 2 * kTile;
   extern __shared__ __align__(128) unsigned char smem[];
