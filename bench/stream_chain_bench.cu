@@ -377,6 +377,21 @@ persistent_kernel(const Stream* streams, int n, const float* x, uint32_t* sink, 
 }
 
 
+// Milliseconds per replay (best of 8) of the graph that enqueue() captures on `stream`.
+template <typename Enqueue>
+double replay_ms(cudaStream_t stream, Enqueue&& enqueue) {
+  cudaGraph_t g;
+  cudaGraphExec_t exec;
+  RH_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  enqueue();
+  RH_CUDA(cudaStreamEndCapture(stream, &g));
+  RH_CUDA(cudaGraphInstantiate(&exec, g, 0));
+  RH_CUDA(cudaGraphDestroy(g));
+  const double ms = 1e3 * cuda::best_event_seconds(stream, 8, [&] { RH_CUDA(cudaGraphLaunch(exec, stream)); });
+  RH_CUDA(cudaGraphExecDestroy(exec));
+  return ms;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -447,42 +462,35 @@ int main(int argc, char** argv) {
   float* out = nullptr;
   RH_CUDA(cudaMalloc(&out, static_cast<size_t>(*std::max_element(rows, rows + 4)) * sizeof(float)));
   auto chain = [&](bool pdl, int multiply) {
-    cudaGraph_t g;
-    cudaGraphExec_t exec;
-    RH_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-    for (const Stream& s : streams) {
-      // Rows dealt evenly over the warps that fit, as launch_gemv deals columns.
-      const int64_t fit = int64_t{2} * sms * kWarps, per_warp = (s.rows + fit - 1) / fit;
-      const int64_t warps = (s.rows + per_warp - 1) / per_warp;
-      cudaLaunchAttribute attr[1];
-      attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      attr[0].val.programmaticStreamSerializationAllowed = 1;
-      cudaLaunchConfig_t cfg = {};
-      cfg.gridDim = dim3(static_cast<unsigned>((warps + kWarps - 1) / kWarps));
-      cfg.blockDim = dim3(kThreads);
-      cfg.dynamicSmemBytes = static_cast<size_t>(smem);
-      cfg.stream = stream;
-      cfg.attrs = attr;
-      cfg.numAttrs = pdl ? 1 : 0;
-      const float* xc = x;
-      switch (multiply) {
-        case 0: RH_CUDA(cudaLaunchKernelEx(&cfg, stream_kernel, s, xc, sink)); break;
-        case 1: RH_CUDA(cudaLaunchKernelEx(&cfg, multiply_kernel<kSmem>, s, xc, out)); break;
-        case 2: RH_CUDA(cudaLaunchKernelEx(&cfg, multiply_kernel<kEarly>, s, xc, out)); break;
-        case 3: RH_CUDA(cudaLaunchKernelEx(&cfg, multiply_kernel<kL1>, s, xc, out)); break;
-        case 4: RH_CUDA(cudaLaunchKernelEx(&cfg, multiply_kernel<kNone>, s, xc, out)); break;
-        case 6: launch_ring<kLetIn | kMultiply>(cfg, sms, s, xc, out); break;
-        case 7: launch_ring<kMultiply>(cfg, sms, s, xc, out); break;
-        case 8: launch_ring<kLetIn>(cfg, sms, s, xc, out); break;
-        case 9: launch_ring<kLetIn | kMultiply | kEarlyRelease>(cfg, sms, s, xc, out); break;
+    return replay_ms(stream, [&] {
+      for (const Stream& s : streams) {
+        // Rows dealt evenly over the warps that fit, as launch_gemv deals columns.
+        const int64_t fit = int64_t{2} * sms * kWarps, per_warp = (s.rows + fit - 1) / fit;
+        const int64_t warps = (s.rows + per_warp - 1) / per_warp;
+        cudaLaunchAttribute attr[1];
+        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[0].val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3(static_cast<unsigned>((warps + kWarps - 1) / kWarps));
+        cfg.blockDim = dim3(kThreads);
+        cfg.dynamicSmemBytes = static_cast<size_t>(smem);
+        cfg.stream = stream;
+        cfg.attrs = attr;
+        cfg.numAttrs = pdl ? 1 : 0;
+        const float* xc = x;
+        switch (multiply) {
+          case 0: RH_CUDA(cudaLaunchKernelEx(&cfg, stream_kernel, s, xc, sink)); break;
+          case 1: RH_CUDA(cudaLaunchKernelEx(&cfg, multiply_kernel<kSmem>, s, xc, out)); break;
+          case 2: RH_CUDA(cudaLaunchKernelEx(&cfg, multiply_kernel<kEarly>, s, xc, out)); break;
+          case 3: RH_CUDA(cudaLaunchKernelEx(&cfg, multiply_kernel<kL1>, s, xc, out)); break;
+          case 4: RH_CUDA(cudaLaunchKernelEx(&cfg, multiply_kernel<kNone>, s, xc, out)); break;
+          case 6: launch_ring<kLetIn | kMultiply>(cfg, sms, s, xc, out); break;
+          case 7: launch_ring<kMultiply>(cfg, sms, s, xc, out); break;
+          case 8: launch_ring<kLetIn>(cfg, sms, s, xc, out); break;
+          case 9: launch_ring<kLetIn | kMultiply | kEarlyRelease>(cfg, sms, s, xc, out); break;
+        }
       }
-    }
-    RH_CUDA(cudaStreamEndCapture(stream, &g));
-    RH_CUDA(cudaGraphInstantiate(&exec, g, 0));
-    RH_CUDA(cudaGraphDestroy(g));
-    const double ms = 1e3 * cuda::best_event_seconds(stream, 8, [&] { RH_CUDA(cudaGraphLaunch(exec, stream)); });
-    RH_CUDA(cudaGraphExecDestroy(exec));
-    return ms;
+    });
   };
   const double ideal = bytes / bandwidth * 1e3;
   std::printf("read bandwidth %.0f GB/s; %lld layers, %.2f GB of bf16 weights: %.3f ms at that rate\n",
@@ -514,22 +522,15 @@ int main(int argc, char** argv) {
     RH_CUDA(cudaMemset(qkv, 0, rows[0] * sizeof(float)));
     RH_CUDA(cudaMemset(act, 0, inter * sizeof(float)));
     auto engine_chain = [&] {
-      cudaGraph_t g;
-      cudaGraphExec_t exec;
-      RH_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-      for (size_t i = 0; i + 3 < streams.size(); i += 4) {
-        const auto bf = cuda::Elem::kBF16;
-        RH_CHECK(cuda::launch_fused_gemv(h, nw, 1e-5f, streams[i].w, bf, nullptr, 1, rows[0], cols[0], cuda::LinearMode::kStore, qkv, stream), "qkv");
-        RH_CHECK(cuda::launch_fused_gemv(qkv, nullptr, 0.0f, streams[i + 1].w, bf, nullptr, 1, rows[1], cols[1], cuda::LinearMode::kAccumulate, h, stream), "o");
-        RH_CHECK(cuda::launch_fused_gemv(h, nw, 1e-5f, streams[i + 2].w, bf, nullptr, 1, rows[2], cols[2], cuda::LinearMode::kSiluMul, act, stream), "gate_up");
-        RH_CHECK(cuda::launch_fused_gemv(act, nullptr, 0.0f, streams[i + 3].w, bf, nullptr, 1, rows[3], cols[3], cuda::LinearMode::kAccumulate, h, stream), "down");
-      }
-      RH_CUDA(cudaStreamEndCapture(stream, &g));
-      RH_CUDA(cudaGraphInstantiate(&exec, g, 0));
-      RH_CUDA(cudaGraphDestroy(g));
-      const double ms = 1e3 * cuda::best_event_seconds(stream, 8, [&] { RH_CUDA(cudaGraphLaunch(exec, stream)); });
-      RH_CUDA(cudaGraphExecDestroy(exec));
-      return ms;
+      return replay_ms(stream, [&] {
+        for (size_t i = 0; i + 3 < streams.size(); i += 4) {
+          const auto bf = cuda::Elem::kBF16;
+          RH_CHECK(cuda::launch_fused_gemv(h, nw, 1e-5f, streams[i].w, bf, nullptr, 1, rows[0], cols[0], cuda::LinearMode::kStore, qkv, stream), "qkv");
+          RH_CHECK(cuda::launch_fused_gemv(qkv, nullptr, 0.0f, streams[i + 1].w, bf, nullptr, 1, rows[1], cols[1], cuda::LinearMode::kAccumulate, h, stream), "o");
+          RH_CHECK(cuda::launch_fused_gemv(h, nw, 1e-5f, streams[i + 2].w, bf, nullptr, 1, rows[2], cols[2], cuda::LinearMode::kSiluMul, act, stream), "gate_up");
+          RH_CHECK(cuda::launch_fused_gemv(act, nullptr, 0.0f, streams[i + 3].w, bf, nullptr, 1, rows[3], cols[3], cuda::LinearMode::kAccumulate, h, stream), "down");
+        }
+      });
     };
     cuda::set_bulk_gemv_enabled(true);
     row("engine products, bulk", engine_chain());

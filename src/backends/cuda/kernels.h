@@ -2,6 +2,7 @@
 // enqueues on `stream` and checks the launch. Shapes were checked by the caller (cuda_backend.cpp).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <limits>
 
@@ -49,6 +50,10 @@ int device_block_smem();
 int device_attribute(cudaDeviceAttr attr);
 // Multiprocessors of the current device.
 int sm_count();
+// A feature switch for sm_90+ kernels: on where the current device has compute capability 9.0 or
+// later and the environment variable env_name is not "0" (read once into `state`, which starts
+// at -1; the setter stores 0 or 1).
+bool hopper_switch_on(std::atomic<int>& state, const char* env_name);
 // Whether launch_pdl (pdl.cuh) asks for programmatic dependent launch on the current device:
 // compute capability 9.0 or later, and not turned off (REDHARE_PDL=0 in the environment, or
 // set_pdl_enabled(false), which the benchmark and tests use to compare).

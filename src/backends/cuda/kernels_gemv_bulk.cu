@@ -29,10 +29,8 @@
 // stage_rms_norm does.
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <mutex>
 #include <set>
-#include <string>
 #include <type_traits>
 
 #include "backends/cuda/cuda_check.h"
@@ -302,21 +300,11 @@ bool launch_bulk_typed(const float* x, const float* norm_w, float eps, const W* 
   return false;
 }
 
-std::atomic<int> g_bulk_switch{-1};  // -1: not yet read from the environment; 0 off; 1 on
+std::atomic<int> g_bulk_switch{-1};
 
 }  // namespace
 
-bool bulk_gemv_enabled() {
-  int on = g_bulk_switch.load();
-  if (on < 0) {
-    const char* env = std::getenv("REDHARE_BULK_GEMV");
-    on = env && std::string(env) == "0" ? 0 : 1;
-    int expected = -1;
-    g_bulk_switch.compare_exchange_strong(expected, on);
-    on = g_bulk_switch.load();
-  }
-  return on != 0 && device_attribute(cudaDevAttrComputeCapabilityMajor) >= 9;
-}
+bool bulk_gemv_enabled() { return hopper_switch_on(g_bulk_switch, "REDHARE_BULK_GEMV"); }
 
 void set_bulk_gemv_enabled(bool on) { g_bulk_switch.store(on ? 1 : 0); }
 

@@ -481,22 +481,23 @@ int sm_count() { return device_attribute(cudaDevAttrMultiProcessorCount); }
 
 void set_max_block_smem_for_tests(int bytes) { g_smem_limit_override.store(bytes); }
 
-namespace {
-// -1: not yet read from the environment; 0 off; 1 on.
-std::atomic<int> g_pdl_switch{-1};
-}  // namespace
-
-bool pdl_enabled() {
-  int on = g_pdl_switch.load();
+bool hopper_switch_on(std::atomic<int>& state, const char* env_name) {
+  int on = state.load();
   if (on < 0) {
-    const char* env = std::getenv("REDHARE_PDL");
+    const char* env = std::getenv(env_name);
     on = env && std::string(env) == "0" ? 0 : 1;
     int expected = -1;
-    g_pdl_switch.compare_exchange_strong(expected, on);
-    on = g_pdl_switch.load();
+    state.compare_exchange_strong(expected, on);
+    on = state.load();
   }
   return on != 0 && device_attribute(cudaDevAttrComputeCapabilityMajor) >= 9;
 }
+
+namespace {
+std::atomic<int> g_pdl_switch{-1};
+}  // namespace
+
+bool pdl_enabled() { return hopper_switch_on(g_pdl_switch, "REDHARE_PDL"); }
 
 void set_pdl_enabled(bool on) { g_pdl_switch.store(on ? 1 : 0); }
 
