@@ -268,6 +268,7 @@ class CudaBackend final : public Backend {
   }
 
   void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override {
+    cuda::reset_last_gemv();  // set again where this product takes the bulk-copy kernel
     check_f32(x, "linear x");
     check_f32(out, "linear out");
     check_on_device(w, "linear weight");
@@ -295,6 +296,7 @@ class CudaBackend final : public Backend {
 
   void fused_linear(const Tensor& x, const Tensor* norm_weight, float eps, const Tensor& w, const Tensor* bias,
                     LinearOut mode, Tensor& out) override {
+    cuda::reset_last_gemv();  // set again where this product takes the bulk-copy kernel
     check_f32(x, "fused_linear x");
     check_f32(out, "fused_linear out");
     check_on_device(w, "fused_linear weight");
@@ -993,6 +995,10 @@ void CudaBackend::attention_impl(const Tensor& qkv, KvCacheLayer& cache, const A
                              static_cast<int32_t>(p.head_dim), static_cast<int32_t>(block_size),
                              p.scale, static_cast<int32_t>(p.sliding_window)};
   shape.tensor_cores = options_.tensor_cores;
+  // One query and a qkv product on the bulk-copy kernel: the o product after attention takes it
+  // too (same weight type, M = 1) where its row width is compiled, so attention may let it in.
+  shape.let_in_successor = T == 1 && cuda::last_gemv_was_bulk() &&
+                           cuda::bulk_gemv_width(p.num_heads * p.head_dim, 2, false);
   if (cache.k.dtype() == DType::kF8E4M3) {
     const Shape scales{cache.k.size(0), block_size, p.num_kv_heads};
     RH_CHECK(cache.k_scale.dtype() == DType::kF32 && cache.k_scale.shape() == scales &&

@@ -76,6 +76,12 @@ bool launch_bulk_gemv(const float* x, const float* norm_w, float eps, const void
                       int64_t M, int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream);
 bool bulk_gemv_enabled();
 void set_bulk_gemv_enabled(bool on);
+// Whether the bulk-copy kernel is compiled for rows of K elements of elem_bytes (SwiGLU: silu).
+bool bulk_gemv_width(int64_t K, int64_t elem_bytes, bool silu);
+// Whether the last decode product launched on this thread since reset_last_gemv() ran the
+// bulk-copy kernel (the backend resets it at each product; attention asks).
+bool last_gemv_was_bulk();
+void reset_last_gemv();
 // Block-quantized (GGUF) weights, f32 activations and output (kernels_quant.cu). Rows hold K / block
 // values in whole blocks; the pointer must be 16-byte aligned and kBlockPadBytes past its end must be
 // readable (the kernels load whole aligned words around unaligned fields).
@@ -252,6 +258,11 @@ struct AttentionShape {
   // Q, K, P and V to bf16, or to f16 over an f16 cache (f32 accumulation and softmax). Off: every
   // query uses exact f32 math.
   bool tensor_cores = false;
+  // The tensor-core decode kernel lets the next kernel in at its start (pdl.cuh). Set by the
+  // backend only where that kernel is the bulk-copy product, whose blocks take their columns from
+  // a counter: its rings fill while attention runs. Any other successor's blocks waiting beside
+  // attention cost ~10 us per layer (H100, batch 1).
+  bool let_in_successor = false;
 };
 
 // Query chunks at least this long use the tensor-core kernel when tensor_cores is on.

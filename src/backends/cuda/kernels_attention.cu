@@ -1082,6 +1082,9 @@ tc_decode_kernel(const float* __restrict__ qkv, T16* k_cache, T16* v_cache, Atte
   // weights before the wait (cp.async.bulk.prefetch.L2; the prefetch competes with the K/V reads
   // and an L2 hit is only ~1.3x faster to stream); for decode-only launches, loading sequence t's
   // lengths and this partition's block-table entries in one round, checked against token_seq.
+  // The exception: a bulk-copy successor (AttentionShape::let_in_successor), whose blocks take
+  // their columns from a counter and whose rings fill while these blocks run.
+  if (shape.let_in_successor) pdl_trigger();
   constexpr int NW = kTcdWarps, ST = kTcdStages, LD = D + 8, KS = D / 16, ND = D / 8, C = D / 8, HALF = D / 2;
   constexpr int kTile = kTcdKeys * LD, kStage = 2 * kTile;
   extern __shared__ __align__(128) unsigned char smem[];

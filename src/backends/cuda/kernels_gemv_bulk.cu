@@ -8,27 +8,34 @@
 // the 8B shape's products so: register loads, weights only read, 95% of the read bandwidth; the
 // same multiplying 90%; this kernel's scheme 99% reading, 96% multiplying (H100).
 //
-// The scheme: one block per SM, each block a contiguous share of the output columns. A producer thread copies the block's weight rows, one column's row (two for
-// SwiGLU) per stage, into a ring of shared-memory stages with cp.async.bulk (the copy engine,
-// completion counted on an mbarrier per stage), evicting first from L2. Weights are constant, so
-// the producer starts before the block waits for the previous kernel (pdl.cuh), and the block
-// lets the next kernel in at once: two blocks of ~100 KB fit an SM, so the next product's ring
-// fills while this one runs, and no product starts with an empty pipeline. CW consumer warps
-// multiply: thread t owns the 16-byte words t + 32 CW j (j < P) of every row and holds the
-// matching activations (RMS-normalized when norm_w is set) in registers for the whole product;
-// it takes its words of a stage into registers, the warp hands the stage back, multiplies and
-// keeps its warp sum per column in shared memory. After each kBulkMaxCols columns (a block's whole
-// share, but for an LM head) the consumers add each column's warp sums in warp order and store it
-// with the epilogue (store_product, swiglu_product). (A first version had the producer store each column before refilling its
-// stage: the residual add's load then stalled the copies, and the chain ran slower than the
-// register kernel.)
+// The scheme: one block per SM. A producer thread takes runs of kBulkGrab output columns from a
+// counter of the launch and copies each column's weight row (two for SwiGLU) into a stage of a
+// ~96 KB shared-memory ring with cp.async.bulk (the copy engine, completion counted on an
+// mbarrier per stage), evicting first from L2. Weights are constant, so the producer starts
+// before the block waits for the previous kernel (pdl.cuh), and the block lets the next kernel
+// in at once: two blocks of ~100 KB fit an SM, so the next product's ring fills while this one
+// runs, and no product starts with an empty pipeline. CW consumer warps multiply: thread t owns
+// the 16-byte words t + 32 CW j (j < P) of every row and holds the matching activations
+// (RMS-normalized when norm_w is set) in registers for the whole product; it takes its words of a
+// stage into registers, the warp hands the stage back, multiplies and keeps its warp sum per
+// column in shared memory. Every kBulkMaxCols columns, and at the producer's end mark, the
+// consumers add each column's warp sums in warp order and store it with the epilogue
+// (store_product, swiglu_product).
+//
+// Why a counter rather than a fixed share per block: blocks launched early do not always land one
+// to an SM (beside the attention kernel, or three to an SM with a 64 KB ring), and with fixed
+// shares the doubled-up blocks set the product's time. H100, batch-1 8B steps: fixed shares
+// 5.55-5.56 ms, the counter 5.42-5.43, and with the attention kernel letting this product in at
+// its start (AttentionShape::let_in_successor) 5.36. (A first version had the producer store each
+// column before refilling its stage: the residual add's load stalled the copies.)
 //
 // Numerics: f32 products summed per thread in word order, then over the warp (shuffles) and
-// over the warps in order: a different order than gemv_kernel's, so the two agree to rounding (the
-// tests' 1e-5 relative bound), each deterministic. The norm sums squares in double as
+// over the warps in order, whichever block takes the column: a different order than gemv_kernel's,
+// so the two agree to rounding (the tests' 1e-5 relative bound), each deterministic. The norm sums squares in double as
 // stage_rms_norm does.
 #include <algorithm>
 #include <atomic>
+#include <map>
 #include <mutex>
 #include <set>
 #include <type_traits>
@@ -47,6 +54,12 @@ constexpr int kBulkMaxStages = 16;
 // consumer warps) before it stores them: a block's share of a wider product (an LM head) goes
 // in chunks of this many.
 constexpr int kBulkMaxCols = 256;
+// Columns a block takes at a time from a launch's counter (dynamic mode).
+constexpr int kBulkGrab = 4;
+// Counters for dynamic mode, one per launch in turn: a launch's last block puts its counter back
+// to 0, and a counter comes round again only kBulkCounters launches later.
+constexpr int kBulkCounters = 64;
+__device__ int g_bulk_counters[kBulkCounters];
 
 // A barrier of the first `threads` threads of the block (the consumer warps), not the producer.
 template <int threads>
@@ -128,18 +141,18 @@ __device__ __forceinline__ float dot8(const uint4& raw, const float (&a)[8], flo
 template <typename W, int CW, int P, int R>
 __global__ void __launch_bounds__((CW + 1) * 32, 2)
 bulk_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, const W* __restrict__ w,
-                 const float* __restrict__ bias, int64_t N, int64_t K, int mode, float* __restrict__ out) {
+                 const float* __restrict__ bias, int64_t N, int64_t K, int mode, int* __restrict__ counter,
+                 float* __restrict__ out) {
   constexpr int kConsumers = CW * 32;
   constexpr int64_t kRowWords = static_cast<int64_t>(kConsumers) * P;  // K * sizeof(W) / 16
   extern __shared__ __align__(128) uint4 ring[];
   __shared__ uint64_t full[kBulkMaxStages], empty[kBulkMaxStages];
   __shared__ float part[kBulkMaxCols / R][R][CW];  // warp sums of each column
   __shared__ double red[CW];
+  __shared__ int64_t col_of[kBulkMaxStages];      // the column a stage holds; -1: no more
+  __shared__ int64_t col_at[kBulkMaxCols / R];    // the column of each kept sum
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int64_t cols = R == 2 ? N / 2 : N;
-  const int64_t c0 = cols * blockIdx.x / gridDim.x, c1 = cols * (blockIdx.x + 1) / gridDim.x;
-  const int ncols = static_cast<int>(c1 - c0);
-  if (ncols == 0) return;  // touches nothing
   const int stages = min(kBulkMaxStages, static_cast<int>(kBulkRingBytes / (R * kRowWords * 16)));
   if (tid == 0) {
     for (int i = 0; i < stages; ++i) Bulk::init(&full[i], 1), Bulk::init(&empty[i], CW);
@@ -149,21 +162,45 @@ bulk_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, 
   pdl_trigger();
 
   if (warp == CW) {
-    // The producer: column i's rows into stage i % stages, once the consumers have handed it back.
-    // It touches nothing the previous kernel writes, so it does not wait for it.
+    // The producer: the block's columns one after another, column i (of this block) into stage
+    // i % stages once the consumers have handed it back, then an end mark. The columns come in
+    // runs of kBulkGrab taken from the launch's counter (the next run asked for while this one is
+    // copied), so a block that shares its SM with another of the same kernel (blocks launched
+    // early can land two to an SM) simply takes fewer. It touches nothing the previous kernel
+    // writes, so it does not wait for it.
     if (lane == 0) {
       const uint64_t policy = Bulk::evict_first();
       const uint32_t bytes = static_cast<uint32_t>(kRowWords * 16);
       const uint4* wv = reinterpret_cast<const uint4*>(w);
-      for (int i = 0; i < ncols; ++i) {
-        const int st = i % stages;
-        if (i >= stages) Bulk::wait(&empty[st], (i / stages - 1) & 1);
-        Bulk::expect(&full[st], R * bytes);
+      const int64_t runs = (cols + kBulkGrab - 1) / kBulkGrab;
+      // Every block takes numbers until one is past the last run: runs + gridDim.x numbers in
+      // all, so the block that takes the last of them puts the counter back for the next launch.
+      auto take = [&] {
+        const int64_t run = atomicAdd(counter, 1);
+        if (run == runs + gridDim.x - 1) atomicExch(counter, 0);
+        return run;
+      };
+      int64_t run = take();
+      int64_t a = run * kBulkGrab, b = run < runs ? min(cols, a + kBulkGrab) : a;
+      int i = 0;
+      while (a < b) {
+        const int64_t next = take();
+        for (int64_t c = a; c < b; ++c, ++i) {
+          const int st = i % stages;
+          if (i >= stages) Bulk::wait(&empty[st], (i / stages - 1) & 1);
+          col_of[st] = c;  // published by the arrive below
+          Bulk::expect(&full[st], R * bytes);
 #pragma unroll
-        for (int r = 0; r < R; ++r)
-          Bulk::copy(ring + (static_cast<int64_t>(st) * R + r) * kRowWords, wv + (c0 + i + r * cols) * kRowWords,
-                     bytes, &full[st], policy);
+          for (int r = 0; r < R; ++r)
+            Bulk::copy(ring + (static_cast<int64_t>(st) * R + r) * kRowWords, wv + (c + r * cols) * kRowWords, bytes,
+                       &full[st], policy);
+        }
+        a = next * kBulkGrab, b = next < runs ? min(cols, a + kBulkGrab) : a;
       }
+      const int st = i % stages;
+      if (i >= stages) Bulk::wait(&empty[st], (i / stages - 1) & 1);
+      col_of[st] = -1;
+      Bulk::arrive(&full[st]);
     }
     return;
   }
@@ -209,21 +246,20 @@ bulk_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, 
       }
     }
   }
-  // Columns in chunks of kChunk: each chunk's warp sums, added in warp order, go to the output
-  // with the epilogue once the chunk is done.
+  // Stage after stage until the producer's end mark; every kChunk columns (and at the end) the
+  // kept warp sums, added in warp order, go to the output with the epilogue.
   constexpr int kChunk = kBulkMaxCols / R;
-  for (int base = 0; base < ncols; base += kChunk) {
-    const int end = min(ncols, base + kChunk);
-    for (int i = base; i < end; ++i) {
-      const int st = i % stages;
-      Bulk::wait(&full[st], (i / stages) & 1);
-      const uint4* stage = ring + static_cast<int64_t>(st) * R * kRowWords;
+  for (int i = 0, base = 0;; ++i) {
+    const int st = i % stages;
+    Bulk::wait(&full[st], (i / stages) & 1);
+    const int64_t c = col_of[st];
+    if (c >= 0) {
       uint4 v[R][P];
 #pragma unroll
       for (int r = 0; r < R; ++r)
 #pragma unroll
-        for (int j = 0; j < P; ++j) v[r][j] = stage[r * kRowWords + tid + kConsumers * j];
-      // The words are in registers: the stage goes back to the producer before the multiply.
+        for (int j = 0; j < P; ++j) v[r][j] = ring[(static_cast<int64_t>(st) * R + r) * kRowWords + tid + kConsumers * j];
+      // The words (and the column) are in registers: the stage goes back before the multiply.
       __syncwarp();
       if (lane == 0) Bulk::arrive(&empty[st]);
 #pragma unroll
@@ -234,25 +270,55 @@ bulk_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, 
         acc = warp_sum(acc);
         if (lane == 0) part[i - base][r][warp] = acc;
       }
+      if (tid == 0) col_at[i - base] = c;
     }
-    consumers_sync<kConsumers>();
-    for (int i = base + tid; i < end; i += kConsumers) {
-      float s[R];
+    const bool last = c < 0;
+    if (last || i - base == kChunk - 1) {
+      const int end = last ? i : i + 1;
+      consumers_sync<kConsumers>();
+      for (int k = base + tid; k < end; k += kConsumers) {
+        float s[R];
 #pragma unroll
-      for (int r = 0; r < R; ++r) {
-        s[r] = 0.0f;
+        for (int r = 0; r < R; ++r) {
+          s[r] = 0.0f;
 #pragma unroll
-        for (int c = 0; c < CW; ++c) s[r] += part[i - base][r][c];
+          for (int w = 0; w < CW; ++w) s[r] += part[k - base][r][w];
+        }
+        const int64_t n = col_at[k - base];
+        if constexpr (R == 2)
+          out[n] = swiglu_product(s[0], s[1], bias, n, cols);
+        else
+          store_product(out + n, s[0], bias, n, mode == static_cast<int>(LinearMode::kAccumulate));
       }
-      const int64_t n = c0 + i;
-      if constexpr (R == 2)
-        out[n] = swiglu_product(s[0], s[1], bias, n, cols);
-      else
-        store_product(out + n, s[0], bias, n, mode == static_cast<int>(LinearMode::kAccumulate));
+      if (last) break;
+      consumers_sync<kConsumers>();  // the table is reused
+      base = end;
     }
-    if (end < ncols) consumers_sync<kConsumers>();  // the table is reused by the next chunk
   }
 }
+
+// The counter of the next launch: the current device's counters in turn.
+int* next_counter() {
+  static std::mutex mu;
+  static std::map<int, int*> base;  // device -> g_bulk_counters there
+  static std::atomic<unsigned> turn{0};
+  int dev = 0;
+  RH_CUDA(cudaGetDevice(&dev));
+  int* counters = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = base.find(dev);
+    if (it == base.end()) {
+      void* p = nullptr;
+      RH_CUDA(cudaGetSymbolAddress(&p, g_bulk_counters));
+      it = base.emplace(dev, static_cast<int*>(p)).first;
+    }
+    counters = it->second;
+  }
+  return counters + turn.fetch_add(1) % kBulkCounters;
+}
+
+thread_local bool t_last_bulk = false;
 
 // Past 48 KiB a kernel must opt in to its dynamic shared memory: once per kernel.
 void allow_ring_shared_memory(const void* kernel) {
@@ -268,6 +334,7 @@ void allow_ring_shared_memory(const void* kernel) {
 template <typename W, int R>
 bool launch_bulk_typed(const float* x, const float* norm_w, float eps, const W* w, const float* bias, int64_t N,
                        int64_t K, LinearMode mode, float* out, cudaStream_t stream) {
+  if (!bulk_gemv_width(K, sizeof(W), R == 2)) return false;
   const int64_t words = K * static_cast<int64_t>(sizeof(W)) / 16;
   auto go = [&](auto kernel, int cw, int p) {
     if (words != int64_t{32} * cw * p) return false;
@@ -279,7 +346,7 @@ bool launch_bulk_typed(const float* x, const float* norm_w, float eps, const W* 
     const int64_t grid = std::min<int64_t>(cols, sm_count());
     launch_pdl("bulk_gemv_kernel", kernel, dim3(static_cast<unsigned>(grid)), dim3((cw + 1) * 32),
                static_cast<size_t>(stages * stage_bytes), stream, x, norm_w, eps, w, bias, N, K, static_cast<int>(mode),
-               out);
+               next_counter(), out);
     return true;
   };
   if (words % 256 == 0) {
@@ -308,6 +375,16 @@ bool bulk_gemv_enabled() { return hopper_switch_on(g_bulk_switch, "REDHARE_BULK_
 
 void set_bulk_gemv_enabled(bool on) { g_bulk_switch.store(on ? 1 : 0); }
 
+bool bulk_gemv_width(int64_t K, int64_t elem_bytes, bool silu) {
+  if ((K * elem_bytes) % 16 != 0) return false;
+  const int64_t words = K * elem_bytes / 16;
+  if (silu) return words == 256 || words == 512 || words == 1024;
+  return words == 256 || words == 512 || words == 1024 || words == 1536 || words == 2048 || words == 1792;
+}
+
+bool last_gemv_was_bulk() { return t_last_bulk; }
+void reset_last_gemv() { t_last_bulk = false; }
+
 bool launch_bulk_gemv(const float* x, const float* norm_w, float eps, const void* w, Elem w_type, const float* bias,
                       int64_t M, int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream) {
   if (M != 1 || N == 0 || w_type == Elem::kF32 || !bulk_gemv_enabled()) return false;
@@ -321,8 +398,10 @@ bool launch_bulk_gemv(const float* x, const float* norm_w, float eps, const void
     if (mode == LinearMode::kSiluMul) return launch_bulk_typed<W, 2>(x, norm_w, eps, typed, bias, N, K, mode, out, stream);
     return launch_bulk_typed<W, 1>(x, norm_w, eps, typed, bias, N, K, mode, out, stream);
   };
-  if (w_type == Elem::kBF16) return run(static_cast<const __nv_bfloat16*>(w));
-  return run(static_cast<const __half*>(w));
+  const bool launched =
+      w_type == Elem::kBF16 ? run(static_cast<const __nv_bfloat16*>(w)) : run(static_cast<const __half*>(w));
+  if (launched) t_last_bulk = true;
+  return launched;
 }
 
 }  // namespace redhare::cuda
