@@ -14,8 +14,8 @@
 //   stream has completed and its writes are visible, as for an ordinary launch.
 // Kernels call pdl_trigger() to let the next kernel be scheduled early; without it the next one
 // is scheduled as this one's blocks exit. Not every kernel should: the tensor-core decode
-// attention kernel does not (its successor's blocks waiting beside it cost ~10 us per layer, see
-// tc_decode_kernel). bench_cuda --pdl 0 and --leave-out measure such effects on whole steps.
+// attention kernel does only before a bulk-copy product (AttentionShape::let_in_successor; other
+// successors' blocks waiting beside it cost ~10 us per layer, see tc_decode_kernel). bench_cuda --pdl 0 and --leave-out measure such effects on whole steps.
 // Neither instruction does anything for a kernel launched the ordinary way, and both compile to
 // nothing before sm_90, where launch_pdl does not ask for the attribute. Stream capture keeps the
 // programmatic edges, so CUDA graphs replay them.
