@@ -54,10 +54,13 @@ constexpr int kBulkMaxStages = 16;
 // consumer warps) before it stores them: a block's share of a wider product (an LM head) goes
 // in chunks of this many.
 constexpr int kBulkMaxCols = 256;
-// Columns a block takes at a time from a launch's counter (dynamic mode).
+// Columns a block takes at a time from its launch's counter.
 constexpr int kBulkGrab = 4;
-// Counters for dynamic mode, one per launch in turn: a launch's last block puts its counter back
-// to 0, and a counter comes round again only kBulkCounters launches later.
+// The launches' column counters, one per launch in turn on each device: a launch's last block
+// puts its counter back to 0, and a counter comes round again only kBulkCounters launches later,
+// long after (a stream has at most a few kernels resident at once). Two streams running these
+// products on one device at the same time could share one; the engine drives a device from one
+// stream.
 constexpr int kBulkCounters = 64;
 __device__ int g_bulk_counters[kBulkCounters];
 
