@@ -37,6 +37,9 @@ constexpr int64_t kGemvMaxStagedBytes = 96 * 1024;
 // Lets `kernel` take kGemvMaxStagedBytes of dynamic shared memory (past 48 KiB a kernel must opt
 // in); the attribute is set once per kernel.
 void allow_staged_shared_memory(const void* kernel);
+// The same for any size: `kernel` may take `bytes` of dynamic shared memory (set once per kernel,
+// the first call's size holding).
+void allow_shared_memory(const void* kernel, int bytes);
 // The dynamic shared memory one block may opt into on the current device
 // (cudaDevAttrMaxSharedMemoryPerBlockOptin: about 227 KB on Hopper, 163 KB on A100, 99 KB on
 // sm_86/sm_89 GPUs). Kernels whose shared memory would not fit take a smaller variant or another

@@ -37,7 +37,6 @@
 #include <atomic>
 #include <map>
 #include <mutex>
-#include <set>
 #include <type_traits>
 
 #include "backends/cuda/cuda_check.h"
@@ -323,28 +322,18 @@ int* next_counter() {
 
 thread_local bool t_last_bulk = false;
 
-// Past 48 KiB a kernel must opt in to its dynamic shared memory: once per kernel.
-void allow_ring_shared_memory(const void* kernel) {
-  static std::mutex mu;
-  static std::set<const void*> done;
-  std::lock_guard<std::mutex> lock(mu);
-  if (done.insert(kernel).second)
-    RH_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBulkRingBytes));
-}
-
-// The shapes compiled: (consumer warps, words per thread) for rows of 32 * CW * P 16-byte words.
-// K (bf16/f16) 2048, 4096, 8192, 12288, 16384 on 8 warps; 14336 on 7; SwiGLU up to K = 8192.
+// The shapes compiled (bulk_gemv_width lists them): (consumer warps, words per thread) for rows
+// of 32 * CW * P 16-byte words. K (bf16/f16) 2048, 4096, 8192, 12288, 16384 on 8 warps; 14336 on
+// 7; SwiGLU up to K = 8192. Every one leaves at least 3 stages of the ring.
 template <typename W, int R>
 bool launch_bulk_typed(const float* x, const float* norm_w, float eps, const W* w, const float* bias, int64_t N,
                        int64_t K, LinearMode mode, float* out, cudaStream_t stream) {
   if (!bulk_gemv_width(K, sizeof(W), R == 2)) return false;
   const int64_t words = K * static_cast<int64_t>(sizeof(W)) / 16;
-  auto go = [&](auto kernel, int cw, int p) {
-    if (words != int64_t{32} * cw * p) return false;
+  auto go = [&](auto kernel, int cw) {
     const int64_t stage_bytes = int64_t{R} * words * 16;
     const int stages = static_cast<int>(std::min<int64_t>(kBulkMaxStages, kBulkRingBytes / stage_bytes));
-    if (stages < 2) return false;
-    allow_ring_shared_memory(reinterpret_cast<const void*>(kernel));
+    allow_shared_memory(reinterpret_cast<const void*>(kernel), kBulkRingBytes);
     const int64_t cols = R == 2 ? N / 2 : N;
     const int64_t grid = std::min<int64_t>(cols, sm_count());
     launch_pdl("bulk_gemv_kernel", kernel, dim3(static_cast<unsigned>(grid)), dim3((cw + 1) * 32),
@@ -354,18 +343,18 @@ bool launch_bulk_typed(const float* x, const float* norm_w, float eps, const W* 
   };
   if (words % 256 == 0) {
     switch (words / 256) {
-      case 1: return go(bulk_gemv_kernel<W, 8, 1, R>, 8, 1);
-      case 2: return go(bulk_gemv_kernel<W, 8, 2, R>, 8, 2);
-      case 4: return go(bulk_gemv_kernel<W, 8, 4, R>, 8, 4);
+      case 1: return go(bulk_gemv_kernel<W, 8, 1, R>, 8);
+      case 2: return go(bulk_gemv_kernel<W, 8, 2, R>, 8);
+      case 4: return go(bulk_gemv_kernel<W, 8, 4, R>, 8);
       default: break;
     }
     if constexpr (R == 1) {
-      if (words == 256 * 6) return go(bulk_gemv_kernel<W, 8, 6, R>, 8, 6);
-      if (words == 256 * 8) return go(bulk_gemv_kernel<W, 8, 8, R>, 8, 8);
+      if (words == 256 * 6) return go(bulk_gemv_kernel<W, 8, 6, R>, 8);
+      if (words == 256 * 8) return go(bulk_gemv_kernel<W, 8, 8, R>, 8);
     }
   }
   if constexpr (R == 1) {
-    if (words == 224 * 8) return go(bulk_gemv_kernel<W, 7, 8, R>, 7, 8);
+    if (words == 224 * 8) return go(bulk_gemv_kernel<W, 7, 8, R>, 7);
   }
   return false;
 }

@@ -442,13 +442,16 @@ void launch_typed(const float* x, const W* w, const float* bias, int64_t M, int6
 
 }  // namespace
 
-void allow_staged_shared_memory(const void* kernel) {
+void allow_shared_memory(const void* kernel, int bytes) {
   static std::mutex mu;
   static std::set<const void*> done;
   std::lock_guard<std::mutex> lock(mu);
   if (done.insert(kernel).second)
-    RH_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 static_cast<int>(kGemvMaxStagedBytes)));
+    RH_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+}
+
+void allow_staged_shared_memory(const void* kernel) {
+  allow_shared_memory(kernel, static_cast<int>(kGemvMaxStagedBytes));
 }
 
 namespace {
