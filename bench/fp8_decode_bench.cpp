@@ -9,6 +9,7 @@
 //   bench_fp8_decode [--rows 1,2,3,4] [--kernel tc|exact] [--pdl 1] [--reps 200] [--graph 1]
 //
 // --kernel tc: the tensor-core mode's decode kernel (launch_fp8_decode, bf16 activations);
+// bulk: the bulk-copy kernel (launch_bulk_gemv_fp8, sm_90+, one row, same numerics);
 // exact: exact mode's fp8_gemv_kernel (launch_fused_fp8_gemv, f32 activations).
 #include <algorithm>
 #include <cstdio>
@@ -31,11 +32,14 @@ namespace {
 using redhare::bench::parse_list;
 
 // One kF8B128 matrix [N, K] on the host: random e4m3 bytes (0x7F / 0xFF, the NaNs, excluded),
-// block scales in [5e-4, 5e-3), zero padding.
+// one scale in [5e-4, 5e-3) per 128 x 128 block (as checkpoints and redhare convert have them,
+// so the device layout holds the block table), zero padding.
 std::vector<uint8_t> random_fp8_rows(int64_t N, int64_t K, std::mt19937& rng) {
   const int64_t blocks = K / 128;
   std::vector<uint8_t> w(static_cast<size_t>(N * blocks * 144), 0);
   std::uniform_real_distribution<float> scale(0.0005f, 0.005f);
+  std::vector<float> table(static_cast<size_t>((N + 127) / 128 * blocks));
+  for (float& t : table) t = scale(rng);
   uint32_t state = rng();
   for (int64_t b = 0; b < N * blocks; ++b) {
     uint8_t* blk = w.data() + b * 144;
@@ -45,7 +49,7 @@ std::vector<uint8_t> random_fp8_rows(int64_t N, int64_t K, std::mt19937& rng) {
       if ((v & 0x7F) == 0x7F) v = 0;
       blk[k] = v;
     }
-    const float s = scale(rng);
+    const float s = table[static_cast<size_t>(b / blocks / 128 * blocks + b % blocks)];
     std::memcpy(blk + 128, &s, 4);
   }
   return w;
@@ -87,7 +91,8 @@ int main(int argc, char** argv) {
   }
   try {
     if (cuda_device_count() == 0) fail("bench_fp8_decode: no CUDA device");
-    if (kernel != "tc" && kernel != "exact") fail("--kernel must be tc or exact");
+    if (kernel != "tc" && kernel != "bulk" && kernel != "exact") fail("--kernel must be tc, bulk or exact");
+    if (kernel == "bulk") rows = {1};
     for (int64_t m : rows)
       if (m < 1 || m > cuda::kFp8DecodeMaxRows) fail("--rows must be 1 to ", cuda::kFp8DecodeMaxRows);
     RH_CUDA(cudaSetDevice(0));
@@ -98,7 +103,9 @@ int main(int argc, char** argv) {
                 prop.l2CacheSize / 1e6);
     std::printf("HBM read bandwidth %.0f GB/s (2 GiB streaming read, best of 5)\n", bw / 1e9);
     std::printf("kernel             %s, PDL %s, %s, %d launches per timing, best of 5\n",
-                kernel == "tc" ? "tensor-core decode (launch_fp8_decode)" : "exact (launch_fused_fp8_gemv)",
+                kernel == "tc"     ? "tensor-core decode (launch_fp8_decode)"
+                : kernel == "bulk" ? "bulk copy (launch_bulk_gemv_fp8)"
+                                   : "exact (launch_fused_fp8_gemv)",
                 cuda::pdl_enabled() ? "on" : "off", graph ? "replayed from a CUDA graph" : "direct launches", reps);
 
     struct Shape {
@@ -140,10 +147,12 @@ int main(int argc, char** argv) {
         auto launch = [&](int i) {
           const void* wi = w[static_cast<size_t>(i % copies)];
           const float* norm = s.norm ? nw : nullptr;
-          const bool ok = kernel == "tc"
-                              ? cuda::launch_fp8_decode(x, norm, 1e-5f, wi, nullptr, M, s.N, s.K, s.mode, out, stream)
-                              : cuda::launch_fused_fp8_gemv(x, norm, 1e-5f, wi, nullptr, M, s.N, s.K, s.mode, out,
-                                                            stream);
+          const bool ok =
+              kernel == "tc"     ? cuda::launch_fp8_decode(x, norm, 1e-5f, wi, nullptr, M, s.N, s.K, s.mode, out, stream)
+              : kernel == "bulk" ? cuda::launch_bulk_gemv_fp8(x, norm, 1e-5f, wi, nullptr, M, s.N, s.K, s.mode, out,
+                                                              stream)
+                                 : cuda::launch_fused_fp8_gemv(x, norm, 1e-5f, wi, nullptr, M, s.N, s.K, s.mode, out,
+                                                               stream);
           if (!ok) fail("the kernel declined M=", M, " N=", s.N, " K=", s.K);
         };
         for (int i = 0; i < 2 * copies; ++i) launch(i);  // warm-up (module load, attributes)

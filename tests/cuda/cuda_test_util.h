@@ -73,6 +73,20 @@ inline double rel_error(const Tensor& a, const Tensor& b) {
   return std::sqrt(num / std::max(den, 1e-30));
 }
 
+// rel_error measured against `mag` (per output, the sum of its terms' magnitudes) instead of the
+// reference's own size: for products whose sums may cancel.
+inline double error_to_magnitude(const Tensor& a, const Tensor& b, const Tensor& mag) {
+  if (a.numel() != b.numel() || mag.numel() != b.numel()) return INFINITY;
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < b.numel(); ++i) {
+    const double x = a.data_as<float>()[i], y = b.data_as<float>()[i], m = mag.data_as<float>()[i];
+    if (std::isnan(x) || std::isnan(y)) return INFINITY;
+    num += (x - y) * (x - y);
+    den += m * m;
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
 inline bool same_bytes(const Tensor& a, const Tensor& b) {
   return a.nbytes() == b.nbytes() &&
          std::memcmp(a.data(), b.data(), static_cast<size_t>(a.nbytes())) == 0;

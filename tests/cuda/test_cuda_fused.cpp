@@ -69,6 +69,9 @@ TEST_F(CudaTest, BulkGemvAndRegisterKernelMatchReference) {
           const FusedCase c{t, 1, N, K, mode != LinearOut::kAccumulate, N % 3 == 0, mode};
           EXPECT_LT(fused_error(*gpu, c), 1e-5) << (bulk ? "bulk" : "register") << " kernel, " << dtype_name(t)
                                                 << " N=" << N << " K=" << K << " mode " << static_cast<int>(mode);
+          // The kernel asked for ran (sm_90+, where the width is compiled).
+          const bool ran = bulk && cuda::bulk_gemv_enabled() && cuda::bulk_gemv_width(K, 2, mode == LinearOut::kSiluMul);
+          EXPECT_EQ(cuda::last_bulk_gemv_bytes(), ran ? 2 : 0) << dtype_name(t) << " N=" << N << " K=" << K;
         }
   }
   cuda::set_bulk_gemv_enabled(true);

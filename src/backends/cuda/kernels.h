@@ -79,11 +79,22 @@ bool launch_bulk_gemv(const float* x, const float* norm_w, float eps, const void
                       int64_t M, int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream);
 bool bulk_gemv_enabled();
 void set_bulk_gemv_enabled(bool on);
-// Whether the bulk-copy kernel is compiled for rows of K elements of elem_bytes (SwiGLU: silu).
+// The same kernel on block-scaled FP8 weights (kF8B128 in the device layout with its 128 x 128
+// block table: fp8_blocks_to_device_layout returned true), with the W8A16 numerics of
+// launch_fp8_decode (activations rounded to bf16, weights exact, f32 sums, each 16-value piece's
+// sum times its block scale). False when it declines.
+bool launch_bulk_gemv_fp8(const float* x, const float* norm_w, float eps, const void* w, const float* bias, int64_t M,
+                          int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream);
+// Whether the backend gives a one-row FP8 product of N x K weights to launch_bulk_gemv_fp8: its
+// width is compiled and N, K >= 4096 (measured: smaller models' steps are faster without it).
+bool bulk_gemv_fp8_preferred(int64_t N, int64_t K, bool silu);
+// Whether the bulk-copy kernel is compiled for rows of K elements of elem_bytes (2: bf16/f16, 1:
+// FP8; SwiGLU: silu).
 bool bulk_gemv_width(int64_t K, int64_t elem_bytes, bool silu);
-// Whether the last decode product launched on this thread since reset_last_gemv() ran the
-// bulk-copy kernel (the backend resets it at each product; attention asks).
-bool last_gemv_was_bulk();
+// The value bytes (2, or 1 for FP8) of the last decode product launched on this thread since
+// reset_last_gemv() where it ran the bulk-copy kernel, else 0 (the backend resets it at each
+// product; attention asks).
+int last_bulk_gemv_bytes();
 void reset_last_gemv();
 // Block-quantized (GGUF) weights, f32 activations and output (kernels_quant.cu). Rows hold K / block
 // values in whole blocks; the pointer must be 16-byte aligned and kBlockPadBytes past its end must be

@@ -1,6 +1,8 @@
 // The W8A16 decode product on FP8 (kF8B128) weights: 1 to kFp8DecodeMaxRows activation rows,
 // tensor-core mode (launch_fp8_decode). A decode product reads each weight byte once and does
-// almost no arithmetic per byte: the aim is the HBM read bandwidth.
+// almost no arithmetic per byte: the aim is the HBM read bandwidth. (One row on block-scaled
+// weights goes to the bulk-copy kernel first on sm_90+, kernels_gemv_bulk.cu, where its width is
+// compiled.)
 //
 // Numerics are those of the W8A16 tiles (kernels_fp8_mma.cu's opening comment): the activations
 // (RMS-normalized when the fused_linear asks) rounded to bf16 and held exactly as f16 times a

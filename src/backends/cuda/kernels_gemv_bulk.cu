@@ -1,5 +1,7 @@
 // The batch-1 decode product on Hopper and later (sm_90+): out[N] = x[K] @ w[N, K]^T, bf16 or
-// f16 weights, f32 activations and sums, with launch_gemv's norm prologue and epilogues.
+// f16 weights, f32 activations and sums, with launch_gemv's norm prologue and epilogues; and the
+// same on block-scaled FP8 weights (kF8B128 with its 128 x 128 block table) with the W8A16
+// numerics (below).
 //
 // Why another kernel: a decode step is a chain of dependent products, and with one warp per
 // weight row and loads into registers (gemv_kernel) the memory pipeline drains at the end of
@@ -29,10 +31,29 @@
 // its start (AttentionShape::let_in_successor) 5.36. (A first version had the producer store each
 // column before refilling its stage: the residual add's load stalled the copies.)
 //
+// FP8 weights (launch_bulk_gemv_fp8): a stage also carries the block-table rows of its columns
+// (a consumer waiting on a global load for its scales cost the gate_up product 20% streaming from
+// DRAM), FP8 rows of up to two words per thread come two to a stage (so a warp's two sums overlap
+// their latencies), and runs of kGrab = 8 columns keep a run's bytes at 32 KB (K = 4096).
+// bench_fp8_decode, H100, each launch reading another copy of the weights (us, against
+// launch_fp8_decode's tensor-core kernel): qkv 11.3 / 11.8, o 7.6 / 8.5, gate_up 45.1 / 41.8, down
+// 22.4 / 22.6. Batch-1 8B steps: 3.51 ms against 3.61 (attention does not let the o product in
+// after FP8 products: 4.13 ms with it). The conversions cost what the tensor-core kernel does not
+// pay: e4m3 pairs to f16 pairs, then each f16 to f32 (HADD2.F32) and an FFMA per weight, where the
+// mma takes the f16 pairs; gate_up (two rows per stage) is the product that shows it. Smaller
+// models lose: Llama-3.2-1B steps took 1.148 ms with every product here (K = 2048 on 4 consumer
+// warps), 1.076 with only its down product (K = 8192, N = 2048) here, 0.939 with none, so the
+// backend takes this kernel for FP8 products of N and K >= 4096 only (bulk_gemv_fp8_preferred;
+// Qwen3-8B: 3.78 ms against 3.91). Mixing it with the tensor-core kernel in one step costs (8B,
+// gate_up alone on the tensor-core kernel: 3.89-3.96 ms).
+//
 // Numerics: f32 products summed per thread in word order, then over the warp (shuffles) and
 // over the warps in order, whichever block takes the column: a different order than gemv_kernel's,
-// so the two agree to rounding (the tests' 1e-5 relative bound), each deterministic. The norm sums squares in double as
-// stage_rms_norm does.
+// so the two agree to rounding (the tests' 1e-5 relative bound), each deterministic. The norm sums
+// squares in double as stage_rms_norm does. FP8: the activations are rounded to bf16 after the
+// norm (staged_value), the e4m3 weights are exact in f32 and so are their products; a thread's
+// 16 products of a word are summed, times the word's block scale, into its column sum: the W8A16
+// numerics of launch_fp8_decode up to summation order.
 #include <algorithm>
 #include <atomic>
 #include <map>
@@ -41,6 +62,7 @@
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device_util.cuh"
+#include "backends/cuda/fp8_device.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/pdl.cuh"
 
@@ -119,6 +141,14 @@ struct Bulk {
 #endif
   }
   // Weights are read once per step: first out of L2, so they do not evict the activations.
+  // The block table is read again by every block: kept in L2.
+  __device__ static uint64_t evict_last() {
+    uint64_t policy = 0;
+#ifdef REDHARE_BULK
+    asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
+#endif
+    return policy;
+  }
   __device__ static uint64_t evict_first() {
     uint64_t policy = 0;
 #ifdef REDHARE_BULK
@@ -129,33 +159,85 @@ struct Bulk {
 };
 #undef REDHARE_BULK
 
-// Eight weights of one 16-byte word times eight activations, added to acc.
+// The weight formats: bf16 or f16 rows, or E4m3Blocks: kF8B128 rows in the device layout
+// (fp8_device.cuh), e4m3 bytes with one f32 scale per 128 x 128 block (the layout's block table).
+struct E4m3Blocks {};
 template <typename W>
-__device__ __forceinline__ float dot8(const uint4& raw, const float (&a)[8], float acc) {
-  const W* e = reinterpret_cast<const W*>(&raw);
+constexpr bool kIsFp8 = std::is_same_v<W, E4m3Blocks>;
+template <typename W>
+constexpr int kValueBytes = kIsFp8<W> ? 1 : static_cast<int>(sizeof(W));
+// Values per 16-byte word, and the float4s of activations they meet.
+template <typename W>
+constexpr int kWordValues = 16 / kValueBytes<W>;
+// Columns per stage: FP8 rows of at most 2 words per thread come two to a stage, so a warp's two
+// column sums (and their shuffles) overlap; at one column per stage the short rows' sums would
+// wait on each other's latency. Others one.
+template <typename W, int P, int R>
+constexpr int kStageCols = kIsFp8<W> && R == 1 && P <= 2 ? 2 : 1;
+// A stage: its R x G weight rows of `words` 16-byte words, then (FP8) the block-table row of each
+// of its R row groups (K / 128 floats: a stage's G columns lie in one 128-row block, as runs of
+// columns start at multiples of kGrab), copied with the rows so that no consumer waits on a
+// global load; rounded up to 128 bytes.
+template <typename W, int P, int R>
+constexpr int64_t stage_bytes(int64_t words) {
+  const int64_t rows = int64_t{R} * kStageCols<W, P, R> * words * 16;
+  const int64_t scales = kIsFp8<W> ? int64_t{R} * (words * 16 / kBK) * static_cast<int64_t>(sizeof(float)) : 0;
+  return (rows + scales + 127) / 128 * 128;
+}
+// Columns a block takes at a time from its launch's counter: about 32 KB of weights at K = 4096.
+template <typename W>
+constexpr int kGrab = kIsFp8<W> ? 2 * kBulkGrab : kBulkGrab;
+
+// The weights of one 16-byte word times the activations they meet, added to acc (16-bit weights),
+// or their sum (FP8: the caller multiplies it by the word's block scale). FP8 values become f32
+// exactly (e4m3 -> f16 -> f32) and so do their products with the bf16-rounded activations.
+template <typename W>
+__device__ __forceinline__ float word_dot(const uint4& raw, const float (&a)[kWordValues<W>], float acc) {
+  if constexpr (kIsFp8<W>) {
+    const uint32_t u[4] = {raw.x, raw.y, raw.z, raw.w};
+    float s = 0.0f;
 #pragma unroll
-  for (int i = 0; i < 8; ++i) acc = fmaf(to_f32(e[i]), a[i], acc);
-  return acc;
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t lo = e4m3x2_to_f16x2(u[i]), hi = e4m3x2_to_f16x2(u[i] >> 16);
+      const float2 l = __half22float2(*reinterpret_cast<const __half2*>(&lo));
+      const float2 h = __half22float2(*reinterpret_cast<const __half2*>(&hi));
+      s = fmaf(l.x, a[4 * i], s);
+      s = fmaf(l.y, a[4 * i + 1], s);
+      s = fmaf(h.x, a[4 * i + 2], s);
+      s = fmaf(h.y, a[4 * i + 3], s);
+    }
+    return s;
+  } else {
+    const W* e = reinterpret_cast<const W*>(&raw);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc = fmaf(to_f32(e[i]), a[i], acc);
+    return acc;
+  }
 }
 
 // R = 2: SwiGLU, columns n and cols + n of w together. (CW + 1) warps: CW consume, the last one's
-// first lane produces.
+// first lane produces. FP8 weights: `scales` is the block table ([ceil(N / 128)][K / 128]).
 template <typename W, int CW, int P, int R>
 __global__ void __launch_bounds__((CW + 1) * 32, 2)
-bulk_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, const W* __restrict__ w,
-                 const float* __restrict__ bias, int64_t N, int64_t K, int mode, int* __restrict__ counter,
-                 float* __restrict__ out) {
+bulk_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, const void* __restrict__ w,
+                 const float* __restrict__ scales, const float* __restrict__ bias, int64_t N, int64_t K, int mode,
+                 int* __restrict__ counter, float* __restrict__ out) {
   constexpr int kConsumers = CW * 32;
-  constexpr int64_t kRowWords = static_cast<int64_t>(kConsumers) * P;  // K * sizeof(W) / 16
+  constexpr int kV = kWordValues<W>, kF4 = kV / 4;                       // values, float4s per word
+  constexpr int G = kStageCols<W, P, R>;
+  constexpr int64_t kRowWords = static_cast<int64_t>(kConsumers) * P;  // K * value bytes / 16
   extern __shared__ __align__(128) uint4 ring[];
   __shared__ uint64_t full[kBulkMaxStages], empty[kBulkMaxStages];
   __shared__ float part[kBulkMaxCols / R][R][CW];  // warp sums of each column
   __shared__ double red[CW];
-  __shared__ int64_t col_of[kBulkMaxStages];      // the column a stage holds; -1: no more
-  __shared__ int64_t col_at[kBulkMaxCols / R];    // the column of each kept sum
+  __shared__ int64_t col_of[kBulkMaxStages];      // the first column a stage holds; -1: no more
+  __shared__ int col_count[kBulkMaxStages];       // and how many (up to G)
+  __shared__ int64_t col_at[kBulkMaxCols / R];    // the column of each kept sum; -1: none
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int64_t cols = R == 2 ? N / 2 : N;
-  const int stages = min(kBulkMaxStages, static_cast<int>(kBulkRingBytes / (R * kRowWords * 16)));
+  constexpr int64_t kStageWords = stage_bytes<W, P, R>(kRowWords) / 16;
+  constexpr int kKB = static_cast<int>(kRowWords * 16 / kBK);  // FP8: 128-value blocks per row
+  const int stages = min(kBulkMaxStages, static_cast<int>(kBulkRingBytes / (kStageWords * 16)));
   if (tid == 0) {
     for (int i = 0; i < stages; ++i) Bulk::init(&full[i], 1), Bulk::init(&empty[i], CW);
     Bulk::fence_init();
@@ -164,17 +246,18 @@ bulk_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, 
   pdl_trigger();
 
   if (warp == CW) {
-    // The producer: the block's columns one after another, column i (of this block) into stage
-    // i % stages once the consumers have handed it back, then an end mark. The columns come in
-    // runs of kBulkGrab taken from the launch's counter (the next run asked for while this one is
-    // copied), so a block that shares its SM with another of the same kernel (blocks launched
-    // early can land two to an SM) simply takes fewer. It touches nothing the previous kernel
-    // writes, so it does not wait for it.
+    // The producer: the block's columns one after another, G at a time into stage i % stages once
+    // the consumers have handed it back, then an end mark. The columns come in runs of kGrab
+    // taken from the launch's counter (the next run asked for while this one is copied), so a
+    // block that shares its SM with another of the same kernel (blocks launched early can land
+    // two to an SM) simply takes fewer. It touches nothing the previous kernel writes, so it does
+    // not wait for it.
     if (lane == 0) {
-      const uint64_t policy = Bulk::evict_first();
-      const uint32_t bytes = static_cast<uint32_t>(kRowWords * 16);
-      const uint4* wv = reinterpret_cast<const uint4*>(w);
-      const int64_t runs = (cols + kBulkGrab - 1) / kBulkGrab;
+      const uint64_t policy = Bulk::evict_first(), keep = Bulk::evict_last();
+      const uint32_t bytes = static_cast<uint32_t>(kRowWords * 16), table_bytes = kKB * sizeof(float);
+      const uint4* wv = static_cast<const uint4*>(w);
+      constexpr int kRun = kGrab<W>;
+      const int64_t runs = (cols + kRun - 1) / kRun;
       // Every block takes numbers until one is past the last run: runs + gridDim.x numbers in
       // all, so the block that takes the last of them puts the counter back for the next launch.
       auto take = [&] {
@@ -183,21 +266,28 @@ bulk_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, 
         return run;
       };
       int64_t run = take();
-      int64_t a = run * kBulkGrab, b = run < runs ? min(cols, a + kBulkGrab) : a;
+      int64_t a = run * kRun, b = run < runs ? min(cols, a + kRun) : a;
       int i = 0;
       while (a < b) {
         const int64_t next = take();
-        for (int64_t c = a; c < b; ++c, ++i) {
+        for (int64_t c = a; c < b; c += G, ++i) {
           const int st = i % stages;
+          const int n = static_cast<int>(b - c < G ? b - c : G);
           if (i >= stages) Bulk::wait(&empty[st], (i / stages - 1) & 1);
           col_of[st] = c;  // published by the arrive below
-          Bulk::expect(&full[st], R * bytes);
+          if constexpr (G > 1) col_count[st] = n;
+          Bulk::expect(&full[st], R * (n * bytes + (kIsFp8<W> ? table_bytes : 0)));
+          // A stage's rows [r][g]: columns c .. c + n - 1 are consecutive rows of w.
+          uint4* stage = ring + st * kStageWords;
 #pragma unroll
-          for (int r = 0; r < R; ++r)
-            Bulk::copy(ring + (static_cast<int64_t>(st) * R + r) * kRowWords, wv + (c + r * cols) * kRowWords, bytes,
-                       &full[st], policy);
+          for (int r = 0; r < R; ++r) {
+            if constexpr (kIsFp8<W>)
+              Bulk::copy(stage + R * G * kRowWords + r * (kKB / 4), scales + ((c + r * cols) >> 7) * kKB, table_bytes,
+                         &full[st], keep);
+            Bulk::copy(stage + r * G * kRowWords, wv + (c + r * cols) * kRowWords, n * bytes, &full[st], policy);
+          }
         }
-        a = next * kBulkGrab, b = next < runs ? min(cols, a + kBulkGrab) : a;
+        a = next * kRun, b = next < runs ? min(cols, a + kRun) : a;
       }
       const int st = i % stages;
       if (i >= stages) Bulk::wait(&empty[st], (i / stages - 1) & 1);
@@ -207,28 +297,33 @@ bulk_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, 
     return;
   }
 
-  // The consumers: this thread's activations (words tid + kConsumers * j), normalized if asked.
-  // The norm weights are constant: loaded before the wait where registers allow.
-  constexpr bool kHoldNorm = P <= 4;
+  // The consumers: this thread's activations (words tid + kConsumers * j), normalized if asked
+  // and, for FP8 weights, rounded to bf16 (the W8A16 numerics, staged_value). The norm weights
+  // are constant: loaded before the wait where registers allow.
+  constexpr bool kHoldNorm = P * kF4 <= 8;
+  constexpr int kHeld = kHoldNorm ? P * kF4 : 1;
   const float4* nv = reinterpret_cast<const float4*>(norm_w);
-  float4 nw[kHoldNorm ? 2 * P : 1];
+  float4 nw[kHeld];
   if (kHoldNorm && norm_w) {
 #pragma unroll
-    for (int j = 0; j < P; ++j) nw[2 * j] = nv[2 * (tid + kConsumers * j)], nw[2 * j + 1] = nv[2 * (tid + kConsumers * j) + 1];
+    for (int j = 0; j < P; ++j)
+#pragma unroll
+      for (int f = 0; f < kF4; ++f) nw[(j * kF4 + f) % kHeld] = nv[kF4 * (tid + kConsumers * j) + f];
   }
   pdl_wait();
-  float a[P][8];
+  float a[P][kV];
   {
     const float4* xv = reinterpret_cast<const float4*>(x);
     double ss = 0;
 #pragma unroll
-    for (int j = 0; j < P; ++j) {
-      const float4 lo = xv[2 * (tid + kConsumers * j)], hi = xv[2 * (tid + kConsumers * j) + 1];
-      a[j][0] = lo.x, a[j][1] = lo.y, a[j][2] = lo.z, a[j][3] = lo.w;
-      a[j][4] = hi.x, a[j][5] = hi.y, a[j][6] = hi.z, a[j][7] = hi.w;
+    for (int j = 0; j < P; ++j)
 #pragma unroll
-      for (int e = 0; e < 8; ++e) ss += static_cast<double>(a[j][e]) * a[j][e];
-    }
+      for (int f = 0; f < kF4; ++f) {
+        const float4 q = xv[kF4 * (tid + kConsumers * j) + f];
+        a[j][4 * f] = q.x, a[j][4 * f + 1] = q.y, a[j][4 * f + 2] = q.z, a[j][4 * f + 3] = q.w;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) ss += static_cast<double>(a[j][4 * f + e]) * a[j][4 * f + e];
+      }
     if (norm_w) {
       ss = warp_sum(ss);
       if (lane == 0) red[warp] = ss;
@@ -238,59 +333,100 @@ bulk_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, 
       for (int c = 0; c < CW; ++c) total += red[c];
       const float inv = rms_inverse(total, K, eps);
 #pragma unroll
-      for (int j = 0; j < P; ++j) {
-        const float4 wlo = kHoldNorm ? nw[(2 * j) % (kHoldNorm ? 2 * P : 1)] : nv[2 * (tid + kConsumers * j)];
-        const float4 whi = kHoldNorm ? nw[(2 * j + 1) % (kHoldNorm ? 2 * P : 1)] : nv[2 * (tid + kConsumers * j) + 1];
-        const float4 lo = scale4(make_float4(a[j][0], a[j][1], a[j][2], a[j][3]), wlo, inv);
-        const float4 hi = scale4(make_float4(a[j][4], a[j][5], a[j][6], a[j][7]), whi, inv);
-        a[j][0] = lo.x, a[j][1] = lo.y, a[j][2] = lo.z, a[j][3] = lo.w;
-        a[j][4] = hi.x, a[j][5] = hi.y, a[j][6] = hi.z, a[j][7] = hi.w;
-      }
+      for (int j = 0; j < P; ++j)
+#pragma unroll
+        for (int f = 0; f < kF4; ++f) {
+          const float4 wf = kHoldNorm ? nw[(j * kF4 + f) % kHeld] : nv[kF4 * (tid + kConsumers * j) + f];
+          const float4 q = scale4(make_float4(a[j][4 * f], a[j][4 * f + 1], a[j][4 * f + 2], a[j][4 * f + 3]), wf, inv);
+          a[j][4 * f] = q.x, a[j][4 * f + 1] = q.y, a[j][4 * f + 2] = q.z, a[j][4 * f + 3] = q.w;
+        }
+    }
+    if constexpr (kIsFp8<W>) {
+#pragma unroll
+      for (int j = 0; j < P; ++j)
+#pragma unroll
+        for (int e = 0; e < kV; ++e) a[j][e] = __bfloat162float(__float2bfloat16_rn(a[j][e]));
     }
   }
-  // Stage after stage until the producer's end mark; every kChunk columns (and at the end) the
+  // Stage after stage until the producer's end mark; every kChunk stages (and at the end) the
   // kept warp sums, added in warp order, go to the output with the epilogue.
-  constexpr int kChunk = kBulkMaxCols / R;
+  constexpr int kChunk = kBulkMaxCols / (R * G);
   for (int i = 0, base = 0;; ++i) {
     const int st = i % stages;
     Bulk::wait(&full[st], (i / stages) & 1);
     const int64_t c = col_of[st];
     if (c >= 0) {
-      uint4 v[R][P];
+      const int n = G > 1 ? col_count[st] : 1;
+      const uint4* stage = ring + st * kStageWords;
+      // FP8: the block scales of this thread's words (word j in block (tid + kConsumers j) / 8),
+      // the same for the stage's G columns.
+      float s[R][kIsFp8<W> ? P : 1];
+      if constexpr (kIsFp8<W>) {
+        const float* table = reinterpret_cast<const float*>(stage + R * G * kRowWords);
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+          for (int j = 0; j < P; ++j) s[r][j] = table[r * kKB + (tid + kConsumers * j) * kV / kBK];
+      }
+      uint4 v[R][G][P];
 #pragma unroll
       for (int r = 0; r < R; ++r)
 #pragma unroll
-        for (int j = 0; j < P; ++j) v[r][j] = ring[(static_cast<int64_t>(st) * R + r) * kRowWords + tid + kConsumers * j];
-      // The words (and the column) are in registers: the stage goes back before the multiply.
+        for (int g = 0; g < G; ++g)
+#pragma unroll
+          for (int j = 0; j < P; ++j)
+            v[r][g][j] = G == 1 || g < n ? stage[(r * G + g) * kRowWords + tid + kConsumers * j] : make_uint4(0, 0, 0, 0);
+      // The words (and the columns) are in registers: the stage goes back before the multiply.
       __syncwarp();
       if (lane == 0) Bulk::arrive(&empty[st]);
+      float acc[R][G];
 #pragma unroll
-      for (int r = 0; r < R; ++r) {
-        float acc = 0.0f;
+      for (int r = 0; r < R; ++r)
 #pragma unroll
-        for (int j = 0; j < P; ++j) acc = dot8<W>(v[r][j], a[j], acc);
-        acc = warp_sum(acc);
-        if (lane == 0) part[i - base][r][warp] = acc;
+        for (int g = 0; g < G; ++g) {
+          acc[r][g] = 0.0f;
+#pragma unroll
+          for (int j = 0; j < P; ++j) {
+            if constexpr (kIsFp8<W>)
+              acc[r][g] = fmaf(word_dot<W>(v[r][g][j], a[j], 0.0f), s[r][j], acc[r][g]);
+            else
+              acc[r][g] = word_dot<W>(v[r][g][j], a[j], acc[r][g]);
+          }
+        }
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int g = 0; g < G; ++g) acc[r][g] = warp_sum(acc[r][g]);
+      if (lane == 0) {
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+          for (int g = 0; g < G; ++g) part[(i - base) * G + g][r][warp] = acc[r][g];
       }
-      if (tid == 0) col_at[i - base] = c;
+      if constexpr (G == 1) {
+        if (tid == 0) col_at[i - base] = c;
+      } else {
+        if (tid < G) col_at[(i - base) * G + tid] = tid < n ? c + tid : -1;
+      }
     }
     const bool last = c < 0;
     if (last || i - base == kChunk - 1) {
       const int end = last ? i : i + 1;
       consumers_sync<kConsumers>();
-      for (int k = base + tid; k < end; k += kConsumers) {
-        float s[R];
+      for (int k = tid; k < (end - base) * G; k += kConsumers) {
+        const int64_t col = col_at[k];
+        if (G > 1 && col < 0) continue;
+        float sum[R];
 #pragma unroll
         for (int r = 0; r < R; ++r) {
-          s[r] = 0.0f;
+          sum[r] = 0.0f;
 #pragma unroll
-          for (int w = 0; w < CW; ++w) s[r] += part[k - base][r][w];
+          for (int q = 0; q < CW; ++q) sum[r] += part[k][r][q];
         }
-        const int64_t n = col_at[k - base];
         if constexpr (R == 2)
-          out[n] = swiglu_product(s[0], s[1], bias, n, cols);
+          out[col] = swiglu_product(sum[0], sum[1], bias, col, cols);
         else
-          store_product(out + n, s[0], bias, n, mode == static_cast<int>(LinearMode::kAccumulate));
+          store_product(out + col, sum[0], bias, col, mode == static_cast<int>(LinearMode::kAccumulate));
       }
       if (last) break;
       consumers_sync<kConsumers>();  // the table is reused
@@ -320,43 +456,87 @@ int* next_counter() {
   return counters + turn.fetch_add(1) % kBulkCounters;
 }
 
-thread_local bool t_last_bulk = false;
+// The value bytes of the last product that took this kernel on this thread (0: none since the
+// backend's last reset).
+thread_local int t_last_bulk_bytes = 0;
 
-// The shapes compiled (bulk_gemv_width lists them): (consumer warps, words per thread) for rows
-// of 32 * CW * P 16-byte words. K (bf16/f16) 2048, 4096, 8192, 12288, 16384 on 8 warps; 14336 on
-// 7; SwiGLU up to K = 8192. Every one leaves at least 3 stages of the ring.
-template <typename W, int R>
-bool launch_bulk_typed(const float* x, const float* norm_w, float eps, const W* w, const float* bias, int64_t N,
-                       int64_t K, LinearMode mode, float* out, cudaStream_t stream) {
-  if (!bulk_gemv_width(K, sizeof(W), R == 2)) return false;
-  const int64_t words = K * static_cast<int64_t>(sizeof(W)) / 16;
-  auto go = [&](auto kernel, int cw) {
-    const int64_t stage_bytes = int64_t{R} * words * 16;
-    const int stages = static_cast<int>(std::min<int64_t>(kBulkMaxStages, kBulkRingBytes / stage_bytes));
-    allow_shared_memory(reinterpret_cast<const void*>(kernel), kBulkRingBytes);
-    const int64_t cols = R == 2 ? N / 2 : N;
-    const int64_t grid = std::min<int64_t>(cols, sm_count());
-    launch_pdl("bulk_gemv_kernel", kernel, dim3(static_cast<unsigned>(grid)), dim3((cw + 1) * 32),
-               static_cast<size_t>(stages * stage_bytes), stream, x, norm_w, eps, w, bias, N, K, static_cast<int>(mode),
-               next_counter(), out);
-    return true;
-  };
-  if (words % 256 == 0) {
-    switch (words / 256) {
-      case 1: return go(bulk_gemv_kernel<W, 8, 1, R>, 8);
-      case 2: return go(bulk_gemv_kernel<W, 8, 2, R>, 8);
-      case 4: return go(bulk_gemv_kernel<W, 8, 4, R>, 8);
+template <int CW, int P>
+struct Shape {};
+
+// The one list of the shapes compiled: f(Shape<CW, P>{}) for rows of words = 32 * CW * P 16-byte
+// words (CW consumer warps, P words per thread); false where none is. Each leaves at least 3
+// stages of the ring and none spills registers (ptxas -v; at 8 warps a thread has 96). 16-bit
+// weights: K = 2048, 4096, 8192, 12288, 16384 on 8 warps and 14336 on 7; SwiGLU up to K = 8192.
+// FP8: K = 4096, 8192, 12288 on 8 warps, 7168 (DeepSeek-V3) and 14336 on 7; SwiGLU up to 8192.
+template <typename W, int R, class F>
+bool with_shape(int64_t words, F&& f) {
+  if constexpr (kIsFp8<W>) {
+    switch (words) {
+      case 256: return f(Shape<8, 1>{});
+      case 448: return f(Shape<7, 2>{});
+      case 512: return f(Shape<8, 2>{});
       default: break;
     }
     if constexpr (R == 1) {
-      if (words == 256 * 6) return go(bulk_gemv_kernel<W, 8, 6, R>, 8);
-      if (words == 256 * 8) return go(bulk_gemv_kernel<W, 8, 8, R>, 8);
+      switch (words) {
+        case 768: return f(Shape<8, 3>{});
+        case 896: return f(Shape<7, 4>{});
+        default: break;
+      }
+    }
+  } else {
+    switch (words) {
+      case 256: return f(Shape<8, 1>{});
+      case 512: return f(Shape<8, 2>{});
+      case 1024: return f(Shape<8, 4>{});
+      default: break;
+    }
+    if constexpr (R == 1) {
+      switch (words) {
+        case 1536: return f(Shape<8, 6>{});
+        case 1792: return f(Shape<7, 8>{});
+        case 2048: return f(Shape<8, 8>{});
+        default: break;
+      }
     }
   }
-  if constexpr (R == 1) {
-    if (words == 224 * 8) return go(bulk_gemv_kernel<W, 7, 8, R>, 7);
-  }
   return false;
+}
+
+template <int R>
+bool compiled_width(int64_t words, bool fp8) {
+  const auto yes = [](auto) { return true; };
+  return fp8 ? with_shape<E4m3Blocks, R>(words, yes) : with_shape<__nv_bfloat16, R>(words, yes);
+}
+
+template <typename W, int R>
+bool launch_bulk_typed(const float* x, const float* norm_w, float eps, const void* w, const float* scales,
+                       const float* bias, int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream) {
+  const int64_t words = K * kValueBytes<W> / 16;
+  return with_shape<W, R>(words, [&]<int CW, int P>(Shape<CW, P>) {
+    {
+      const auto kernel = bulk_gemv_kernel<W, CW, P, R>;
+      const int64_t bytes = stage_bytes<W, P, R>(words);
+      const int stages = static_cast<int>(std::min<int64_t>(kBulkMaxStages, kBulkRingBytes / bytes));
+      allow_shared_memory(reinterpret_cast<const void*>(kernel), kBulkRingBytes);
+      const int64_t cols = R == 2 ? N / 2 : N;
+      const int64_t grid = std::min<int64_t>(cols, sm_count());
+      launch_pdl("bulk_gemv_kernel", kernel, dim3(static_cast<unsigned>(grid)), dim3((CW + 1) * 32),
+                 static_cast<size_t>(stages * bytes), stream, x, norm_w, eps, w, scales, bias, N, K,
+                 static_cast<int>(mode), next_counter(), out);
+      return true;
+    }
+  });
+}
+
+// What every launch needs: one activation row, 16-byte words (whole rows of weights, activations
+// and norm weights as float4s), and the switch on.
+bool bulk_takes(const float* x, const float* norm_w, const void* w, int64_t M, int64_t N, int64_t K,
+                LinearMode mode) {
+  if (M != 1 || N == 0 || !bulk_gemv_enabled()) return false;
+  if (mode == LinearMode::kSiluMul && N % 2 != 0) return false;
+  return K % 8 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+         (!norm_w || reinterpret_cast<uintptr_t>(norm_w) % 16 == 0);
 }
 
 std::atomic<int> g_bulk_switch{-1};
@@ -368,31 +548,43 @@ bool bulk_gemv_enabled() { return hopper_switch_on(g_bulk_switch, "REDHARE_BULK_
 void set_bulk_gemv_enabled(bool on) { g_bulk_switch.store(on ? 1 : 0); }
 
 bool bulk_gemv_width(int64_t K, int64_t elem_bytes, bool silu) {
+  if (elem_bytes != 1 && elem_bytes != 2) return false;
   if ((K * elem_bytes) % 16 != 0) return false;
   const int64_t words = K * elem_bytes / 16;
-  if (silu) return words == 256 || words == 512 || words == 1024;
-  return words == 256 || words == 512 || words == 1024 || words == 1536 || words == 2048 || words == 1792;
+  return silu ? compiled_width<2>(words, elem_bytes == 1) : compiled_width<1>(words, elem_bytes == 1);
 }
 
-bool last_gemv_was_bulk() { return t_last_bulk; }
-void reset_last_gemv() { t_last_bulk = false; }
+bool bulk_gemv_fp8_preferred(int64_t N, int64_t K, bool silu) {
+  return N >= 4096 && K >= 4096 && bulk_gemv_width(K, 1, silu);
+}
+
+int last_bulk_gemv_bytes() { return t_last_bulk_bytes; }
+void reset_last_gemv() { t_last_bulk_bytes = 0; }
 
 bool launch_bulk_gemv(const float* x, const float* norm_w, float eps, const void* w, Elem w_type, const float* bias,
                       int64_t M, int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream) {
-  if (M != 1 || N == 0 || w_type == Elem::kF32 || !bulk_gemv_enabled()) return false;
-  if (mode == LinearMode::kSiluMul && N % 2 != 0) return false;
-  // 16-byte words: whole rows of weights, activations and norm weights as float4 pairs.
-  if (K % 8 != 0 || reinterpret_cast<uintptr_t>(w) % 16 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
-      (norm_w && reinterpret_cast<uintptr_t>(norm_w) % 16 != 0))
-    return false;
-  auto run = [&](auto* typed) {
-    using W = std::remove_const_t<std::remove_pointer_t<decltype(typed)>>;
-    if (mode == LinearMode::kSiluMul) return launch_bulk_typed<W, 2>(x, norm_w, eps, typed, bias, N, K, mode, out, stream);
-    return launch_bulk_typed<W, 1>(x, norm_w, eps, typed, bias, N, K, mode, out, stream);
-  };
+  if (w_type == Elem::kF32 || !bulk_takes(x, norm_w, w, M, N, K, mode)) return false;
+  const bool silu = mode == LinearMode::kSiluMul;
   const bool launched =
-      w_type == Elem::kBF16 ? run(static_cast<const __nv_bfloat16*>(w)) : run(static_cast<const __half*>(w));
-  if (launched) t_last_bulk = true;
+      w_type == Elem::kBF16
+          ? (silu ? launch_bulk_typed<__nv_bfloat16, 2>(x, norm_w, eps, w, nullptr, bias, N, K, mode, out, stream)
+                  : launch_bulk_typed<__nv_bfloat16, 1>(x, norm_w, eps, w, nullptr, bias, N, K, mode, out, stream))
+          : (silu ? launch_bulk_typed<__half, 2>(x, norm_w, eps, w, nullptr, bias, N, K, mode, out, stream)
+                  : launch_bulk_typed<__half, 1>(x, norm_w, eps, w, nullptr, bias, N, K, mode, out, stream));
+  if (launched) t_last_bulk_bytes = 2;
+  return launched;
+}
+
+bool launch_bulk_gemv_fp8(const float* x, const float* norm_w, float eps, const void* w, const float* bias, int64_t M,
+                          int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream) {
+  if (!bulk_takes(x, norm_w, w, M, N, K, mode) || K % kBK != 0) return false;
+  // The device layout: N rows of K bytes, the per-row scales [K / 128][N], then the block table.
+  const float* table = Fp8Rows(w, N, K).s + N * (K / kBK);
+  const bool launched =
+      mode == LinearMode::kSiluMul
+          ? launch_bulk_typed<E4m3Blocks, 2>(x, norm_w, eps, w, table, bias, N, K, mode, out, stream)
+          : launch_bulk_typed<E4m3Blocks, 1>(x, norm_w, eps, w, table, bias, N, K, mode, out, stream);
+  if (launched) t_last_bulk_bytes = 1;
   return launched;
 }
 
