@@ -264,26 +264,28 @@ INSTANTIATE_TEST_SUITE_P(
 // numerics, same reference, launched directly at every width it is compiled for (7 and 8
 // consumer warps, one to four words per thread, two columns to a stage) and every mode. Odd N (a
 // block's last run of columns leaves a stage half full), fewer columns than SMs (38), and more
-// columns per block than it keeps sums for (kBulkMaxCols; 40000 and 36002 on a 132-SM GPU) so the
+// columns per block than it keeps sums for (kBulkMaxCols; 40000 and 36004 on a 132-SM GPU) so the
 // sums are stored in chunks; N not a multiple of 128 (the last rows' scales in a part-filled
 // block). Then through the backend: a product it gives the kernel (N, K >= 4096) and one it does
-// not (N = 2048), and a width the kernel lacks (K = 640).
+// not (N = 2048), a SwiGLU product of an odd number of columns (its two-column stages would
+// straddle the up rows' 128-row blocks: declined), and a width the kernel lacks (K = 640).
 constexpr bool kBlocks = true, kDirect = true;
 INSTANTIATE_TEST_SUITE_P(
     Bulk, CudaFp8TensorCore,
     ::testing::Values(Fp8TcCase{1, 131, 4096, kS, true, true, kBlocks, kDirect},
                       Fp8TcCase{1, 38, 4096, kS, false, false, kBlocks, kDirect},
                       Fp8TcCase{1, 4242, 4096, kA, true, false, kBlocks, kDirect},
-                      Fp8TcCase{1, 2062, 4096, kU, false, true, kBlocks, kDirect},
+                      Fp8TcCase{1, 2060, 4096, kU, false, true, kBlocks, kDirect},
                       Fp8TcCase{1, 300, 7168, kU, true, true, kBlocks, kDirect},
                       Fp8TcCase{1, 903, 7168, kS, false, false, kBlocks, kDirect},
                       Fp8TcCase{1, 1030, 8192, kA, false, true, kBlocks, kDirect},
-                      Fp8TcCase{1, 2050, 8192, kU, true, true, kBlocks, kDirect},
+                      Fp8TcCase{1, 2052, 8192, kU, true, true, kBlocks, kDirect},
                       Fp8TcCase{1, 770, 12288, kS, true, false, kBlocks, kDirect},
                       Fp8TcCase{1, 1100, 14336, kA, true, false, kBlocks, kDirect},
                       Fp8TcCase{1, 40000, 4096, kS, false, true, kBlocks, kDirect},
-                      Fp8TcCase{1, 36002, 4096, kU, true, false, kBlocks, kDirect},
+                      Fp8TcCase{1, 36004, 4096, kU, true, false, kBlocks, kDirect},
                       Fp8TcCase{1, 4096, 4096, kA, true, false, kBlocks}, Fp8TcCase{1, 2048, 8192, kS, false, true, kBlocks},
+                      Fp8TcCase{1, 8196, 4096, kU, true, true, kBlocks},
                       Fp8TcCase{1, 260, 640, kS, true, true, kBlocks}),
     fp8_tc_case_name);
 

@@ -33,14 +33,14 @@
 //
 // FP8 weights (launch_bulk_gemv_fp8): a stage also carries the block-table rows of its columns
 // (a consumer waiting on a global load for its scales cost the gate_up product 20% streaming from
-// DRAM), FP8 rows of up to two words per thread come two to a stage (so a warp's two sums overlap
-// their latencies), and runs of kGrab = 8 columns keep a run's bytes at 32 KB (K = 4096).
-// bench_fp8_decode, H100, each launch reading another copy of the weights (us, against
-// launch_fp8_decode's tensor-core kernel): qkv 11.3 / 11.8, o 7.6 / 8.5, gate_up 45.1 / 41.8, down
-// 22.4 / 22.6. Batch-1 8B steps: 3.51 ms against 3.61 (attention does not let the o product in
-// after FP8 products: 4.13 ms with it). The conversions cost what the tensor-core kernel does not
-// pay: e4m3 pairs to f16 pairs, then each f16 to f32 (HADD2.F32) and an FFMA per weight, where the
-// mma takes the f16 pairs; gate_up (two rows per stage) is the product that shows it. Smaller
+// DRAM), FP8 rows of up to two words per thread come two columns to a stage (kStageCols), and runs
+// of kGrab = 8 columns keep a run's bytes at 32 KB (K = 4096). bench_fp8_decode, H100, each launch
+// reading another copy of the weights (us, against launch_fp8_decode's tensor-core kernel): qkv
+// 11.3 / 11.8, o 7.7 / 8.5, gate_up 39.0 / 41.8, down 22.3 / 22.6. Batch-1 8B steps: 3.50 ms
+// against 3.61 (attention does not let the o product in after FP8 products: 4.13 ms with it). The
+// multiply converts e4m3 pairs to f16 pairs, each f16 to f32 (HADD2.F32) and an FFMA per weight;
+// the tensor cores instead (one m16n8k16 per 128-value block of two rows, the activations as f16
+// B fragments) were no faster per product and slower per step (RESULTS, twelfth session). Smaller
 // models lose: Llama-3.2-1B steps took 1.148 ms with every product here (K = 2048 on 4 consumer
 // warps), 1.076 with only its down product (K = 8192, N = 2048) here, 0.939 with none, so the
 // backend takes this kernel for FP8 products of N and K >= 4096 only (bulk_gemv_fp8_preferred;
@@ -169,11 +169,12 @@ constexpr int kValueBytes = kIsFp8<W> ? 1 : static_cast<int>(sizeof(W));
 // Values per 16-byte word, and the float4s of activations they meet.
 template <typename W>
 constexpr int kWordValues = 16 / kValueBytes<W>;
-// Columns per stage: FP8 rows of at most 2 words per thread come two to a stage, so a warp's two
-// column sums (and their shuffles) overlap; at one column per stage the short rows' sums would
-// wait on each other's latency. Others one.
+// Columns per stage: FP8 rows of at most 2 words per thread come two to a stage (SwiGLU: two gate
+// and two up rows), so each copy moves two rows at once and a warp's column sums (and their
+// shuffles) overlap. SwiGLU gate_up streamed from DRAM (bench_fp8_decode, H100): 45.1 us with one
+// column per stage, 39.0 with two. Others one.
 template <typename W, int P, int R>
-constexpr int kStageCols = kIsFp8<W> && R == 1 && P <= 2 ? 2 : 1;
+constexpr int kStageCols = kIsFp8<W> && P <= 2 ? 2 : 1;
 // A stage: its R x G weight rows of `words` 16-byte words, then (FP8) the block-table row of each
 // of its R row groups (K / 128 floats: a stage's G columns lie in one 128-row block, as runs of
 // columns start at multiples of kGrab), copied with the rows so that no consumer waits on a
@@ -555,7 +556,7 @@ bool bulk_gemv_width(int64_t K, int64_t elem_bytes, bool silu) {
 }
 
 bool bulk_gemv_fp8_preferred(int64_t N, int64_t K, bool silu) {
-  return N >= 4096 && K >= 4096 && bulk_gemv_width(K, 1, silu);
+  return N >= 4096 && K >= 4096 && bulk_gemv_width(K, 1, silu) && (!silu || (N / 2) % 2 == 0);
 }
 
 int last_bulk_gemv_bytes() { return t_last_bulk_bytes; }
@@ -578,6 +579,9 @@ bool launch_bulk_gemv(const float* x, const float* norm_w, float eps, const void
 bool launch_bulk_gemv_fp8(const float* x, const float* norm_w, float eps, const void* w, const float* bias, int64_t M,
                           int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream) {
   if (!bulk_takes(x, norm_w, w, M, N, K, mode) || K % kBK != 0) return false;
+  // SwiGLU stages of two columns: up rows cols + c and cols + c + 1 (c even) share a 128-row
+  // block only for an even cols.
+  if (mode == LinearMode::kSiluMul && (N / 2) % 2 != 0) return false;
   // The device layout: N rows of K bytes, the per-row scales [K / 128][N], then the block table.
   const float* table = Fp8Rows(w, N, K).s + N * (K / kBK);
   const bool launched =
