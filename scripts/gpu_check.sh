@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # On a GPU machine: build the CUDA backend's tests and benchmark, run the tests (and
 # compute-sanitizer's memcheck and racecheck over the op tests, when it is installed), then the
-# benchmark on Llama-3.1-8B, Qwen3-8B and Llama-3.2-1B shapes and the product-chain ceiling
-# (bench_stream_chain), and print a short table last.
+# benchmark on Llama-3.1-8B, Qwen3-8B and Llama-3.2-1B shapes, the 8B shape with FP8 projection
+# weights, the FP8 decode products alone (bench_fp8_decode: the tensor-core decode kernel and, on
+# sm_90+, the bulk-copy one) and the product-chain ceiling (bench_stream_chain), and print a short
+# table last.
 #
 #   scripts/gpu_check.sh                 # configure + build into build-gpu/ (16 jobs), then run
 #   scripts/gpu_check.sh --prebuilt DIR  # run DIR/test_cuda, DIR/bench_cuda (and
-#                                        # DIR/bench_stream_chain where present) as built
+#                                        # DIR/bench_stream_chain, DIR/bench_fp8_decode where
+#                                        # present) as built
 #                                        # elsewhere (a GPU machine without the build's packages)
 # The binaries link the CUDA runtime statically and need only the driver and libstdc++, so a
 # build from a Debian 12 machine with nvcc runs on a GPU machine that lacks, say, libicu-dev
 # (the lent H100 image has gtest, nlohmann-json and yaml-cpp headers but no ICU headers, so a
 # full configure fails there).
 # Arguments after these go to every benchmark run (--batches, --context, --prefill, --precision).
-# BENCH_MODELS overrides the model list (config directories under configs/).
+# BENCH_MODELS overrides the model list (config directories under configs/); FP8_BENCH=0 leaves
+# out the FP8 runs.
 # Logs go to $OUT when it is set, else to gpu-check-logs/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +38,8 @@ else
     echo "gpu_check: configure failed (log: $logs/configure.log)"
     exit 1
   fi
-  if ! ninja -C "$build" -j "${BUILD_JOBS:-16}" test_cuda bench_cuda bench_stream_chain >"$logs/build.log" 2>&1; then
+  if ! ninja -C "$build" -j "${BUILD_JOBS:-16}" test_cuda bench_cuda bench_stream_chain bench_fp8_decode \
+      >"$logs/build.log" 2>&1; then
     tail -40 "$logs/build.log"
     echo "gpu_check: build failed (log: $logs/build.log)"
     exit 1
@@ -44,6 +49,7 @@ else
   ln -sf "$root/$build/tests/cuda/test_cuda" "$bin/test_cuda"
   ln -sf "$root/$build/src/backends/cuda/bench_cuda" "$bin/bench_cuda"
   ln -sf "$root/$build/src/backends/cuda/bench_stream_chain" "$bin/bench_stream_chain"
+  ln -sf "$root/$build/src/backends/cuda/bench_fp8_decode" "$bin/bench_fp8_decode"
 fi
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$logs/gpu.txt"
@@ -97,8 +103,22 @@ if [[ -x "$bin/bench_cuda" ]]; then
     "$bin/bench_cuda" --model "$root/configs/$m" "$@" >>"$logs/bench.log" 2>&1 || bench_rc=$?
     echo >>"$logs/bench.log"
   done
+  if [[ "${FP8_BENCH:-1}" != 0 ]]; then
+    "$bin/bench_cuda" --model "$root/configs/llama-3.1-8b" --dummy-dtype f8_e4m3_b128 "$@" >>"$logs/bench.log" 2>&1 ||
+      bench_rc=$?
+    echo >>"$logs/bench.log"
+  fi
 else
   echo "bench_cuda not built in $bin" >"$logs/bench.log"
+fi
+: >"$logs/fp8_decode.log"
+if [[ "${FP8_BENCH:-1}" != 0 && -x "$bin/bench_fp8_decode" ]]; then
+  "$bin/bench_fp8_decode" --kernel tc >>"$logs/fp8_decode.log" 2>&1 || bench_rc=$?
+  # The bulk-copy kernel runs on sm_90+ only (one activation row).
+  major=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | cut -d. -f1)
+  if [[ "${major:-0}" -ge 9 ]]; then
+    "$bin/bench_fp8_decode" --kernel bulk >>"$logs/fp8_decode.log" 2>&1 || bench_rc=$?
+  fi
 fi
 : >"$logs/stream_chain.log"
 if [[ -x "$bin/bench_stream_chain" ]]; then
@@ -119,6 +139,8 @@ printf "%-22s %s\n" "bench" "rc=$bench_rc (full output: $logs/bench.log)"
 # The short table: per model, its bounds, decode rows (batch, context, ms/step, tokens/s, bound,
 # share of bound) and prefill rows (tokens, ms, tokens/s, TFLOP/s, share of the matrix rate).
 grep -E "^(model|device|HBM|matrix|start|batch|prefill|[0-9]+ )" "$logs/bench.log"
+# The FP8 decode products alone, streamed from DRAM (bench/fp8_decode_bench.cpp).
+grep -E "^(kernel|product|qkv|o |gate_up|down)" "$logs/fp8_decode.log"
 # The 8B products as a chain of kernels against the read bandwidth (bench/stream_chain_bench.cu).
 grep -E "^(read bandwidth|variant|kernels|multiplying|bulk|engine|one persistent)" "$logs/stream_chain.log"
 [[ $tests_rc == 0 && $bench_rc == 0 ]]
