@@ -140,8 +140,7 @@ struct Bulk {
         : "memory");
 #endif
   }
-  // Weights are read once per step: first out of L2, so they do not evict the activations.
-  // The block table is read again by every block: kept in L2.
+  // The FP8 block table is read again by every block: kept in L2.
   __device__ static uint64_t evict_last() {
     uint64_t policy = 0;
 #ifdef REDHARE_BULK
@@ -149,6 +148,7 @@ struct Bulk {
 #endif
     return policy;
   }
+  // Weights are read once per step: first out of L2, so they do not evict the activations.
   __device__ static uint64_t evict_first() {
     uint64_t policy = 0;
 #ifdef REDHARE_BULK
