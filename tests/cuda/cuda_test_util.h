@@ -60,21 +60,9 @@ inline Tensor copy_of(const Tensor& t) {
   return c;
 }
 
-// ‖a − b‖ / ‖b‖ over f32 host tensors of equal size; NaN never passes.
-inline double rel_error(const Tensor& a, const Tensor& b) {
-  if (a.numel() != b.numel()) return INFINITY;
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < b.numel(); ++i) {
-    double x = a.data_as<float>()[i], y = b.data_as<float>()[i];
-    if (std::isnan(x) || std::isnan(y)) return INFINITY;
-    num += (x - y) * (x - y);
-    den += y * y;
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
-
-// rel_error measured against `mag` (per output, the sum of its terms' magnitudes) instead of the
-// reference's own size: for products whose sums may cancel.
+// ‖a − b‖ / ‖mag‖ over f32 host tensors of equal size; NaN never passes. `mag` is, per output,
+// the sum of its terms' magnitudes for products whose sums may cancel, or b itself (rel_error:
+// ‖a − b‖ / ‖b‖).
 inline double error_to_magnitude(const Tensor& a, const Tensor& b, const Tensor& mag) {
   if (a.numel() != b.numel() || mag.numel() != b.numel()) return INFINITY;
   double num = 0, den = 0;
@@ -86,6 +74,8 @@ inline double error_to_magnitude(const Tensor& a, const Tensor& b, const Tensor&
   }
   return std::sqrt(num / std::max(den, 1e-30));
 }
+
+inline double rel_error(const Tensor& a, const Tensor& b) { return error_to_magnitude(a, b, b); }
 
 inline bool same_bytes(const Tensor& a, const Tensor& b) {
   return a.nbytes() == b.nbytes() &&

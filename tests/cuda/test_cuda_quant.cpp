@@ -77,16 +77,16 @@ TEST_P(CudaQuantLinear, MatchesReference) {
   // Relative to the size of the terms (sum |x_k w_k| + |b|), not of the result: a sum of a few
   // terms can cancel to far below them (N = 1, K = 32 once came out 1.9e-5 off relative to |ref|),
   // where f32 summation order alone shows. A wrong weight or scale is off by about a whole term.
-  Tensor ax = Tensor::empty(DType::kF32, {c.M, c.K}), aw = Tensor::empty(DType::kF32, {c.N, c.K});
-  Tensor ab = Tensor::empty(DType::kF32, {c.N}), mag = poisoned({c.M, c.N});
-  for (int64_t i = 0; i < x.numel(); ++i) ax.data_as<float>()[i] = std::fabs(x.data_as<float>()[i]);
-  for (int64_t i = 0; i < b.numel(); ++i) ab.data_as<float>()[i] = std::fabs(b.data_as<float>()[i]);
+  std::vector<float> wf(static_cast<size_t>(c.N * c.K));
   const int64_t row_bytes = dtype_bytes(c.wtype, c.K);
   for (int64_t n = 0; n < c.N; ++n)
-    dequantize_row_ref(c.wtype, static_cast<const uint8_t*>(w.data()) + n * row_bytes,
-                            aw.data_as<float>() + n * c.K, c.K);
-  for (int64_t i = 0; i < aw.numel(); ++i) aw.data_as<float>()[i] = std::fabs(aw.data_as<float>()[i]);
-  cpu::ref::linear(ax, aw, c.bias ? &ab : nullptr, mag);
+    dequantize_row_ref(c.wtype, static_cast<const uint8_t*>(w.data()) + n * row_bytes, wf.data() + n * c.K, c.K);
+  const auto abs_of = [](std::vector<float> v, const Shape& shape) {
+    for (float& f : v) f = std::fabs(f);
+    return Tensor::from_f32(v, shape);
+  };
+  Tensor mag = poisoned({c.M, c.N}), ab = abs_of(b.to_f32_vector(), {c.N});
+  cpu::ref::linear(abs_of(x.to_f32_vector(), {c.M, c.K}), abs_of(wf, {c.N, c.K}), c.bias ? &ab : nullptr, mag);
   EXPECT_LT(error_to_magnitude(gpu->to_host(out), ref, mag), 1e-5)
       << dtype_name(c.wtype) << " M=" << c.M << " N=" << c.N << " K=" << c.K;
 }

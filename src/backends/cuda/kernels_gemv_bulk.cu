@@ -515,18 +515,16 @@ bool launch_bulk_typed(const float* x, const float* norm_w, float eps, const voi
                        const float* bias, int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream) {
   const int64_t words = K * kValueBytes<W> / 16;
   return with_shape<W, R>(words, [&]<int CW, int P>(Shape<CW, P>) {
-    {
-      const auto kernel = bulk_gemv_kernel<W, CW, P, R>;
-      const int64_t bytes = stage_bytes<W, P, R>(words);
-      const int stages = static_cast<int>(std::min<int64_t>(kBulkMaxStages, kBulkRingBytes / bytes));
-      allow_shared_memory(reinterpret_cast<const void*>(kernel), kBulkRingBytes);
-      const int64_t cols = R == 2 ? N / 2 : N;
-      const int64_t grid = std::min<int64_t>(cols, sm_count());
-      launch_pdl("bulk_gemv_kernel", kernel, dim3(static_cast<unsigned>(grid)), dim3((CW + 1) * 32),
-                 static_cast<size_t>(stages * bytes), stream, x, norm_w, eps, w, scales, bias, N, K,
-                 static_cast<int>(mode), next_counter(), out);
-      return true;
-    }
+    const auto kernel = bulk_gemv_kernel<W, CW, P, R>;
+    const int64_t bytes = stage_bytes<W, P, R>(words);
+    const int stages = static_cast<int>(std::min<int64_t>(kBulkMaxStages, kBulkRingBytes / bytes));
+    allow_shared_memory(reinterpret_cast<const void*>(kernel), kBulkRingBytes);
+    const int64_t cols = R == 2 ? N / 2 : N;
+    const int64_t grid = std::min<int64_t>(cols, sm_count());
+    launch_pdl("bulk_gemv_kernel", kernel, dim3(static_cast<unsigned>(grid)), dim3((CW + 1) * 32),
+               static_cast<size_t>(stages * bytes), stream, x, norm_w, eps, w, scales, bias, N, K,
+               static_cast<int>(mode), next_counter(), out);
+    return true;
   });
 }
 
@@ -539,6 +537,10 @@ bool bulk_takes(const float* x, const float* norm_w, const void* w, int64_t M, i
   return K % 8 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
          (!norm_w || reinterpret_cast<uintptr_t>(norm_w) % 16 == 0);
 }
+
+// FP8 SwiGLU stages hold two columns: up rows cols + c and cols + c + 1 (c even) share a 128-row
+// block of the scale table only for an even number of columns cols = N / 2.
+bool fp8_stage_pairs_fit(int64_t N, bool silu) { return !silu || (N / 2) % 2 == 0; }
 
 std::atomic<int> g_bulk_switch{-1};
 
@@ -556,7 +558,7 @@ bool bulk_gemv_width(int64_t K, int64_t elem_bytes, bool silu) {
 }
 
 bool bulk_gemv_fp8_preferred(int64_t N, int64_t K, bool silu) {
-  return N >= 4096 && K >= 4096 && bulk_gemv_width(K, 1, silu) && (!silu || (N / 2) % 2 == 0);
+  return N >= 4096 && K >= 4096 && bulk_gemv_width(K, 1, silu) && fp8_stage_pairs_fit(N, silu);
 }
 
 int last_bulk_gemv_bytes() { return t_last_bulk_bytes; }
@@ -579,9 +581,7 @@ bool launch_bulk_gemv(const float* x, const float* norm_w, float eps, const void
 bool launch_bulk_gemv_fp8(const float* x, const float* norm_w, float eps, const void* w, const float* bias, int64_t M,
                           int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream) {
   if (!bulk_takes(x, norm_w, w, M, N, K, mode) || K % kBK != 0) return false;
-  // SwiGLU stages of two columns: up rows cols + c and cols + c + 1 (c even) share a 128-row
-  // block only for an even cols.
-  if (mode == LinearMode::kSiluMul && (N / 2) % 2 != 0) return false;
+  if (!fp8_stage_pairs_fit(N, mode == LinearMode::kSiluMul)) return false;
   // The device layout: N rows of K bytes, the per-row scales [K / 128][N], then the block table.
   const float* table = Fp8Rows(w, N, K).s + N * (K / kBK);
   const bool launched =
