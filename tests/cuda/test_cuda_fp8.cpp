@@ -187,11 +187,20 @@ void check_fp8_tensor_core(const Fp8TcCase& c) {
     if (!cuda::bulk_gemv_enabled()) GTEST_SKIP() << "the bulk-copy kernel runs on sm_90 and later only";
     ASSERT_TRUE(cuda::bulk_gemv_width(c.K, 1, silu)) << "K=" << c.K << " is not compiled";
     Tensor dx = tc->upload(x);
-    ASSERT_TRUE(cuda::launch_bulk_gemv_fp8(dx.data_as<float>(), c.norm ? dnw.data_as<float>() : nullptr, 1e-5f,
-                                           dw.data(), c.bias ? db.data_as<float>() : nullptr, c.M, c.N, c.K,
-                                           static_cast<cuda::LinearMode>(static_cast<int>(c.mode)),
-                                           out.data_as<float>(), nullptr));
-    RH_CUDA(cudaDeviceSynchronize());
+    // Twice: with the large block footprint (as after attention), then the small one, whose rings
+    // hold different numbers of stages (kernels_gemv_bulk.cu).
+    cuda::bulk_gemv_after_attention();
+    for (int launch = 0; launch < 2; ++launch) {
+      if (launch == 1) {
+        EXPECT_LT(rel_error(tc->to_host(out), ref), 1e-5) << "large footprint, N=" << c.N << " K=" << c.K;
+        out = tc->upload(c.mode == LinearOut::kAccumulate ? start : poisoned({c.M, cols}));
+      }
+      ASSERT_TRUE(cuda::launch_bulk_gemv_fp8(dx.data_as<float>(), c.norm ? dnw.data_as<float>() : nullptr, 1e-5f,
+                                             dw.data(), c.bias ? db.data_as<float>() : nullptr, c.M, c.N, c.K,
+                                             static_cast<cuda::LinearMode>(static_cast<int>(c.mode)),
+                                             out.data_as<float>(), nullptr));
+      RH_CUDA(cudaDeviceSynchronize());
+    }
   } else {
     if (c.mode == LinearOut::kStore && !c.norm) tc->linear(tc->upload(x), dw, c.bias ? &db : nullptr, out);
     else tc->fused_linear(tc->upload(x), c.norm ? &dnw : nullptr, 1e-5f, dw, c.bias ? &db : nullptr, c.mode, out);
@@ -262,8 +271,10 @@ INSTANTIATE_TEST_SUITE_P(
 
 // One row on block-scaled weights: the bulk-copy kernel on sm_90+ (kernels_gemv_bulk.cu), same
 // numerics, same reference, launched directly at every width it is compiled for (7 and 8
-// consumer warps, one to four words per thread, two columns to a stage) and every mode. Odd N (a
-// block's last run of columns leaves a stage half full), fewer columns than SMs (38), and more
+// consumer warps, one to four words per thread, one to four columns to a stage), with both block
+// footprints, and every mode. N that leave a block's last stage part-filled (131, 129, 38, 4242:
+// three, one or two of a four-column stage; odd N for two-column stages), fewer columns than SMs
+// (38), and more
 // columns per block than it keeps sums for (kBulkMaxCols; 40000 and 36004 on a 132-SM GPU) so the
 // sums are stored in chunks; N not a multiple of 128 (the last rows' scales in a part-filled
 // block). Then through the backend: a product it gives the kernel (N, K >= 4096) and one it does
@@ -273,6 +284,7 @@ constexpr bool kBlocks = true, kDirect = true;
 INSTANTIATE_TEST_SUITE_P(
     Bulk, CudaFp8TensorCore,
     ::testing::Values(Fp8TcCase{1, 131, 4096, kS, true, true, kBlocks, kDirect},
+                      Fp8TcCase{1, 129, 4096, kA, false, true, kBlocks, kDirect},
                       Fp8TcCase{1, 38, 4096, kS, false, false, kBlocks, kDirect},
                       Fp8TcCase{1, 4242, 4096, kA, true, false, kBlocks, kDirect},
                       Fp8TcCase{1, 2060, 4096, kU, false, true, kBlocks, kDirect},

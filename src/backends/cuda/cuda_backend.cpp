@@ -1002,12 +1002,17 @@ void CudaBackend::attention_impl(const Tensor& qkv, KvCacheLayer& cache, const A
                              static_cast<int32_t>(p.head_dim), static_cast<int32_t>(block_size),
                              p.scale, static_cast<int32_t>(p.sliding_window)};
   shape.tensor_cores = options_.tensor_cores;
-  // One query and a qkv product on the bulk-copy kernel over bf16/f16 weights: the o product after
-  // attention takes it too (same weight type, M = 1) where its row width is compiled, so attention
-  // may let it in. Not after FP8 products: H100, batch-1 8B steps on FP8 weights took 4.13 ms with
-  // the let-in and 3.51 without (bf16 weights: 5.42 -> 5.36 ms with it).
-  shape.let_in_successor = T == 1 && cuda::last_bulk_gemv_bytes() == 2 &&
-                           cuda::bulk_gemv_width(p.num_heads * p.head_dim, 2, false);
+  // One query and a qkv product on the bulk-copy kernel: the o product after attention takes it too
+  // (same weights, M = 1) where its row width is compiled (FP8: where the backend prefers it; N is
+  // the hidden size, >= 4096 as the qkv product's K was), so attention may let it in. The o
+  // product's blocks then take the large footprint (kernels_gemv_bulk.cu): without it they landed
+  // two to an SM beside attention's, and FP8 steps lost (H100, 8B: 4.13 ms with the let-in, 3.51
+  // without); with it, 3.51 -> 3.46 ms (bf16 5.40 -> 5.36).
+  const int64_t o_width = p.num_heads * p.head_dim;
+  const int bulk_bytes = cuda::last_bulk_gemv_bytes();
+  shape.let_in_successor = T == 1 && ((bulk_bytes == 2 && cuda::bulk_gemv_width(o_width, 2, false)) ||
+                                      (bulk_bytes == 1 && cuda::bulk_gemv_fp8_preferred(o_width, o_width, false)));
+  if (T == 1) cuda::bulk_gemv_after_attention();
   if (cache.k.dtype() == DType::kF8E4M3) {
     const Shape scales{cache.k.size(0), block_size, p.num_kv_heads};
     RH_CHECK(cache.k_scale.dtype() == DType::kF32 && cache.k_scale.shape() == scales &&

@@ -96,6 +96,9 @@ bool bulk_gemv_width(int64_t K, int64_t elem_bytes, bool silu);
 // product; attention asks).
 int last_bulk_gemv_bytes();
 void reset_last_gemv();
+// The next bulk-copy launch on this thread follows an attention kernel: it takes the large block
+// footprint (kernels_gemv_bulk.cu), and the launches after it alternate from there.
+void bulk_gemv_after_attention();
 // Block-quantized (GGUF) weights, f32 activations and output (kernels_quant.cu). Rows hold K / block
 // values in whole blocks; the pointer must be 16-byte aligned and kBlockPadBytes past its end must be
 // readable (the kernels load whole aligned words around unaligned fields).

@@ -12,11 +12,12 @@
 //
 // The scheme: one block per SM. A producer thread takes runs of kBulkGrab output columns from a
 // counter of the launch and copies each column's weight row (two for SwiGLU) into a stage of a
-// ~96 KB shared-memory ring with cp.async.bulk (the copy engine, completion counted on an
+// shared-memory ring of ~95-105 KB with cp.async.bulk (the copy engine, completion counted on an
 // mbarrier per stage), evicting first from L2. Weights are constant, so the producer starts
 // before the block waits for the previous kernel (pdl.cuh), and the block lets the next kernel
-// in at once: two blocks of ~100 KB fit an SM, so the next product's ring fills while this one
-// runs, and no product starts with an empty pipeline. CW consumer warps multiply: thread t owns
+// in at once: two blocks fit an SM (a large and a small footprint in turn, kBulkLargeBlock), so
+// the next product's ring fills while this one runs, and no product starts with an empty
+// pipeline. CW consumer warps multiply: thread t owns
 // the 16-byte words t + 32 CW j (j < P) of every row and holds the matching activations
 // (RMS-normalized when norm_w is set) in registers for the whole product; it takes its words of a
 // stage into registers, the warp hands the stage back, multiplies and keeps its warp sum per
@@ -33,11 +34,12 @@
 //
 // FP8 weights (launch_bulk_gemv_fp8): a stage also carries the block-table rows of its columns
 // (a consumer waiting on a global load for its scales cost the gate_up product 20% streaming from
-// DRAM), FP8 rows of up to two words per thread come two columns to a stage (kStageCols), and runs
-// of kGrab = 8 columns keep a run's bytes at 32 KB (K = 4096). bench_fp8_decode, H100, each launch
-// reading another copy of the weights (us, against launch_fp8_decode's tensor-core kernel): qkv
-// 11.3 / 11.8, o 7.7 / 8.5, gate_up 39.0 / 41.8, down 22.3 / 22.6. Batch-1 8B steps: 3.50 ms
-// against 3.61 (attention does not let the o product in after FP8 products: 4.13 ms with it). The
+// DRAM), FP8 rows of one word per thread come four columns to a stage and of two words two
+// (kStageCols), and runs of kGrab = 8 columns keep a run's bytes at 32 KB (K = 4096).
+// bench_fp8_decode, H100, each launch reading another copy of the weights, two columns per stage
+// (us, against launch_fp8_decode's tensor-core kernel): qkv 11.3 / 11.8, o 7.7 / 8.5, gate_up 39.0
+// / 41.8, down 22.3 / 22.6. Batch-1 8B steps: 3.50 ms against 3.61 at first (RESULTS has later
+// figures). The
 // multiply converts e4m3 pairs to f16 pairs, each f16 to f32 (HADD2.F32) and an FFMA per weight;
 // the tensor cores instead (one m16n8k16 per 128-value block of two rows, the activations as f16
 // B fragments) were no faster per product and slower per step (RESULTS, twelfth session). Smaller
@@ -70,6 +72,17 @@ namespace redhare::cuda {
 namespace {
 
 constexpr int kBulkRingBytes = 96 * 1024;  // per block: this product's and the next one's fit an SM
+// Where an SM holds 228 KB of shared memory (Hopper), the launches' blocks alternate between these
+// footprints (static and dynamic shared memory; the ring takes what the static part leaves), the
+// product after attention large. Blocks scheduled while others still hold part of the GPU (an
+// attention kernel's, a product's that let this one in) land where there is room, and two 96 KB
+// blocks of one launch fit an SM: then half the SMs ran two blocks of the product and half none,
+// and each product after it was scheduled the same way (block start times and SM ids, H100, 8B
+// steps: 53 to 66 SMs with two blocks of each product where attention let the o product in). Two
+// large blocks do not fit an SM, a large and a small one do, and a small one beside a large one
+// leaves no room for a second: every launch but the first after an idle GPU gets one block per
+// SM. The small footprint also leaves room for two tensor-core decode attention blocks.
+constexpr int kBulkLargeBlock = 114 * 1024, kBulkSmallBlock = 103 * 1024;
 constexpr int kBulkMaxStages = 16;
 // Columns (times rows per column) whose warp sums a block keeps in shared memory (8 KB at 8
 // consumer warps) before it stores them: a block's share of a wider product (an LM head) goes
@@ -169,12 +182,18 @@ constexpr int kValueBytes = kIsFp8<W> ? 1 : static_cast<int>(sizeof(W));
 // Values per 16-byte word, and the float4s of activations they meet.
 template <typename W>
 constexpr int kWordValues = 16 / kValueBytes<W>;
-// Columns per stage: FP8 rows of at most 2 words per thread come two to a stage (SwiGLU: two gate
-// and two up rows), so each copy moves two rows at once and a warp's column sums (and their
-// shuffles) overlap. SwiGLU gate_up streamed from DRAM (bench_fp8_decode, H100): 45.1 us with one
-// column per stage, 39.0 with two. Others one.
+// Columns per stage. A consumer warp's work on a stage is one dependent chain (wait, words into
+// registers, multiply, a shuffle sum per column), which it cannot overlap with the next stage's:
+// a stage of few bytes per thread leaves the consumers slower than the copies. In place in 8B
+// decode steps (H100, each stage's arrival timed in the first blocks) a one-column FP8 stage of
+// K = 4096 took 0.5 us, so the qkv and o products ran at 2.2 TB/s even from a full ring. So: FP8
+// rows of one word per thread come four columns to a stage, FP8 rows of two words and 16-bit rows
+// of up to two words (K <= 8192) two (SwiGLU FP8: two gate and two up rows), each stage's columns
+// summed side by side so their shuffles overlap. Batch-1 8B steps, one lease: FP8 3.62 -> 3.52 ms
+// (four columns at one word), bf16 5.65 -> 5.40 (two columns at up to two words); SwiGLU gate_up
+// on FP8 streamed from DRAM (bench_fp8_decode): 45.1 us with one column per stage, 39.0 with two.
 template <typename W, int P, int R>
-constexpr int kStageCols = kIsFp8<W> && P <= 2 ? 2 : 1;
+constexpr int kStageCols = kIsFp8<W> && R == 1 && P == 1 ? 4 : P <= 2 && (kIsFp8<W> || R == 1) ? 2 : 1;
 // A stage: its R x G weight rows of `words` 16-byte words, then (FP8) the block-table row of each
 // of its R row groups (K / 128 floats: a stage's G columns lie in one 128-row block, as runs of
 // columns start at multiples of kGrab), copied with the rows so that no consumer waits on a
@@ -222,7 +241,7 @@ template <typename W, int CW, int P, int R>
 __global__ void __launch_bounds__((CW + 1) * 32, 2)
 bulk_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps, const void* __restrict__ w,
                  const float* __restrict__ scales, const float* __restrict__ bias, int64_t N, int64_t K, int mode,
-                 int* __restrict__ counter, float* __restrict__ out) {
+                 int* __restrict__ counter, float* __restrict__ out, int ring_bytes) {
   constexpr int kConsumers = CW * 32;
   constexpr int kV = kWordValues<W>, kF4 = kV / 4;                       // values, float4s per word
   constexpr int G = kStageCols<W, P, R>;
@@ -238,7 +257,7 @@ bulk_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, 
   const int64_t cols = R == 2 ? N / 2 : N;
   constexpr int64_t kStageWords = stage_bytes<W, P, R>(kRowWords) / 16;
   constexpr int kKB = static_cast<int>(kRowWords * 16 / kBK);  // FP8: 128-value blocks per row
-  const int stages = min(kBulkMaxStages, static_cast<int>(kBulkRingBytes / (kStageWords * 16)));
+  const int stages = min(kBulkMaxStages, static_cast<int>(ring_bytes / (kStageWords * 16)));
   if (tid == 0) {
     for (int i = 0; i < stages; ++i) Bulk::init(&full[i], 1), Bulk::init(&empty[i], CW);
     Bulk::fence_init();
@@ -510,6 +529,18 @@ bool compiled_width(int64_t words, bool fp8) {
   return fp8 ? with_shape<E4m3Blocks, R>(words, yes) : with_shape<__nv_bfloat16, R>(words, yes);
 }
 
+// Whether launches alternate between kBulkLargeBlock and kBulkSmallBlock: the two fit an SM, two
+// large ones do not.
+bool alternate_footprints() {
+  const int sm = device_attribute(cudaDevAttrMaxSharedMemoryPerMultiprocessor);
+  const int reserved = device_attribute(cudaDevAttrReservedSharedMemoryPerBlock);
+  return kBulkLargeBlock + kBulkSmallBlock + 2 * reserved <= sm && 2 * (kBulkLargeBlock + reserved) > sm &&
+         kBulkLargeBlock <= max_block_smem();
+}
+
+// Whether the next launch on this thread gets the large footprint.
+thread_local bool t_next_large = true;
+
 template <typename W, int R>
 bool launch_bulk_typed(const float* x, const float* norm_w, float eps, const void* w, const float* scales,
                        const float* bias, int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream) {
@@ -517,13 +548,29 @@ bool launch_bulk_typed(const float* x, const float* norm_w, float eps, const voi
   return with_shape<W, R>(words, [&]<int CW, int P>(Shape<CW, P>) {
     const auto kernel = bulk_gemv_kernel<W, CW, P, R>;
     const int64_t bytes = stage_bytes<W, P, R>(words);
-    const int stages = static_cast<int>(std::min<int64_t>(kBulkMaxStages, kBulkRingBytes / bytes));
-    allow_shared_memory(reinterpret_cast<const void*>(kernel), kBulkRingBytes);
+    // Once per kernel: its static shared memory, room for the large ring, and the SM split to the
+    // most shared memory, so that the next product's block fits beside this one's.
+    static const int static_bytes = [kernel] {
+      cudaFuncAttributes attr{};
+      RH_CUDA(cudaFuncGetAttributes(&attr, kernel));
+      allow_shared_memory(reinterpret_cast<const void*>(kernel),
+                          std::max(kBulkRingBytes, kBulkLargeBlock - static_cast<int>(attr.sharedSizeBytes)));
+      RH_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                   cudaSharedmemCarveoutMaxShared));
+      return static_cast<int>(attr.sharedSizeBytes);
+    }();
+    int ring = kBulkRingBytes;
+    if (alternate_footprints()) {
+      ring = (t_next_large ? kBulkLargeBlock : kBulkSmallBlock) - static_bytes;
+      t_next_large = !t_next_large;
+    }
+    const int stages = static_cast<int>(std::min<int64_t>(kBulkMaxStages, ring / bytes));
+    // Alternating, the whole footprint is asked for, not just whole stages.
+    const size_t dynamic = alternate_footprints() ? static_cast<size_t>(ring) : static_cast<size_t>(stages * bytes);
     const int64_t cols = R == 2 ? N / 2 : N;
     const int64_t grid = std::min<int64_t>(cols, sm_count());
-    launch_pdl("bulk_gemv_kernel", kernel, dim3(static_cast<unsigned>(grid)), dim3((CW + 1) * 32),
-               static_cast<size_t>(stages * bytes), stream, x, norm_w, eps, w, scales, bias, N, K,
-               static_cast<int>(mode), next_counter(), out);
+    launch_pdl("bulk_gemv_kernel", kernel, dim3(static_cast<unsigned>(grid)), dim3((CW + 1) * 32), dynamic, stream, x,
+               norm_w, eps, w, scales, bias, N, K, static_cast<int>(mode), next_counter(), out, ring);
     return true;
   });
 }
@@ -562,6 +609,7 @@ bool bulk_gemv_fp8_preferred(int64_t N, int64_t K, bool silu) {
 }
 
 int last_bulk_gemv_bytes() { return t_last_bulk_bytes; }
+void bulk_gemv_after_attention() { t_next_large = true; }
 void reset_last_gemv() { t_last_bulk_bytes = 0; }
 
 bool launch_bulk_gemv(const float* x, const float* norm_w, float eps, const void* w, Elem w_type, const float* bias,
