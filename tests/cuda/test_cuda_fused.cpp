@@ -56,11 +56,12 @@ TEST_P(CudaFusedLinear, MatchesReferenceComposition) {
 // (kernels_gemv_bulk.cu); with it turned off the register kernel takes the same products. Both
 // must match the reference: widths on 8 and 7 consumer warps, more columns per block than ring
 // stages (the ring wraps) and than it keeps sums for, fewer columns than blocks, an odd N (a
-// two-column stage half filled), both block footprints, every mode.
+// two-column stage half filled), both block footprints (K = 16384 and SwiGLU at K = 8192: rings
+// of 2 stages in the small one), every mode.
 TEST_F(CudaTest, BulkGemvAndRegisterKernelMatchReference) {
   // 34000 columns: more than a block keeps before storing (kBulkMaxCols) on up to 132 SMs.
   const std::vector<std::pair<int64_t, int64_t>> nk = {
-      {38, 4096}, {2640, 4096}, {2641, 4096}, {3960, 2048}, {660, 14336}, {34000, 2048}};
+      {38, 4096}, {2640, 4096}, {2641, 4096}, {3960, 2048}, {600, 8192}, {660, 14336}, {300, 16384}, {34000, 2048}};
   for (bool bulk : {true, false}) {
     cuda::set_bulk_gemv_enabled(bulk);
     for (DType t : {DType::kBF16, DType::kF16})
