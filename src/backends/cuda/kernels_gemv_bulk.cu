@@ -561,14 +561,15 @@ bool launch_bulk_typed(const float* x, const float* norm_w, float eps, const voi
                                    cudaSharedmemCarveoutMaxShared));
       return static_cast<int>(attr.sharedSizeBytes);
     }();
+    const bool alternate = alternate_footprints();
     int ring = kBulkRingBytes;
-    if (alternate_footprints()) {
+    if (alternate) {
       ring = (t_next_large ? kBulkLargeBlock : kBulkSmallBlock) - static_bytes;
       t_next_large = !t_next_large;
     }
     const int stages = static_cast<int>(std::min<int64_t>(kBulkMaxStages, ring / bytes));
     // Alternating, the whole footprint is asked for, not just whole stages.
-    const size_t dynamic = alternate_footprints() ? static_cast<size_t>(ring) : static_cast<size_t>(stages * bytes);
+    const size_t dynamic = alternate ? static_cast<size_t>(ring) : static_cast<size_t>(stages * bytes);
     const int64_t cols = R == 2 ? N / 2 : N;
     const int64_t grid = std::min<int64_t>(cols, sm_count());
     launch_pdl("bulk_gemv_kernel", kernel, dim3(static_cast<unsigned>(grid)), dim3((CW + 1) * 32), dynamic, stream, x,
