@@ -85,6 +85,86 @@ TEST_F(CudaTest, BulkGemvAndRegisterKernelMatchReference) {
   cuda::set_bulk_gemv_enabled(true);
 }
 
+// A decode layer's batch-1 products as a chain, each one's output the next one's input, launched
+// without a host wait between: a = norm(h) Wa^T; h += a Wo^T; g = swiglu(norm(h) Wgu^T); h += g Wd^T.
+struct ChainWeights {
+  Tensor nw, wa, wo, wgu, wd;       // host copies
+  Tensor dnw, dwa, dwo, dwgu, dwd;  // on the GPU
+};
+
+ChainWeights chain_weights(Backend& gpu, int64_t H, int64_t I) {
+  ChainWeights c;
+  c.nw = random_tensor(DType::kF32, {H}, 0.5f);
+  c.wa = random_tensor(DType::kBF16, {H, H}, 0.02f);
+  c.wo = random_tensor(DType::kBF16, {H, H}, 0.02f);
+  c.wgu = random_tensor(DType::kBF16, {2 * I, H}, 0.02f);
+  c.wd = random_tensor(DType::kBF16, {H, I}, 0.02f);
+  c.dnw = gpu.upload(c.nw), c.dwa = gpu.upload(c.wa), c.dwo = gpu.upload(c.wo);
+  c.dwgu = gpu.upload(c.wgu), c.dwd = gpu.upload(c.wd);
+  return c;
+}
+
+void ref_chain_layer(Tensor& h, const ChainWeights& c) {
+  const int64_t H = h.size(1), I = c.wd.size(1);
+  Tensor xn = Tensor::empty(DType::kF32, {1, H}), a = Tensor::empty(DType::kF32, {1, H});
+  Tensor p = Tensor::empty(DType::kF32, {1, H}), gu = Tensor::empty(DType::kF32, {1, 2 * I});
+  Tensor g = Tensor::empty(DType::kF32, {1, I});
+  cpu::ref::rms_norm(h, c.nw, 1e-5f, xn);
+  cpu::ref::linear(xn, c.wa, nullptr, a);
+  cpu::ref::linear(a, c.wo, nullptr, p);
+  cpu::ref::add(h, p);
+  cpu::ref::rms_norm(h, c.nw, 1e-5f, xn);
+  cpu::ref::linear(xn, c.wgu, nullptr, gu);
+  cpu::ref::silu_mul(gu, g);
+  cpu::ref::linear(g, c.wd, nullptr, p);
+  cpu::ref::add(h, p);
+}
+
+void gpu_chain_layer(Backend& gpu, Tensor& h, Tensor& a, Tensor& g, const ChainWeights& c) {
+  gpu.fused_linear(h, &c.dnw, 1e-5f, c.dwa, nullptr, LinearOut::kStore, a);
+  gpu.fused_linear(a, nullptr, 1e-5f, c.dwo, nullptr, LinearOut::kAccumulate, h);
+  gpu.fused_linear(h, &c.dnw, 1e-5f, c.dwgu, nullptr, LinearOut::kSiluMul, g);
+  gpu.fused_linear(g, nullptr, 1e-5f, c.dwd, nullptr, LinearOut::kAccumulate, h);
+}
+
+// The bulk-copy products' ring order (kernels.h: each ring fills once the previous product's
+// copies on its SM are issued) changes when copies are issued, never a result: chains of
+// dependent products, eagerly and replayed from a graph, have the same bits with it on and off
+// and match the reference composition.
+TEST_F(CudaTest, BulkChainRingOrderKeepsResults) {
+  const int64_t H = 2048, I = 4096;  // widths the bulk-copy kernel compiles: K = 2048, 4096; SwiGLU 2048
+  ASSERT_TRUE(cuda::bulk_gemv_width(H, 2, true) && cuda::bulk_gemv_width(I, 2, false));
+  const ChainWeights c = chain_weights(*gpu, H, I);
+  const Tensor h0 = random_tensor(DType::kF32, {1, H});
+  constexpr int kLayers = 4;
+  Tensor ref = copy_of(h0);
+  for (int l = 0; l < kLayers; ++l) ref_chain_layer(ref, c);
+  auto eager = [&] {
+    Tensor h = gpu->upload(h0), a = gpu->upload(poisoned({1, H})), g = gpu->upload(poisoned({1, I}));
+    for (int l = 0; l < kLayers; ++l) gpu_chain_layer(*gpu, h, a, g, c);
+    return gpu->to_host(h);
+  };
+  auto replayed = [&] {
+    Tensor h = gpu->upload(h0), a = gpu->upload(poisoned({1, H})), g = gpu->upload(poisoned({1, I}));
+    gpu->graph_capture_begin();
+    for (int l = 0; l < kLayers; ++l) gpu_chain_layer(*gpu, h, a, g, c);
+    gpu->graph_capture_end(11);
+    EXPECT_TRUE(gpu->graph_replay(11));
+    Tensor out = gpu->to_host(h);
+    gpu->graph_clear();
+    return out;
+  };
+  cuda::set_bulk_ring_order_enabled(false);
+  const Tensor off = eager();
+  cuda::set_bulk_ring_order_enabled(true);
+  const Tensor on = eager();
+  EXPECT_LT(rel_error(on, ref), 1e-4);
+  EXPECT_TRUE(same_bytes(on, off)) << "the ring order changed results";
+  if (gpu->supports_graphs()) {
+    EXPECT_TRUE(same_bytes(replayed(), on)) << "graph replay";
+  }
+}
+
 std::vector<FusedCase> fused_cases() {
   std::vector<FusedCase> v;
   // M 1-4 run the fused decode kernel; 5 and 9 the composed path. K: scalar-only (67), one

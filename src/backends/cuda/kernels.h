@@ -79,6 +79,12 @@ bool launch_bulk_gemv(const float* x, const float* norm_w, float eps, const void
                       int64_t M, int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream);
 bool bulk_gemv_enabled();
 void set_bulk_gemv_enabled(bool on);
+// The ring order of consecutive bulk-copy products (kernels_gemv_bulk.cu): a product's ring on an
+// SM fills once the previous product's producer there has issued its last copy. On by default;
+// REDHARE_RING_ORDER=0 or set_bulk_ring_order_enabled(false) turns it off (benchmarks, tests).
+// Only the time at which copies are issued changes, never a result.
+bool bulk_ring_order_enabled();
+void set_bulk_ring_order_enabled(bool on);
 // The same kernel on block-scaled FP8 weights (kF8B128 in the device layout with its 128 x 128
 // block table: fp8_blocks_to_device_layout returned true), with the W8A16 numerics of
 // launch_fp8_decode (activations rounded to bf16, weights exact, f32 sums, each 16-value piece's
