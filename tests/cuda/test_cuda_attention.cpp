@@ -150,10 +150,10 @@ bool fuses_rope(bool tensor_cores, DType kv, int64_t H, int64_t Hkv, int64_t D, 
 // the next launch).
 void check_rope_attention_is_the_composition(bool tensor_cores, DType kv_dtype, int64_t H, int64_t Hkv, int64_t D,
                                              const std::vector<Seq>& seqs = {{1, 37}, {0, 0}, {5, 5}, {1, 300}, {20, 90}},
-                                             int64_t window = 0, int rounds = 1) {
+                                             int64_t window = 0, int rounds = 1, int device = 0) {
   CudaOptions o;
   o.tensor_cores = tensor_cores;
-  auto gpu = make_cuda_backend(0, o);
+  auto gpu = make_cuda_backend(device, o);
   const int64_t block_size = 16;
   Step st = make_step(seqs, block_size);
   const int64_t T = st.batch.num_tokens(), cols = (H + 2 * Hkv) * D;
@@ -190,6 +190,17 @@ void check_rope_attention_is_the_composition(bool tensor_cores, DType kv_dtype, 
     }
     EXPECT_TRUE(same_bytes(gpu->to_host(a.k), gpu->to_host(b.k))) << at << ": k cache";
     EXPECT_TRUE(same_bytes(gpu->to_host(a.v), gpu->to_host(b.v))) << at << ": v cache";
+  }
+}
+
+// Kernel attributes belong to a device (kernels.h, once_per_device): in a process driving two GPUs
+// the decode attention kernels that opt into more than 48 KB of shared memory run on the second
+// device after the first, and on the first again.
+TEST(CudaRopeAttention, DecodeKernelRunsOnEveryDevice) {
+  if (cuda_device_count() < 2) GTEST_SKIP() << "fewer than two CUDA devices";
+  for (int device : {0, 1, 0}) {
+    check_rope_attention_is_the_composition(true, DType::kBF16, 32, 8, 128, {{1, 1024}}, 0, 2, device);
+    check_rope_attention_is_the_composition(true, DType::kBF16, 32, 8, 128, {{1, 100}, {40, 300}}, 0, 1, device);
   }
 }
 

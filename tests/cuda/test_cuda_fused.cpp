@@ -165,6 +165,20 @@ TEST_F(CudaTest, BulkChainRingOrderKeepsResults) {
   }
 }
 
+// Kernel attributes belong to a device (kernels.h, once_per_device): in a process driving two GPUs
+// the bulk-copy product (a 114 KB block) and the staged decode GEMV run on the second device after
+// the first, and on the first again.
+TEST(CudaMultiDevice, ProductsRunOnEveryDevice) {
+  if (cuda_device_count() < 2) GTEST_SKIP() << "fewer than two CUDA devices";
+  for (int device : {0, 1, 0}) {
+    auto g = make_cuda_backend(device);
+    for (const FusedCase& c : {FusedCase{DType::kBF16, 1, 2640, 4096, true, false, LinearOut::kStore},
+                               FusedCase{DType::kBF16, 1, 2640, 4096, true, false, LinearOut::kSiluMul},
+                               FusedCase{DType::kF16, 2, 256, 4096, true, true, LinearOut::kAccumulate}})
+      EXPECT_LT(fused_error(*g, c), 1e-5) << "device " << device << " M=" << c.M;
+  }
+}
+
 std::vector<FusedCase> fused_cases() {
   std::vector<FusedCase> v;
   // M 1-4 run the fused decode kernel; 5 and 9 the composed path. K: scalar-only (67), one

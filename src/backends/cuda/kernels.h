@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <limits>
 
 #include <cuda_runtime.h>
@@ -35,11 +36,17 @@ void launch_linear(const float* x, const void* w, Elem w_type, const float* bias
 // Decode products stage normalized activations (M x K floats) in shared memory up to this size.
 constexpr int64_t kGemvMaxStagedBytes = 96 * 1024;
 // Lets `kernel` take kGemvMaxStagedBytes of dynamic shared memory (past 48 KiB a kernel must opt
-// in); the attribute is set once per kernel.
+// in); the attribute is set once per kernel and device.
 void allow_staged_shared_memory(const void* kernel);
-// The same for any size: `kernel` may take `bytes` of dynamic shared memory (set once per kernel,
-// the first call's size holding).
+// The same for any size: `kernel` may take `bytes` of dynamic shared memory (set once per kernel
+// and device, the first call's size holding).
 void allow_shared_memory(const void* kernel, int bytes);
+// Runs setup() the first time it is asked for `key` on the current device. A kernel's attributes
+// (cudaFuncSetAttribute) belong to the device current when they are set: a process driving two
+// GPUs sets them on each.
+void once_per_device(const void* key, const std::function<void()>& setup);
+// The current device (cudaGetDevice, checked).
+int current_device();
 // The dynamic shared memory one block may opt into on the current device
 // (cudaDevAttrMaxSharedMemoryPerBlockOptin: about 227 KB on Hopper, 163 KB on A100, 99 KB on
 // sm_86/sm_89 GPUs). Kernels whose shared memory would not fit take a smaller variant or another

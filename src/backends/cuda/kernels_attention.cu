@@ -1553,13 +1553,11 @@ void launch_tc_decode(const float* qkv, T16* k_cache, T16* v_cache, const Attent
                       const AttentionShape& shape, int skip_query_len, float* out, const TcdRope& rope,
                       cudaStream_t stream) {
   constexpr int bytes = tcd_smem_bytes<D>();
-  static const bool attr_set = [] {
+  once_per_device(reinterpret_cast<const void*>(tc_decode_kernel<T16, D>), [] {
     RH_CUDA(cudaFuncSetAttribute(tc_decode_kernel<T16, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
     RH_CUDA(cudaFuncSetAttribute(tc_decode_kernel<T16, D>, cudaFuncAttributePreferredSharedMemoryCarveout,
                                  cudaSharedmemCarveoutMaxShared));
-    return true;
-  }();
-  (void)attr_set;
+  });
   const int64_t heads_y = tcd_heads_y(shape);
   launch_partitioned(meta, shape, heads_y, kTcdPerSm, skip_query_len, out, stream,
                      [&](dim3 grid, int t0, int nparts, int partition, float* part_ml, float* part_o) {
@@ -1612,13 +1610,11 @@ template <typename KV, int D>
 void launch_fa(const float* qkv, const KV* k_cache, const KV* v_cache, const AttentionMeta& meta,
                const AttentionShape& shape, float* out, cudaStream_t stream) {
   constexpr int NW = kFaWarps, ST = kFaStages, bytes = fa_smem_bytes<D, ST>(), rows = NW * 16;
-  static const bool attr_set = [] {
+  once_per_device(reinterpret_cast<const void*>(fa_kernel<KV, D, NW, ST>), [] {
     RH_CUDA(cudaFuncSetAttribute(fa_kernel<KV, D, NW, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
     RH_CUDA(cudaFuncSetAttribute(fa_kernel<KV, D, NW, ST>, cudaFuncAttributePreferredSharedMemoryCarveout,
                                  cudaSharedmemCarveoutMaxShared));
-    return true;
-  }();
-  (void)attr_set;
+  });
   const int64_t qtiles = (meta.max_query_len + rows - 1) / rows;
   RH_CHECK(qtiles <= 65535 && meta.num_seqs <= 65535, "flash attention: too many query tiles or sequences");
   dim3 grid(static_cast<unsigned>(shape.num_heads), static_cast<unsigned>(meta.num_seqs),
@@ -1634,12 +1630,10 @@ bool launch_wmma_flash(const float* qkv, const KV* k_cache, const KV* v_cache, c
                        const AttentionShape& shape, float* out, cudaStream_t stream) {
   const FlashLayout lay(shape.head_dim);
   if (static_cast<int64_t>(lay.bytes) > max_block_smem()) return false;
-  static const bool attr_set = [] {
+  once_per_device(reinterpret_cast<const void*>(flash_kernel<KV>), [] {
     const int most = static_cast<int>(std::min<int64_t>(FlashLayout(kFlashMaxDim).bytes, device_block_smem()));
     RH_CUDA(cudaFuncSetAttribute(flash_kernel<KV>, cudaFuncAttributeMaxDynamicSharedMemorySize, most));
-    return true;
-  }();
-  (void)attr_set;
+  });
   dim3 grid(static_cast<unsigned>((meta.max_query_len + kFlashRows - 1) / kFlashRows),
             static_cast<unsigned>(meta.num_seqs), static_cast<unsigned>(shape.num_heads));
   launch_pdl("flash_kernel", flash_kernel<KV>, grid, dim3(kFlashThreads), lay.bytes, stream, qkv, k_cache, v_cache,

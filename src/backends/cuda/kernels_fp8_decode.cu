@@ -69,6 +69,7 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
+#include <tuple>
 #include <utility>
 
 #include "backends/cuda/cuda_check.h"
@@ -436,10 +437,11 @@ Fp8DecodeKernel kernel_for(int64_t M) {
 // and size); the kernel is opted in to the device's shared memory on first use.
 bool fits(Fp8DecodeKernel kernel, int64_t smem) {
   static std::mutex mu;
-  static std::map<std::pair<const void*, int64_t>, bool> cache;
+  static std::map<std::tuple<int, const void*, int64_t>, bool> cache;  // per device: attributes are
   std::lock_guard<std::mutex> lock(mu);
   const void* key = reinterpret_cast<const void*>(kernel);
-  auto it = cache.find({key, smem});
+  const int dev = current_device();
+  auto it = cache.find({dev, key, smem});
   if (it == cache.end()) {
     cudaFuncAttributes attr{};
     RH_CUDA(cudaFuncGetAttributes(&attr, key));
@@ -447,7 +449,7 @@ bool fits(Fp8DecodeKernel kernel, int64_t smem) {
                                  device_block_smem() - static_cast<int>(attr.sharedSizeBytes)));
     int n = 0;
     RH_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kThreads, static_cast<size_t>(smem)));
-    it = cache.emplace(std::make_pair(key, smem), n > 0).first;
+    it = cache.emplace(std::make_tuple(dev, key, smem), n > 0).first;
   }
   return it->second;
 }

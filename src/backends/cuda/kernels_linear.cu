@@ -442,12 +442,24 @@ void launch_typed(const float* x, const W* w, const float* bias, int64_t M, int6
 
 }  // namespace
 
-void allow_shared_memory(const void* kernel, int bytes) {
+int current_device() {
+  int dev = 0;
+  RH_CUDA(cudaGetDevice(&dev));
+  return dev;
+}
+
+void once_per_device(const void* key, const std::function<void()>& setup) {
   static std::mutex mu;
-  static std::set<const void*> done;
+  static std::set<std::pair<int, const void*>> done;
   std::lock_guard<std::mutex> lock(mu);
-  if (done.insert(kernel).second)
-    RH_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  const auto at = std::make_pair(current_device(), key);
+  if (done.count(at) != 0) return;
+  setup();  // (not marked done if it throws)
+  done.insert(at);
+}
+
+void allow_shared_memory(const void* kernel, int bytes) {
+  once_per_device(kernel, [&] { RH_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes)); });
 }
 
 void allow_staged_shared_memory(const void* kernel) {
