@@ -26,9 +26,9 @@
 // copy on, until the next product's consumers were past their wait and norm, neither ring asked
 // DRAM for anything (~3 us per product boundary: products streamed back to back without waiting
 // for each other took 8.5 / 5.9 / 37.3 / 19.2 us against 11.1 / 7.6 / 40.0 / 22.2 for the 8B
-// FP8 shapes). Filled after it, the next ring takes DRAM through that gap. H100, batch-1 8B
-// steps in one lease: FP8 3.284 / 3.316 ms against 3.412 / 3.400, bf16 unchanged (5.363 against
-// 5.353); starting one run (kGrab columns) before the last copy: 3.365 / 3.358.
+// FP8 shapes). Filled after it, the next ring takes DRAM through that gap. H100, batch-1 8B FP8
+// steps in one lease: 3.284 / 3.316 ms against 3.412 / 3.400, and 3.365 / 3.358 starting one run
+// (kGrab columns) before the last copy; bf16 in another lease unchanged (5.363 against 5.353).
 //
 // CW consumer warps multiply: thread t owns
 // the 16-byte words t + 32 CW j (j < P) of every row and holds the matching activations
@@ -110,7 +110,7 @@ constexpr int kBulkGrab = 4;
 // stream.
 constexpr int kBulkCounters = 64;
 __device__ int g_bulk_counters[kBulkCounters];
-// Per SM (kernels_gemv_bulk.cu's ring order, below): the tag of the last launch whose block
+// Per SM, for the ring order (above): the tag of the last launch whose block
 // started there, and of the last whose producer there has issued all its copies. A launch's tag is
 // its counter's index + 1.
 constexpr int kMaxSms = 1024;
