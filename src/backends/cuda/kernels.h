@@ -41,9 +41,12 @@ void allow_staged_shared_memory(const void* kernel);
 // The same for any size: `kernel` may take `bytes` of dynamic shared memory (set once per kernel
 // and device, the first call's size holding).
 void allow_shared_memory(const void* kernel, int bytes);
-// Runs setup() the first time it is asked for `key` on the current device. A kernel's attributes
-// (cudaFuncSetAttribute) belong to the device current when they are set: a process driving two
-// GPUs sets them on each.
+// compute()'s value for `key` on the current device, computed the first time it is asked for
+// there. A kernel's attributes (cudaFuncSetAttribute) belong to the device current when they are
+// set: a process driving two GPUs sets them on each, and what depends on them is per device too.
+// compute() may itself ask for other keys (never its own: each key serves one purpose).
+int per_device_value(const void* key, const std::function<int()>& compute);
+// Runs setup() the first time it is asked for `key` on the current device (per_device_value).
 void once_per_device(const void* key, const std::function<void()>& setup);
 // The current device (cudaGetDevice, checked).
 int current_device();

@@ -37,8 +37,6 @@
 // W8A16 at every size, batch 256: 5655 against 6324 tok/s, prefill 4096: 297 against 143 ms, and
 // the weights' device layout, made for cuBLASLt, replaced it.)
 #include <algorithm>
-#include <map>
-#include <mutex>
 #include <utility>
 
 #include <cuda_bf16.h>
@@ -421,19 +419,14 @@ using Fp8MmaKernel = void (*)(const uint16_t*, Fp8Rows, const float*, const floa
 // The kernel of config C, opted in to its shared memory, and how many of its blocks an SM holds.
 template <class C>
 std::pair<Fp8MmaKernel, int> kernel_of() {
-  static std::mutex mu;
-  static std::map<int, int> per_sm;  // per device: attributes belong to one
-  std::lock_guard<std::mutex> lock(mu);
-  const int dev = current_device();
-  auto it = per_sm.find(dev);
-  if (it == per_sm.end()) {
+  const int per_sm = per_device_value(reinterpret_cast<const void*>(fp8_mma_kernel<C>), [] {
     RH_CUDA(cudaFuncSetAttribute(reinterpret_cast<const void*>(fp8_mma_kernel<C>),
                                  cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
     int n = 0;
     RH_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, fp8_mma_kernel<C>, C::kThreads, C::kSmem));
-    it = per_sm.emplace(dev, std::max(n, 1)).first;
-  }
-  return {fp8_mma_kernel<C>, it->second};
+    return std::max(n, 1);
+  });
+  return {fp8_mma_kernel<C>, per_sm};
 }
 
 constexpr int64_t align256(int64_t n) { return (n + 255) / 256 * 256; }

@@ -599,24 +599,15 @@ bool launch_bulk_typed(const float* x, const float* norm_w, float eps, const voi
     const int64_t bytes = stage_bytes<W, P, R>(words);
     // Once per kernel and device: its static shared memory, room for the large ring, and the SM
     // split to the most shared memory, so that the next product's block fits beside this one's.
-    static std::mutex mu;
-    static std::map<int, int> statics;  // device -> the kernel's static shared memory there
-    int static_bytes = 0;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      const int dev = current_device();
-      auto it = statics.find(dev);
-      if (it == statics.end()) {
-        cudaFuncAttributes attr{};
-        RH_CUDA(cudaFuncGetAttributes(&attr, kernel));
-        allow_shared_memory(reinterpret_cast<const void*>(kernel),
-                            std::max(kBulkRingBytes, kBulkLargeBlock - static_cast<int>(attr.sharedSizeBytes)));
-        RH_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                     cudaSharedmemCarveoutMaxShared));
-        it = statics.emplace(dev, static_cast<int>(attr.sharedSizeBytes)).first;
-      }
-      static_bytes = it->second;
-    }
+    const int static_bytes = per_device_value(reinterpret_cast<const void*>(kernel), [kernel] {
+      cudaFuncAttributes attr{};
+      RH_CUDA(cudaFuncGetAttributes(&attr, kernel));
+      RH_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   std::max(kBulkRingBytes, kBulkLargeBlock - static_cast<int>(attr.sharedSizeBytes))));
+      RH_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                   cudaSharedmemCarveoutMaxShared));
+      return static_cast<int>(attr.sharedSizeBytes);
+    });
     const bool alternate = alternate_footprints();
     int ring = kBulkRingBytes;
     if (alternate) {

@@ -16,7 +16,6 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
-#include <set>
 #include <string>
 #include <type_traits>
 
@@ -448,14 +447,22 @@ int current_device() {
   return dev;
 }
 
-void once_per_device(const void* key, const std::function<void()>& setup) {
-  static std::mutex mu;
-  static std::set<std::pair<int, const void*>> done;
-  std::lock_guard<std::mutex> lock(mu);
+int per_device_value(const void* key, const std::function<int()>& compute) {
+  static std::recursive_mutex mu;  // compute() may ask for other keys
+  static std::map<std::pair<int, const void*>, int> known;
+  std::lock_guard<std::recursive_mutex> lock(mu);
   const auto at = std::make_pair(current_device(), key);
-  if (done.count(at) != 0) return;
-  setup();  // (not marked done if it throws)
-  done.insert(at);
+  if (const auto it = known.find(at); it != known.end()) return it->second;
+  const int v = compute();  // (not kept if it throws)
+  known.emplace(at, v);
+  return v;
+}
+
+void once_per_device(const void* key, const std::function<void()>& setup) {
+  per_device_value(key, [&] {
+    setup();
+    return 0;
+  });
 }
 
 void allow_shared_memory(const void* kernel, int bytes) {
