@@ -105,6 +105,10 @@ class TimedBackend final : public Backend {
   // calls do nothing, so that a step without them, against a whole one, gives what they cost in
   // place (graph-replayed, overlapped as they run). Their outputs are left as they were.
   std::set<std::string> leave_out;
+  int64_t last_graph = -1;  // the key of the last graph replayed
+  // Host seconds spent staging a graph's inputs, launching it, and drawing tokens (which waits for
+  // the step), summed while ops are not timed one by one.
+  double stage_s = 0, launch_s = 0, sample_s = 0;
 
  private:
   template <typename F>
@@ -130,15 +134,26 @@ class TimedBackend final : public Backend {
   bool supports_graphs() const override { return !timing && inner_->supports_graphs(); }
   void graph_stage(const std::vector<int32_t>& ids, const std::vector<int32_t>& pos, const AttentionBatch& a,
                    const std::vector<int32_t>& logit_rows, const KvCache& kv) override {
+    const auto t0 = Clock::now();
     inner_->graph_stage(ids, pos, a, logit_rows, kv);
+    stage_s += seconds_since(t0);
   }
   void graph_capture_begin() override { inner_->graph_capture_begin(); }
   void graph_capture_end(int64_t key) override { inner_->graph_capture_end(key); }
   void graph_capture_abort() override { inner_->graph_capture_abort(); }
-  bool graph_replay(int64_t key) override { return inner_->graph_replay(key); }
+  bool graph_replay(int64_t key) override {
+    last_graph = key;
+    const auto t0 = Clock::now();
+    const bool ok = inner_->graph_replay(key);
+    launch_s += seconds_since(t0);
+    return ok;
+  }
   void graph_clear() override { inner_->graph_clear(); }
   std::vector<SampledToken> sample_rows(const Tensor& logits, const std::vector<RowSampling>& draws) override {
-    return timed("sample_rows", 0, [&] { return inner_->sample_rows(logits, draws); });
+    const auto t0 = Clock::now();
+    auto r = timed("sample_rows", 0, [&] { return inner_->sample_rows(logits, draws); });
+    sample_s += seconds_since(t0);
+    return r;
   }
   Device device() const override { return inner_->device(); }
   Tensor alloc(DType dt, Shape shape) override {
@@ -208,6 +223,8 @@ using redhare::bench::parse_names;
 struct Decode {
   int64_t batch = 0;
   double step_s = 0, tok_s = 0, bound_tok_s = 0, bytes = 0, flops = 0;
+  double graph_s = 0;  // the step's graph alone, replayed back to back (0: steps not on graphs)
+  double stage_s = 0, launch_s = 0, sample_s = 0;  // host time per step (TimedBackend)
   bool memory_bound = true;
 };
 
@@ -328,9 +345,24 @@ int main(int argc, char** argv) {
       d.batch = B;
       for (int64_t w = 0; w < 2; ++w) model->forward(decode_batch(B, context - 2 + w), kv);  // capture
       RH_CUDA(cudaDeviceSynchronize());
+      timed->stage_s = timed->launch_s = timed->sample_s = 0;
       auto ts = Clock::now();
       for (int64_t i = 0; i < steps; ++i) model->forward(decode_batch(B, context + i), kv);
       d.step_s = seconds_since(ts) / static_cast<double>(steps);
+      d.stage_s = timed->stage_s / static_cast<double>(steps);
+      d.launch_s = timed->launch_s / static_cast<double>(steps);
+      d.sample_s = timed->sample_s / static_cast<double>(steps);
+      if (timed->last_graph >= 0) {
+        // The step's graph replayed back to back, the same inputs each time: the device's share of a
+        // step, without the host's (staging the inputs, drawing the tokens, reading them back).
+        const int64_t key = timed->last_graph;
+        RH_CUDA(cudaDeviceSynchronize());
+        auto tg = Clock::now();
+        for (int64_t i = 0; i < steps; ++i) backend->graph_replay(key);
+        RH_CUDA(cudaDeviceSynchronize());
+        d.graph_s = seconds_since(tg) / static_cast<double>(steps);
+        timed->last_graph = -1;
+      }
       d.tok_s = static_cast<double>(B) / d.step_s;
       const double avg_ctx = static_cast<double>(context) + static_cast<double>(steps - 1) / 2;
       d.bytes = weight_read + static_cast<double>(B) * avg_ctx * kv_token_bytes;
@@ -390,12 +422,20 @@ int main(int argc, char** argv) {
     std::printf("matrix rate        %.0f TFLOP/s (8192^3, bf16 in, f32 out, cuBLASLt, best of 10)\n", mm / 1e12);
     std::printf("start to ready     %.2f s (dummy weights generated and uploaded in %.2f s, KV cache, first step)\n",
                 ready_s, load_s);
-    std::printf("\n%-8s %-8s %12s %12s %14s %8s  %s\n", "batch", "context", "ms/step", "tokens/s", "bound tok/s", "of bound", "bound by");
+    std::printf("\n%-8s %-8s %12s %12s %14s %8s %10s  %s\n", "batch", "context", "ms/step", "tokens/s", "bound tok/s",
+                "of bound", "graph ms", "bound by");
     for (const Decode& d : decodes)
-      std::printf("%-8lld %-8lld %12.3f %12.1f %14.1f %7.1f%%  %s (%.2f GB, %.2f TFLOP per step)\n",
+      std::printf("%-8lld %-8lld %12.3f %12.1f %14.1f %7.1f%% %10.3f  %s (%.2f GB, %.2f TFLOP per step)\n",
                   static_cast<long long>(d.batch), static_cast<long long>(context), d.step_s * 1e3, d.tok_s,
-                  d.bound_tok_s, 100.0 * d.tok_s / d.bound_tok_s, d.memory_bound ? "bandwidth" : "matrix rate",
-                  d.bytes / 1e9, d.flops / 1e12);
+                  d.bound_tok_s, 100.0 * d.tok_s / d.bound_tok_s, d.graph_s * 1e3,
+                  d.memory_bound ? "bandwidth" : "matrix rate", d.bytes / 1e9, d.flops / 1e12);
+    if (graphs) {
+      std::printf("(graph ms: the step's CUDA graph replayed back to back, without staging, sampling or reading back)\n");
+      std::printf("host per step, us: staging inputs / launching the graph / drawing tokens (waits for the step) / the rest\n");
+      for (const Decode& d : decodes)
+        std::printf("  batch %-6lld %8.1f %8.1f %10.1f %8.1f\n", static_cast<long long>(d.batch), d.stage_s * 1e6,
+                    d.launch_s * 1e6, d.sample_s * 1e6, (d.step_s - d.stage_s - d.launch_s - d.sample_s) * 1e6);
+    }
     std::printf("\n%-8s %12s %12s %12s %8s\n", "prefill", "ms", "tokens/s", "TFLOP/s", "of rate");
     for (const Prefill& p : pres)
       std::printf("%-8lld %12.2f %12.0f %12.1f %7.1f%%\n", static_cast<long long>(p.tokens), p.s * 1e3,

@@ -411,88 +411,176 @@ bulk_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, 
     }
   }
   // Stage after stage until the producer's end mark; every kChunk stages (and at the end) the
-  // kept warp sums, added in warp order, go to the output with the epilogue.
+  // kept warp sums, added in warp order, go to the output with the epilogue. A stage is taken
+  // into registers (Held) and handed back before its multiply.
+  //
+  // kPipe: the next stage is taken before this one's multiply, so that its wait and shared-memory
+  // loads overlap this one's arithmetic and shuffles (a consumer warp otherwise runs one stage
+  // as one dependent chain). 16-bit rows of up to K = 4096 only, where the second register set
+  // fits. H100, batch-1 Llama-3.1-8B bf16 steps, one lease: 5.346 ms against 5.410. On FP8 rows it
+  // sped up the products alone (bench_fp8_decode, us: qkv 10.27 -> 9.87, o 7.88 -> 7.69) but
+  // slowed whole steps, 3.445 / 3.501 ms against 3.296 / 3.280: the kernel's registers rise from
+  // 72 to 96 per thread, and a qkv block of 96 x 288 registers no longer leaves room on its SM for
+  // two tensor-core decode attention blocks (168 x 128 each), which then wait for it to exit
+  // before their loads can start (kernels_attention.cu). Shapes where a + v exceed 32 registers
+  // would spill.
   constexpr int kChunk = kBulkMaxCols / (R * G);
-  for (int i = 0, base = 0;; ++i) {
+  constexpr int kSP = kIsFp8<W> ? P : 1;
+  struct Held {
+    int64_t c;  // first column; -1: the end mark
+    int n;      // columns (up to G)
+    uint4 v[R][G][P];
+    float s[R][kSP];  // FP8: the block scales of this thread's words
+  };
+  constexpr bool kPipe = !kIsFp8<W> && R * G * P * 4 + P * kV <= 32;
+  auto take_stage = [&](int i, Held& h) {
     const int st = i % stages;
     Bulk::wait(&full[st], (i / stages) & 1);
-    const int64_t c = col_of[st];
-    if (c >= 0) {
-      const int n = G > 1 ? col_count[st] : 1;
-      const uint4* stage = ring + st * kStageWords;
-      // FP8: the block scales of this thread's words (word j in block (tid + kConsumers j) / 8),
-      // the same for the stage's G columns.
-      float s[R][kIsFp8<W> ? P : 1];
-      if constexpr (kIsFp8<W>) {
-        const float* table = reinterpret_cast<const float*>(stage + R * G * kRowWords);
-#pragma unroll
-        for (int r = 0; r < R; ++r)
-#pragma unroll
-          for (int j = 0; j < P; ++j) s[r][j] = table[r * kKB + (tid + kConsumers * j) * kV / kBK];
-      }
-      uint4 v[R][G][P];
+    h.c = col_of[st];
+    if (h.c < 0) return;
+    h.n = G > 1 ? col_count[st] : 1;
+    const uint4* stage = ring + st * kStageWords;
+    // FP8: word j of this thread lies in block (tid + kConsumers j) / 8, the same for the stage's
+    // G columns.
+    if constexpr (kIsFp8<W>) {
+      const float* table = reinterpret_cast<const float*>(stage + R * G * kRowWords);
 #pragma unroll
       for (int r = 0; r < R; ++r)
 #pragma unroll
-        for (int g = 0; g < G; ++g)
-#pragma unroll
-          for (int j = 0; j < P; ++j)
-            v[r][g][j] = G == 1 || g < n ? stage[(r * G + g) * kRowWords + tid + kConsumers * j] : make_uint4(0, 0, 0, 0);
-      // The words (and the columns) are in registers: the stage goes back before the multiply.
-      __syncwarp();
-      if (lane == 0) Bulk::arrive(&empty[st]);
-      float acc[R][G];
-#pragma unroll
-      for (int r = 0; r < R; ++r)
-#pragma unroll
-        for (int g = 0; g < G; ++g) {
-          acc[r][g] = 0.0f;
-#pragma unroll
-          for (int j = 0; j < P; ++j) {
-            if constexpr (kIsFp8<W>)
-              acc[r][g] = fmaf(word_dot<W>(v[r][g][j], a[j], 0.0f), s[r][j], acc[r][g]);
-            else
-              acc[r][g] = word_dot<W>(v[r][g][j], a[j], acc[r][g]);
-          }
-        }
-#pragma unroll
-      for (int r = 0; r < R; ++r)
-#pragma unroll
-        for (int g = 0; g < G; ++g) acc[r][g] = warp_sum(acc[r][g]);
-      if (lane == 0) {
-#pragma unroll
-        for (int r = 0; r < R; ++r)
-#pragma unroll
-          for (int g = 0; g < G; ++g) part[(i - base) * G + g][r][warp] = acc[r][g];
-      }
-      if constexpr (G == 1) {
-        if (tid == 0) col_at[i - base] = c;
-      } else {
-        if (tid < G) col_at[(i - base) * G + tid] = tid < n ? c + tid : -1;
-      }
+        for (int j = 0; j < P; ++j) h.s[r][j] = table[r * kKB + (tid + kConsumers * j) * kV / kBK];
     }
-    const bool last = c < 0;
-    if (last || i - base == kChunk - 1) {
-      const int end = last ? i : i + 1;
-      consumers_sync<kConsumers>();
-      for (int k = tid; k < (end - base) * G; k += kConsumers) {
-        const int64_t col = col_at[k];
-        if (G > 1 && col < 0) continue;
-        float sum[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int j = 0; j < P; ++j)
+          h.v[r][g][j] = G == 1 || g < h.n ? stage[(r * G + g) * kRowWords + tid + kConsumers * j]
+                                           : make_uint4(0, 0, 0, 0);
+    // The words (and the columns) are in registers: the stage goes back.
+    __syncwarp();
+    if (lane == 0) Bulk::arrive(&empty[st]);
+  };
+  // Stage i's columns (held in h) multiplied, their warp sums kept in row i - base of the table.
+  auto multiply = [&](int i, int base, const Held& h) {
+    float acc[R][G];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        acc[r][g] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < P; ++j) {
+          if constexpr (kIsFp8<W>)
+            acc[r][g] = fmaf(word_dot<W>(h.v[r][g][j], a[j], 0.0f), h.s[r][j], acc[r][g]);
+          else
+            acc[r][g] = word_dot<W>(h.v[r][g][j], a[j], acc[r][g]);
+        }
+      }
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int g = 0; g < G; ++g) acc[r][g] = warp_sum(acc[r][g]);
+    if (lane == 0) {
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int g = 0; g < G; ++g) part[(i - base) * G + g][r][warp] = acc[r][g];
+    }
+    if constexpr (G == 1) {
+      if (tid == 0) col_at[i - base] = h.c;
+    } else {
+      if (tid < G) col_at[(i - base) * G + tid] = tid < h.n ? h.c + tid : -1;
+    }
+  };
+  // After stage i: every kChunk stages, and at the end mark, the kept sums of the stages since
+  // `base`, added in warp order, go out with the epilogue. Returns true at the end mark.
+  auto flush = [&](int i, int& base, bool last) {
+    if (!last && i - base != kChunk - 1) return false;
+    const int end = last ? i : i + 1;
+    consumers_sync<kConsumers>();
+    for (int k = tid; k < (end - base) * G; k += kConsumers) {
+      const int64_t col = col_at[k];
+      if (G > 1 && col < 0) continue;
+      float sum[R];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        sum[r] = 0.0f;
+#pragma unroll
+        for (int q = 0; q < CW; ++q) sum[r] += part[k][r][q];
+      }
+      if constexpr (R == 2)
+        out[col] = swiglu_product(sum[0], sum[1], bias, col, cols);
+      else
+        store_product(out + col, sum[0], bias, col,
+                      mode == static_cast<int>(LinearMode::kAccumulate));
+    }
+    if (last) return true;
+    consumers_sync<kConsumers>();  // the table is reused
+    base = end;
+    return false;
+  };
+  int base = 0;
+  if constexpr (kPipe) {
+    // Stage i in h, the next one taken into `next` before the multiply; two register sets in turn
+    // (no copies between them).
+    auto run_stage = [&](int i, Held& h, Held& next) {
+      if (h.c >= 0) {
+        take_stage(i + 1, next);
+        multiply(i, base, h);
+      }
+      return flush(i, base, h.c < 0);
+    };
+    Held h0, h1;
+    take_stage(0, h0);
+    for (int i = 0;; i += 2) {
+      if (run_stage(i, h0, h1)) break;
+      if (run_stage(i + 1, h1, h0)) break;
+    }
+  } else {
+    // The same as take_stage, written out: as a lambda here the K = 16384 16-bit kernel spilled
+    // (212 bytes; ptxas, sm_90).
+    for (int i = 0;; ++i) {
+      const int st = i % stages;
+      Bulk::wait(&full[st], (i / stages) & 1);
+      Held h;
+      h.c = col_of[st];
+      if (h.c >= 0) {
+        h.n = G > 1 ? col_count[st] : 1;
+        const uint4* stage = ring + st * kStageWords;
+        float s[R][kSP];
+        if constexpr (kIsFp8<W>) {
+          const float* table = reinterpret_cast<const float*>(stage + R * G * kRowWords);
+#pragma unroll
+          for (int r = 0; r < R; ++r)
+#pragma unroll
+            for (int j = 0; j < P; ++j)
+              s[r][j] = table[r * kKB + (tid + kConsumers * j) * kV / kBK];
+        }
+        uint4 v[R][G][P];
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+          for (int g = 0; g < G; ++g)
+#pragma unroll
+            for (int j = 0; j < P; ++j)
+              v[r][g][j] = G == 1 || g < h.n ? stage[(r * G + g) * kRowWords + tid + kConsumers * j]
+                                             : make_uint4(0, 0, 0, 0);
+        __syncwarp();
+        if (lane == 0) Bulk::arrive(&empty[st]);
 #pragma unroll
         for (int r = 0; r < R; ++r) {
-          sum[r] = 0.0f;
+          if constexpr (kIsFp8<W>)
 #pragma unroll
-          for (int q = 0; q < CW; ++q) sum[r] += part[k][r][q];
+            for (int j = 0; j < kSP; ++j) h.s[r][j] = s[r][j];
+#pragma unroll
+          for (int g = 0; g < G; ++g)
+#pragma unroll
+            for (int j = 0; j < P; ++j) h.v[r][g][j] = v[r][g][j];
         }
-        if constexpr (R == 2)
-          out[col] = swiglu_product(sum[0], sum[1], bias, col, cols);
-        else
-          store_product(out + col, sum[0], bias, col, mode == static_cast<int>(LinearMode::kAccumulate));
+        multiply(i, base, h);
       }
-      if (last) break;
-      consumers_sync<kConsumers>();  // the table is reused
-      base = end;
+      if (flush(i, base, h.c < 0)) break;
     }
   }
 }
