@@ -439,16 +439,7 @@ bulk_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, 
     h.c = col_of[st];
     if (h.c < 0) return;
     h.n = G > 1 ? col_count[st] : 1;
-    const uint4* stage = ring + st * kStageWords;
-    // FP8: word j of this thread lies in block (tid + kConsumers j) / 8, the same for the stage's
-    // G columns.
-    if constexpr (kIsFp8<W>) {
-      const float* table = reinterpret_cast<const float*>(stage + R * G * kRowWords);
-#pragma unroll
-      for (int r = 0; r < R; ++r)
-#pragma unroll
-        for (int j = 0; j < P; ++j) h.s[r][j] = table[r * kKB + (tid + kConsumers * j) * kV / kBK];
-    }
+    const uint4* stage = ring + st * kStageWords;  // 16-bit rows (kPipe): no block scales
 #pragma unroll
     for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -548,6 +539,8 @@ bulk_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, 
       if (h.c >= 0) {
         h.n = G > 1 ? col_count[st] : 1;
         const uint4* stage = ring + st * kStageWords;
+        // FP8: word j of this thread lies in block (tid + kConsumers j) / 8, the same for the
+        // stage's G columns.
         float s[R][kSP];
         if constexpr (kIsFp8<W>) {
           const float* table = reinterpret_cast<const float*>(stage + R * G * kRowWords);
