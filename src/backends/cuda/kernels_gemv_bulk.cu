@@ -267,6 +267,30 @@ __device__ __forceinline__ float word_dot(const uint4& raw, const float (&a)[kWo
   }
 }
 
+// N sums over the warp (N = 1, 2 or 4) in 6 shuffles for four and 5 for two, not 5 N: the
+// halves of the warp swap half of the sums (the lower half keeps the first ones), then the
+// quarters, until each group of 32 / N lanes holds one sum, which it adds up alone; lane
+// k * 32 / N ends with sum k in v[0]. Every addition is one that warp_sum makes for that sum at
+// that lane, so the bits are the same. H100, batch-1 8B FP8 steps (four sums per stage: 6
+// shuffles instead of 20), one lease: 3.238-3.249 ms against 3.271-3.275.
+template <int N>
+__device__ __forceinline__ void warp_sums(float* v) {
+  static_assert(N == 1 || N == 2 || N == 4, "warp_sums: 1, 2 or 4 sums");
+  const int lane = threadIdx.x % 32;
+  int count = N, o = 16;
+#pragma unroll
+  for (; count > 1; count /= 2, o /= 2) {
+    const bool hi = lane & o;
+#pragma unroll
+    for (int j = 0; j < count / 2; ++j) {
+      const float keep = hi ? v[j + count / 2] : v[j], send = hi ? v[j] : v[j + count / 2];
+      v[j] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+    }
+  }
+#pragma unroll
+  for (; o > 0; o /= 2) v[0] += __shfl_xor_sync(0xffffffffu, v[0], o);
+}
+
 // R = 2: SwiGLU, columns n and cols + n of w together. (CW + 1) warps: CW consume, the last one's
 // first lane produces. FP8 weights: `scales` is the block table ([ceil(N / 128)][K / 128]).
 template <typename W, int CW, int P, int R>
@@ -468,15 +492,11 @@ bulk_gemv_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, 
             acc[r][g] = word_dot<W>(h.v[r][g][j], a[j], acc[r][g]);
         }
       }
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-      for (int g = 0; g < G; ++g) acc[r][g] = warp_sum(acc[r][g]);
-    if (lane == 0) {
-#pragma unroll
-      for (int r = 0; r < R; ++r)
-#pragma unroll
-        for (int g = 0; g < G; ++g) part[(i - base) * G + g][r][warp] = acc[r][g];
+    // Lane k * 32 / (R * G) holds sum k = r * G + g.
+    warp_sums<R * G>(&acc[0][0]);
+    if (lane % (32 / (R * G)) == 0) {
+      const int k = lane / (32 / (R * G));
+      part[(i - base) * G + k % G][k / G][warp] = acc[0][0];
     }
     if constexpr (G == 1) {
       if (tid == 0) col_at[i - base] = h.c;
