@@ -44,7 +44,6 @@ struct IntMirror {
   int32_t* pinned = nullptr;
   size_t capacity = 0;
   cudaEvent_t copied = nullptr;  // recorded after the last copy out of `pinned`
-  bool staged = false;           // graph inputs: `host` is what the device section holds
 };
 
 // One upload per distinct batch: [query_start | context_lens | block_tables | slots | token seq].
@@ -733,18 +732,17 @@ class CudaBackend final : public Backend {
       }
       RH_CUDA(cudaMalloc(reinterpret_cast<void**>(&graph_inputs_.dev), total * sizeof(int32_t)));
       RH_CUDA(cudaMallocHost(reinterpret_cast<void**>(&graph_inputs_.pinned), total * sizeof(int32_t)));
-      graph_inputs_.capacity = total;
       for (int i = 0, at = 0; i < 4; at += static_cast<int>(cap[i]), ++i) {
         g[i]->dev = graph_inputs_.dev + at;
         g[i]->pinned = graph_inputs_.pinned + at;
         g[i]->capacity = cap[i];
-        g[i]->host.clear();
-        g[i]->staged = false;
+        g[i]->host.clear();  // the new sections hold nothing yet
       }
     }
+    bool changed[4];
     int first = -1, last = -1;
     for (int i = 0; i < 4; ++i)
-      if (!g[i]->staged || g[i]->host != *values[i]) {
+      if ((changed[i] = g[i]->host != *values[i])) {
         if (first < 0) first = i;
         last = i;
       }
@@ -754,9 +752,8 @@ class CudaBackend final : public Backend {
     // queued a step ago, before a synchronizing read of the tokens).
     RH_CUDA(cudaEventSynchronize(graph_inputs_.copied));
     for (int i = first; i <= last; ++i) {
-      if (g[i]->staged && g[i]->host == *values[i]) continue;  // its pinned copy is current
+      if (!changed[i]) continue;  // its pinned copy is current
       g[i]->host = *values[i];
-      g[i]->staged = true;
       if (!values[i]->empty()) std::memcpy(g[i]->pinned, values[i]->data(), values[i]->size() * sizeof(int32_t));
     }
     // One copy from the first changed section to the end of the last one's values.
