@@ -7,8 +7,9 @@
 //   8192^3 product in the tensor-core mode's own cuBLASLt configuration);
 // - prefill: FLOPs (2 per weight and token, plus causal attention) over the matrix rate.
 // Steps run as the engine runs them: tokens drawn on the GPU (greedy unless --temperature is
-// set; --top-p and --top-k then restrict the draw), so only token ids come back, and decode steps
-// replayed from CUDA graphs unless --graphs 0.
+// set; --top-p and --top-k then restrict the draw), so only token ids come back, decode steps
+// replayed from CUDA graphs unless --graphs 0, and overlapped unless --overlap 0: step N + 1 is
+// queued with its ids read on the device from step N's draw before the host reads step N's tokens.
 //
 //   bench_cuda [--model configs/llama-3.1-8b] [--batches 1,8,64,256] [--context 1024]
 //              [--steps 32] [--prefill 512,4096] [--precision bf16|f32] [--graphs 1] [--profile 0]
@@ -17,6 +18,7 @@
 //              [--product-rows 1,8,...]  (activation rows of the per-product table)
 //              [--raise-lower-bit-float-to auto|bf16|fp8]  (FP8 weights: W8A16 or W8A8 products)
 //              [--pdl 1]  (0: no programmatic dependent launch, to measure what it gains)
+//              [--overlap 1]  (0: each step's tokens read before the next step is queued)
 //              [--leave-out rope_attention,...]  (op families skipped: what they cost in place;
 //                                                 the tokens are then meaningless)
 //
@@ -108,7 +110,7 @@ class TimedBackend final : public Backend {
   int64_t last_graph = -1;  // the key of the last graph replayed
   // Host seconds spent staging a graph's inputs, launching it, and drawing tokens (which waits for
   // the step), summed while ops are not timed one by one.
-  double stage_s = 0, launch_s = 0, sample_s = 0;
+  double stage_s = 0, launch_s = 0, sample_s = 0, collect_s = 0;
 
  private:
   template <typename F>
@@ -132,10 +134,10 @@ class TimedBackend final : public Backend {
   std::string name() const override { return inner_->name(); }
   // Graphs and device argmax pass through while not profiling; a profiled step runs eagerly.
   bool supports_graphs() const override { return !timing && inner_->supports_graphs(); }
-  void graph_stage(const std::vector<int32_t>& ids, const std::vector<int32_t>& pos, const AttentionBatch& a,
-                   const std::vector<int32_t>& logit_rows, const KvCache& kv) override {
+  void graph_stage(const std::vector<int32_t>& ids, const std::vector<int32_t>& from, const std::vector<int32_t>& pos,
+                   const AttentionBatch& a, const std::vector<int32_t>& logit_rows, const KvCache& kv) override {
     const auto t0 = Clock::now();
-    inner_->graph_stage(ids, pos, a, logit_rows, kv);
+    inner_->graph_stage(ids, from, pos, a, logit_rows, kv);
     stage_s += seconds_since(t0);
   }
   void graph_capture_begin() override { inner_->graph_capture_begin(); }
@@ -154,6 +156,23 @@ class TimedBackend final : public Backend {
     auto r = timed("sample_rows", 0, [&] { return inner_->sample_rows(logits, draws); });
     sample_s += seconds_since(t0);
     return r;
+  }
+  bool overlaps_draws() const override { return inner_->overlaps_draws(); }
+  void draw_rows_async(const Tensor& logits, const std::vector<RowSampling>& draws) override {
+    const auto t0 = Clock::now();
+    timed("draw_rows_async", 0, [&] { inner_->draw_rows_async(logits, draws); return 0; });
+    sample_s += seconds_since(t0);
+  }
+  // Waits for the draw: with overlapped steps, for the step before the one just queued.
+  std::vector<SampledToken> collect_draw() override {
+    const auto t0 = Clock::now();
+    auto r = inner_->collect_draw();
+    collect_s += seconds_since(t0);
+    return r;
+  }
+  void embedding_drawn(const Tensor& table, const std::vector<int32_t>& ids, const std::vector<int32_t>& from,
+                       Tensor& out) override {
+    timed("embedding", 0, [&] { inner_->embedding_drawn(table, ids, from, out); return 0; });
   }
   Device device() const override { return inner_->device(); }
   Tensor alloc(DType dt, Shape shape) override {
@@ -224,7 +243,7 @@ struct Decode {
   int64_t batch = 0;
   double step_s = 0, tok_s = 0, bound_tok_s = 0, bytes = 0, flops = 0;
   double graph_s = 0;  // the step's graph alone, replayed back to back (0: steps not on graphs)
-  double stage_s = 0, launch_s = 0, sample_s = 0;  // host time per step (TimedBackend)
+  double stage_s = 0, launch_s = 0, sample_s = 0, collect_s = 0;  // host time per step (TimedBackend)
   bool memory_bound = true;
 };
 
@@ -237,7 +256,7 @@ int main(int argc, char** argv) {
   std::vector<int64_t> batches = {1, 8, 64, 256}, prefills = {512, 4096}, product_rows = {1};
   int64_t context = 1024, steps = 32;
   std::string precision = "bf16", dummy_dtype, lower_bit_float = "auto";
-  bool graphs = true, profile = false;
+  bool graphs = true, profile = false, overlap = true;
   std::set<std::string> leave_out;
   RowSampling sampling;  // greedy
   DType kv_dtype = DType::kBF16;
@@ -250,6 +269,7 @@ int main(int argc, char** argv) {
     else if (a == "--prefill") prefills = parse_list(v);  // '' for none
     else if (a == "--precision") precision = v;
     else if (a == "--graphs") graphs = v != "0";
+    else if (a == "--overlap") overlap = v != "0";
     else if (a == "--profile") profile = v != "0";
     else if (a == "--dummy-dtype") dummy_dtype = v;
     else if (a == "--kv-dtype") kv_dtype = parse_kv_cache_dtype(v);
@@ -343,15 +363,36 @@ int main(int argc, char** argv) {
     for (int64_t B : batches) {
       Decode d;
       d.batch = B;
-      for (int64_t w = 0; w < 2; ++w) model->forward(decode_batch(B, context - 2 + w), kv);  // capture
+      // Overlapped as the engine runs a steady decode: step i queued (its ids those step i - 1
+      // drew, still on the device), then step i - 1's tokens collected.
+      bool in_flight = false;
+      auto run_step = [&](int64_t ctx) {
+        ForwardBatch b = decode_batch(B, ctx);
+        if (overlap) {
+          if (in_flight)
+            for (int64_t s = 0; s < B; ++s) b.from_draw.push_back(static_cast<int32_t>(s));
+          b.draw_async = true;
+        }
+        model->forward(b, kv);
+        if (in_flight) backend->collect_draw();
+        in_flight = overlap;
+      };
+      auto drain = [&] {
+        if (in_flight) backend->collect_draw();
+        in_flight = false;
+      };
+      for (int64_t w = 0; w < 2; ++w) run_step(context - 2 + w);  // capture
+      drain();
       RH_CUDA(cudaDeviceSynchronize());
-      timed->stage_s = timed->launch_s = timed->sample_s = 0;
+      timed->stage_s = timed->launch_s = timed->sample_s = timed->collect_s = 0;
       auto ts = Clock::now();
-      for (int64_t i = 0; i < steps; ++i) model->forward(decode_batch(B, context + i), kv);
+      for (int64_t i = 0; i < steps; ++i) run_step(context + i);
+      drain();
       d.step_s = seconds_since(ts) / static_cast<double>(steps);
       d.stage_s = timed->stage_s / static_cast<double>(steps);
       d.launch_s = timed->launch_s / static_cast<double>(steps);
       d.sample_s = timed->sample_s / static_cast<double>(steps);
+      d.collect_s = timed->collect_s / static_cast<double>(steps);
       if (timed->last_graph >= 0) {
         // The step's graph replayed back to back, the same inputs each time: the device's share of a
         // step, without the host's (staging the inputs, drawing the tokens, reading them back).
@@ -410,8 +451,9 @@ int main(int argc, char** argv) {
     std::printf("model              %s (%s, dummy %s weights, %.2f B params, %.2f GB)\n", model_dir.c_str(),
                 c.architecture.c_str(), weights_desc.c_str(), static_cast<double>(model->num_parameters()) / 1e9,
                 static_cast<double>(model->weight_bytes()) / 1e9);
-    std::printf("device             %s, precision %s, FP8 raised to %s, CUDA graphs %s, KV cache %s (%.0f bytes per token)\n",
+    std::printf("device             %s, precision %s, FP8 raised to %s, CUDA graphs %s, steps %s, KV cache %s (%.0f bytes per token)\n",
                 backend->name().c_str(), precision.c_str(), lower_bit_float.c_str(), graphs ? "on" : "off",
+                overlap ? "overlapped" : "one at a time",
                 std::string(dtype_name(kv_dtype)).c_str(), kv_token_bytes);
     if (sampling.temperature > 0)
       std::printf("sampling           temperature %g, top-p %g, top-k %d (drawn on the GPU)\n", sampling.temperature,
@@ -431,10 +473,12 @@ int main(int argc, char** argv) {
                   d.memory_bound ? "bandwidth" : "matrix rate", d.bytes / 1e9, d.flops / 1e12);
     if (graphs) {
       std::printf("(graph ms: the step's CUDA graph replayed back to back, without staging, sampling or reading back)\n");
-      std::printf("host per step, us: staging inputs / launching the graph / drawing tokens (waits for the step) / the rest\n");
+      std::printf("host per step, us: staging inputs / launching the graph / drawing tokens / waiting for the tokens "
+                  "(overlapped: the previous step's) / the rest\n");
       for (const Decode& d : decodes)
-        std::printf("  batch %-6lld %8.1f %8.1f %10.1f %8.1f\n", static_cast<long long>(d.batch), d.stage_s * 1e6,
-                    d.launch_s * 1e6, d.sample_s * 1e6, (d.step_s - d.stage_s - d.launch_s - d.sample_s) * 1e6);
+        std::printf("  batch %-6lld %8.1f %8.1f %10.1f %10.1f %8.1f\n", static_cast<long long>(d.batch), d.stage_s * 1e6,
+                    d.launch_s * 1e6, d.sample_s * 1e6, d.collect_s * 1e6,
+                    (d.step_s - d.stage_s - d.launch_s - d.sample_s - d.collect_s) * 1e6);
     }
     std::printf("\n%-8s %12s %12s %12s %8s\n", "prefill", "ms", "tokens/s", "TFLOP/s", "of rate");
     for (const Prefill& p : pres)

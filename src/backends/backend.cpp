@@ -91,7 +91,36 @@ std::vector<SampledToken> Backend::sample_rows(const Tensor& logits, const std::
   return out;
 }
 
-void Backend::graph_stage(const std::vector<int32_t>&, const std::vector<int32_t>&,
+void Backend::draw_rows_async(const Tensor& logits, const std::vector<RowSampling>& rows) {
+  RH_CHECK(drawn_.size() < kMaxDrawsInFlight, "draw_rows_async: ", drawn_.size(), " draws not yet collected");
+  std::vector<SampledToken> t = sample_rows(logits, rows);
+  latest_draw_.clear();
+  for (const SampledToken& s : t) latest_draw_.push_back(s.token);
+  drawn_.push_back(std::move(t));
+}
+
+std::vector<SampledToken> Backend::collect_draw() {
+  RH_CHECK(!drawn_.empty(), "collect_draw: no draw to collect");
+  std::vector<SampledToken> t = std::move(drawn_.front());
+  drawn_.pop_front();
+  return t;
+}
+
+void Backend::embedding_drawn(const Tensor& table, const std::vector<int32_t>& ids,
+                              const std::vector<int32_t>& from_draw, Tensor& out) {
+  RH_CHECK(from_draw.size() == ids.size(), "embedding_drawn: ", from_draw.size(), " draw rows for ", ids.size(), " ids");
+  std::vector<int32_t> resolved = ids;
+  for (size_t t = 0; t < ids.size(); ++t) {
+    const int32_t r = from_draw[t];
+    if (r < 0) continue;
+    RH_CHECK(static_cast<size_t>(r) < latest_draw_.size(), "embedding_drawn: row ", r, " of a draw of ",
+             latest_draw_.size());
+    resolved[t] = latest_draw_[static_cast<size_t>(r)];
+  }
+  embedding(table, resolved, out);
+}
+
+void Backend::graph_stage(const std::vector<int32_t>&, const std::vector<int32_t>&, const std::vector<int32_t>&,
                           const AttentionBatch&, const std::vector<int32_t>&, const KvCache&) {
   fail(name(), " backend does not support graphs");
 }

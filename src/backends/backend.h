@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -154,6 +155,21 @@ class Backend {
   // The default copies the rows to the host and runs the reference.
   virtual std::vector<SampledToken> sample_rows(const Tensor& logits, const std::vector<RowSampling>& rows);
 
+  // Overlapped decoding: a host may queue step N + 1 before it has read step N's tokens.
+  // draw_rows_async() issues sample_rows()'s draw and returns; the next step's embedding_drawn()
+  // takes token t's id from row from_draw[t] of the latest async draw where from_draw[t] >= 0
+  // (ids[t] is a placeholder there), before the host has seen it; collect_draw() waits for the
+  // oldest async draw not yet collected and returns its tokens as sample_rows() would. At most
+  // kMaxDrawsInFlight draws may wait to be collected. The defaults draw at once and keep the
+  // tokens (the same results, nothing overlapped); overlaps_draws() says whether the backend
+  // really runs ahead.
+  static constexpr int kMaxDrawsInFlight = 2;
+  virtual bool overlaps_draws() const { return false; }
+  virtual void draw_rows_async(const Tensor& logits, const std::vector<RowSampling>& rows);
+  virtual std::vector<SampledToken> collect_draw();
+  virtual void embedding_drawn(const Tensor& table, const std::vector<int32_t>& ids,
+                               const std::vector<int32_t>& from_draw, Tensor& out);
+
   // Graphs: a forward step's ops recorded once and replayed (CUDA graphs). Replays read the
   // step's index arrays from fixed device buffers, so before every capture and replay the model
   // stages them with graph_stage (which also checks them against `kv`, since a replay runs no op
@@ -162,7 +178,8 @@ class Backend {
   // slot -1, and a sequence of one such token may have context 0 (see attention()).
   // A backend without graphs keeps these defaults.
   virtual bool supports_graphs() const { return false; }
-  virtual void graph_stage(const std::vector<int32_t>& token_ids,
+  // from_draw: embedding_drawn()'s rows of the latest async draw (-1: the id in token_ids).
+  virtual void graph_stage(const std::vector<int32_t>& token_ids, const std::vector<int32_t>& from_draw,
                            const std::vector<int32_t>& positions, const AttentionBatch& attn,
                            const std::vector<int32_t>& rows, const KvCache& kv);
   virtual void graph_capture_begin();
@@ -173,6 +190,11 @@ class Backend {
   // dropped by graph_clear or by staging that needed larger buffers).
   virtual bool graph_replay(int64_t /*key*/) { return false; }
   virtual void graph_clear() {}
+
+ private:
+  // The default async draws: their tokens, drawn at once, until collected; the latest's ids.
+  std::deque<std::vector<SampledToken>> drawn_;
+  std::vector<int32_t> latest_draw_;
 };
 
 // The CPU backend: `reference` selects the plain scalar ops instead of the fast ones.

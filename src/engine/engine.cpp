@@ -29,6 +29,7 @@ struct Engine::Sequence {
   std::string full_text;        // decoded output so far (cut at a stop string)
   size_t text_sent = 0;         // bytes of full_text already streamed
   bool finished = false;
+  int awaiting = 0;             // in-flight draws that hold this sequence's next tokens
 
   int64_t remaining() const { return static_cast<int64_t>(tokens.size()) - computed; }
   bool before(const Sequence& o) const {
@@ -101,11 +102,18 @@ Engine::Engine(Model& model, Backend& backend, EngineConfig config, TextStreamFa
            " tokens (", spec.bytes_per_block() * config_.num_blocks / (1 << 20), " MiB, ",
            dtype_name(config_.kv_dtype), "), prefix caching ",
            config_.enable_prefix_caching ? "on" : "off");
+  overlap_ = config_.overlap == EngineConfig::Overlap::kOn ||
+             (config_.overlap == EngineConfig::Overlap::kAuto && backend_.overlaps_draws());
   counters_.blocks_total = config_.num_blocks;
   publish_stats();
 }
 
-Engine::~Engine() { stop(); }
+Engine::~Engine() {
+  stop();
+  // Draws still in flight (the engine thread stopped mid-run) are collected, so that the backend
+  // has none left for the next engine.
+  while (!in_flight_.empty()) collect_in_flight();
+}
 
 std::shared_ptr<RequestStream> Engine::submit(Request r) {
   const ModelConfig& mc = model_.config();
@@ -191,11 +199,19 @@ void Engine::drain_inbox() {
   }
   auto gone = [](const std::unique_ptr<Sequence>& s) { return s->finished; };
   int64_t removed_waiting = std::count_if(waiting_.begin(), waiting_.end(), gone);
-  running_.erase(std::remove_if(running_.begin(), running_.end(), gone), running_.end());
-  waiting_.erase(std::remove_if(waiting_.begin(), waiting_.end(), gone), waiting_.end());
+  remove_finished();
   if (removed_waiting) {
     std::lock_guard<std::mutex> lock(inbox_mu_);
     queued_ -= removed_waiting;
+  }
+}
+
+void Engine::remove_finished() {
+  for (auto* list : {&running_, &waiting_}) {
+    for (auto& s : *list)
+      if (s->finished && s->awaiting > 0) retired_.push_back(std::move(s));
+    list->erase(std::remove_if(list->begin(), list->end(), [](const auto& s) { return !s || s->finished; }),
+                list->end());
   }
 }
 
@@ -317,7 +333,9 @@ void Engine::schedule(std::vector<Sequence*>& batch, std::vector<int64_t>& chunk
 
 void Engine::commit_full_blocks(Sequence& s) {
   const int64_t bs = config_.block_size;
-  while ((s.hashed_blocks + 1) * bs <= s.computed) {
+  // Blocks whose every token is known (an overlapped step computes a token before the host has it).
+  const int64_t known = std::min(s.computed, static_cast<int64_t>(s.tokens.size()));
+  while ((s.hashed_blocks + 1) * bs <= known) {
     const int32_t* t = s.tokens.data() + s.hashed_blocks * bs;
     s.chain_hash = blocks_->commit(s.block_table[static_cast<size_t>(s.hashed_blocks)], s.chain_hash, t);
     ++s.hashed_blocks;
@@ -411,6 +429,11 @@ void Engine::emit_token(Sequence& s, int32_t token, const TokenLogprob* lp) {
 
 bool Engine::step() {
   drain_inbox();
+  if (!in_flight_.empty()) {
+    if (overlapped_step()) return true;
+    while (!in_flight_.empty()) collect_in_flight();
+    remove_finished();
+  }
   if (running_.empty() && waiting_.empty()) {
     publish_stats();
     return false;
@@ -480,6 +503,10 @@ bool Engine::step() {
     const Sequence& s = *batch[i];
     fb.sampling.push_back(row_sampling(s.req.sampling, s.tokens, s.num_output, s.seed, s.num_output, V));
   }
+  // The draw stays on the device (the next step may be queued before its tokens are read) when
+  // every logit row is sampled there and none needs the host before the next draw (penalties).
+  fb.draw_async = overlap_ && !fb.sampling.empty() && fb.sampling.size() == fb.logit_rows.size();
+  for (const RowSampling& r : fb.sampling) fb.draw_async = fb.draw_async && !r.has_penalties();
   auto t1 = std::chrono::steady_clock::now();
   Tensor logits;
   try {
@@ -492,8 +519,7 @@ bool Engine::step() {
       finish(*s, FinishReason::kError, "", out);
       s->stream->push(std::move(out));
     }
-    running_.erase(std::remove_if(running_.begin(), running_.end(), [](const auto& s) { return s->finished; }),
-                   running_.end());
+    remove_finished();
     publish_stats();
     return true;
   }
@@ -506,11 +532,17 @@ bool Engine::step() {
     s.prompt_lps.push_back(token_logprob(lrow, V, s.tokens[static_cast<size_t>(pos + 1)], s.req.sampling.prompt_logprobs));
   }
   int64_t row = 0;
+  std::vector<Sequence*> drawn;  // fb.draw_async: the draw's sequences, its rows in order
   for (size_t i = 0; i < batch.size(); ++i) {
     Sequence& s = *batch[i];
     s.computed += chunks[i];
     commit_full_blocks(s);
     if (!wants_logits[i]) continue;
+    if (fb.draw_async) {
+      ++s.awaiting;
+      drawn.push_back(&s);
+      continue;
+    }
     SampledToken& t = sampled[static_cast<size_t>(row++)];
     if (s.req.sampling.logprobs >= 0) {
       const TokenLogprob lp = to_token_logprob(std::move(t));
@@ -519,14 +551,151 @@ bool Engine::step() {
       emit_token(s, t.token, nullptr);
     }
   }
-  running_.erase(std::remove_if(running_.begin(), running_.end(), [](const auto& s) { return s->finished; }),
-                 running_.end());
+  if (fb.draw_async) in_flight_.push_back(std::move(drawn));
+  remove_finished();
   auto t3 = std::chrono::steady_clock::now();
   ++counters_.steps;
   counters_.model_seconds += std::chrono::duration<double>(t2 - t1).count();
   counters_.schedule_seconds += std::chrono::duration<double>((t1 - t0) + (t3 - t2)).count();
   publish_stats();
   return true;
+}
+
+bool Engine::overlapped_step() {
+  if (!overlap_ || in_flight_.size() != 1) return false;
+  const std::vector<Sequence*>& prev = in_flight_.back();
+  const auto t0 = std::chrono::steady_clock::now();
+  // Arrivals the scheduler would admit (there is room, or they rank before a running sequence,
+  // which they may preempt) go through it.
+  if (!waiting_.empty()) {
+    if (static_cast<int64_t>(running_.size()) < config_.max_running || running_.empty()) return false;
+    const Sequence* worst = running_.front().get();
+    for (const auto& r : running_)
+      if (worst->before(*r)) worst = r.get();
+    for (const auto& w : waiting_)
+      if (w->before(*worst)) return false;
+  }
+  // Every running sequence decodes the token it awaits from that draw, with nothing the host
+  // must see first; those sure to stop on that token (their length) are left out.
+  std::vector<char> take(prev.size(), 0);
+  int64_t n = 0;
+  for (const auto& r : running_) {
+    const Sequence& s = *r;
+    if (s.awaiting != 1 || (s.req.sampling.prompt_logprobs >= 0 && s.num_output == 0)) return false;
+    if (s.req.sampling.repetition_penalty != 1.0f || s.req.sampling.frequency_penalty != 0.0f ||
+        s.req.sampling.presence_penalty != 0.0f)
+      return false;
+    const auto at = std::find(prev.begin(), prev.end(), &s);
+    if (at == prev.end()) return false;
+    const bool last = s.num_output + 1 >= s.req.sampling.max_tokens ||
+                      static_cast<int64_t>(s.tokens.size()) + 1 >= config_.max_seq_len;
+    if (last) continue;
+    take[static_cast<size_t>(at - prev.begin())] = 1;
+    ++n;
+  }
+  if (n == 0 || n > config_.max_batched_tokens) return false;
+  for (size_t r = 0; r < prev.size(); ++r)
+    if (take[r] && !ensure_blocks(*prev[r], prev[r]->computed + 1)) return false;  // may need preemption
+
+  ForwardBatch fb;
+  fb.attn.num_seqs = static_cast<int32_t>(n);
+  fb.attn.query_start.push_back(0);
+  int32_t max_blocks = 0;
+  for (size_t r = 0; r < prev.size(); ++r)
+    if (take[r]) max_blocks = std::max(max_blocks, static_cast<int32_t>(prev[r]->block_table.size()));
+  fb.attn.max_blocks = max_blocks;
+  const int64_t bs = config_.block_size, V = model_.config().vocab_size;
+  std::vector<Sequence*> batch;
+  for (size_t r = 0; r < prev.size(); ++r) {
+    if (!take[r]) continue;
+    Sequence& s = *prev[r];
+    const int64_t pos = s.computed;  // the awaited token's position
+    fb.token_ids.push_back(0);       // read on the device from the draw
+    fb.from_draw.push_back(static_cast<int32_t>(r));
+    fb.positions.push_back(static_cast<int32_t>(pos));
+    fb.attn.slot_mapping.push_back(static_cast<int32_t>(s.block_table[static_cast<size_t>(pos / bs)] * bs + pos % bs));
+    fb.attn.query_start.push_back(fb.attn.query_start.back() + 1);
+    fb.attn.context_lens.push_back(static_cast<int32_t>(pos + 1));
+    for (int32_t b = 0; b < max_blocks; ++b)
+      fb.attn.block_tables.push_back(b < static_cast<int32_t>(s.block_table.size()) ? s.block_table[static_cast<size_t>(b)] : 0);
+    fb.logit_rows.push_back(static_cast<int32_t>(batch.size()));
+    // The token after the awaited one: output index num_output + 1 (no penalties, so the history
+    // is not read).
+    fb.sampling.push_back(row_sampling(s.req.sampling, s.tokens, s.num_output, s.seed, s.num_output + 1, V));
+    batch.push_back(&s);
+  }
+  fb.draw_async = true;
+  const auto t1 = std::chrono::steady_clock::now();
+  try {
+    model_.forward(fb, kv_);
+  } catch (const std::exception& e) {
+    log_error("forward step failed: ", e.what());
+    for (Sequence* s : batch) {
+      RequestOutput out;
+      out.error = e.what();
+      finish(*s, FinishReason::kError, "", out);
+      s->stream->push(std::move(out));
+    }
+    while (!in_flight_.empty()) collect_in_flight();
+    remove_finished();
+    publish_stats();
+    return true;
+  }
+  for (Sequence* s : batch) {
+    s->computed += 1;
+    ++s->awaiting;
+  }
+  in_flight_.push_back(std::move(batch));
+  const auto t2 = std::chrono::steady_clock::now();
+  collect_in_flight();  // the previous step's tokens, while this one runs
+  remove_finished();
+  const auto t3 = std::chrono::steady_clock::now();
+  ++counters_.steps;
+  ++counters_.overlapped_steps;
+  counters_.model_seconds += std::chrono::duration<double>(t2 - t1).count();
+  counters_.schedule_seconds += std::chrono::duration<double>((t1 - t0) + (t3 - t2)).count();
+  publish_stats();
+  return true;
+}
+
+void Engine::collect_in_flight() {
+  std::vector<Sequence*> seqs = std::move(in_flight_.front());
+  in_flight_.pop_front();
+  std::vector<SampledToken> tokens;
+  std::string error;
+  try {
+    tokens = backend_.collect_draw();
+    if (tokens.size() != seqs.size())
+      error = "a draw returned " + std::to_string(tokens.size()) + " tokens for " + std::to_string(seqs.size()) + " rows";
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (!error.empty()) log_error("collecting a step's tokens failed: ", error);
+  for (size_t r = 0; r < seqs.size(); ++r) {
+    Sequence& s = *seqs[r];
+    --s.awaiting;
+    if (s.finished) {
+      ++counters_.wasted_tokens;  // stopped (or cancelled) while this token was drawn
+      continue;
+    }
+    if (!error.empty()) {
+      RequestOutput out;
+      out.error = error;
+      finish(s, FinishReason::kError, "", out);
+      s.stream->push(std::move(out));
+      continue;
+    }
+    SampledToken& t = tokens[r];
+    if (s.req.sampling.logprobs >= 0) {
+      const TokenLogprob lp = to_token_logprob(std::move(t));
+      emit_token(s, lp.token, &lp);
+    } else {
+      emit_token(s, t.token, nullptr);
+    }
+    if (!s.finished) commit_full_blocks(s);
+  }
+  retired_.erase(std::remove_if(retired_.begin(), retired_.end(), [](const auto& s) { return s->awaiting == 0; }),
+                 retired_.end());
 }
 
 void Engine::publish_stats() {
@@ -565,6 +734,9 @@ void Engine::stop() {
   }
   inbox_cv_.notify_all();
   thread_.join();
+  // The tokens of draws still in flight go to their requests.
+  while (!in_flight_.empty()) collect_in_flight();
+  remove_finished();
 }
 
 EngineStats Engine::stats() const {

@@ -9,6 +9,16 @@
 // blocks run out it preempts the lowest-priority, newest sequence (freeing its blocks; it is
 // recomputed later, with identical results). Prefix caching shares the KV of full blocks between
 // sequences with the same prefix.
+//
+// Overlapped decoding: on a backend that runs ahead (Backend::overlaps_draws, the CUDA backend), a
+// step whose rows are all sampled on the device leaves its tokens there, and while it runs the
+// engine queues the next decode step of the same sequences, whose ids the device reads from that
+// draw, before reading the tokens and emitting them. So the host's work of a step (emitting,
+// scheduling, staging, launching) hides behind the device's instead of standing between steps. A
+// sequence that stops on the token it was waiting for wastes its one queued step, whose token is
+// dropped. The engine steps one at a time instead whenever the next step is not that plain decode
+// of every running sequence: arrivals to admit, cancels, preemption, penalties (which need the
+// previous token on the host), prompt logprobs. Outputs are the same either way.
 #pragma once
 
 #include <atomic>
@@ -58,6 +68,9 @@ struct EngineConfig {
   bool enable_prefix_caching = true;
   int64_t max_waiting = 4096;          // submit() refuses more
   std::vector<int32_t> eos_token_ids;
+  // Overlapped decoding (above): kAuto where the backend runs ahead.
+  enum class Overlap { kAuto, kOn, kOff };
+  Overlap overlap = Overlap::kAuto;
 };
 
 struct EngineStats {
@@ -65,6 +78,8 @@ struct EngineStats {
   int64_t blocks_total = 0, blocks_used = 0, blocks_cached = 0;
   int64_t prefix_lookup_tokens = 0, prefix_hit_tokens = 0;
   int64_t steps = 0, preemptions = 0;
+  int64_t overlapped_steps = 0;  // steps queued before the previous step's tokens were read
+  int64_t wasted_tokens = 0;     // tokens such steps drew for sequences that had already stopped
   int64_t prompt_tokens = 0, generated_tokens = 0;
   double model_seconds = 0, schedule_seconds = 0;
 };
@@ -116,6 +131,9 @@ class Engine {
  private:
   struct Sequence;
   bool step();  // one scheduling step; false when idle
+  bool overlapped_step();   // queues the next decode ahead of the in-flight draw, if it may
+  void collect_in_flight();  // the oldest in-flight draw's tokens emitted
+  void remove_finished();    // finished sequences out of running_ (retired_ while awaited)
   void drain_inbox();
   void schedule(std::vector<Sequence*>& batch, std::vector<int64_t>& chunk);
   bool ensure_blocks(Sequence& s, int64_t tokens_after);
@@ -138,6 +156,11 @@ class Engine {
   std::vector<std::unique_ptr<Sequence>> running_;
   std::vector<std::unique_ptr<Sequence>> waiting_;
   uint64_t arrival_counter_ = 0;
+  bool overlap_ = false;
+  // Steps whose draws are not yet collected, oldest first: the sequences of each draw's rows.
+  std::deque<std::vector<Sequence*>> in_flight_;
+  // Finished sequences an uncollected draw still names, kept until it is collected.
+  std::vector<std::unique_ptr<Sequence>> retired_;
 
   // Shared with other threads.
   mutable std::mutex inbox_mu_;

@@ -116,6 +116,8 @@ class LlamaModel final : public Model {
     RH_CHECK(static_cast<int64_t>(kv.layers.size()) == c.num_layers, "kv cache has wrong layer count");
     for (int32_t id : b.token_ids)
       if (id < 0 || id >= c.vocab_size) fail("token id ", id, " is outside the vocabulary (", c.vocab_size, ")");
+    RH_CHECK(b.from_draw.empty() || static_cast<int64_t>(b.from_draw.size()) == T, "forward: ", b.from_draw.size(),
+             " draw rows for ", T, " tokens");
     Tensor logits;
     if (DecodeGraphs::eligible(b, backend_)) {
       logits = graphs_.run(b, kv, backend_, c.vocab_size,
@@ -125,6 +127,12 @@ class LlamaModel final : public Model {
       step(b, kv, logits);
     }
     const int64_t sampled = static_cast<int64_t>(b.sampling.size());
+    if (b.draw_async) {
+      RH_CHECK(sampled > 0 && sampled == logits.size(0), "forward: an async draw of ", sampled, " rows of ",
+               logits.size(0));
+      backend_.draw_rows_async(logits, b.sampling);
+      return Tensor::empty(DType::kF32, {0, c.vocab_size});
+    }
     if (sampled == 0) return backend_.to_host(logits);
     RH_CHECK(b.sampled && sampled <= logits.size(0), "forward: ", sampled, " rows to sample of ", logits.size(0));
     *b.sampled = backend_.sample_rows(logits, b.sampling);
@@ -148,7 +156,8 @@ class LlamaModel final : public Model {
     Tensor qkv = be.alloc(DType::kF32, {T, (Hq + 2 * Hkv) * D});
     Tensor attn_out = be.alloc(DType::kF32, {T, Hq * D});
     Tensor act = be.alloc(DType::kF32, {T, I});
-    be.embedding(embed_, b.token_ids, residual);
+    if (b.from_draw.empty()) be.embedding(embed_, b.token_ids, residual);
+    else be.embedding_drawn(embed_, b.token_ids, b.from_draw, residual);
     for (int64_t l = 0; l < c.num_layers; ++l) {
       LayerWeights& w = layers_[static_cast<size_t>(l)];
       be.fused_linear(residual, &w.input_norm, eps, w.qkv, w.qkv_bias.data() ? &w.qkv_bias : nullptr,

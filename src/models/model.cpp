@@ -257,6 +257,9 @@ Tensor DecodeGraphs::run(const ForwardBatch& b, KvCache& kv, Backend& backend, i
   ForwardBatch p;
   p.token_ids = b.token_ids;
   p.token_ids.resize(static_cast<size_t>(B), 0);
+  // Always given, so that the recorded embedding reads the draw rows whichever a replay has.
+  p.from_draw = b.from_draw;
+  p.from_draw.resize(static_cast<size_t>(B), -1);
   p.positions = b.positions;
   p.positions.resize(static_cast<size_t>(B), 0);
   p.attn.num_seqs = static_cast<int32_t>(B);
@@ -274,7 +277,7 @@ Tensor DecodeGraphs::run(const ForwardBatch& b, KvCache& kv, Backend& backend, i
   for (int64_t i = 0; i <= B; ++i) p.attn.query_start[static_cast<size_t>(i)] = static_cast<int32_t>(i);
   for (int64_t i = 0; i < B; ++i) p.logit_rows[static_cast<size_t>(i)] = static_cast<int32_t>(i);
 
-  backend.graph_stage(p.token_ids, p.positions, p.attn, p.logit_rows, kv);
+  backend.graph_stage(p.token_ids, p.from_draw, p.positions, p.attn, p.logit_rows, kv);
   const int64_t key = B << 32 | W;
   Tensor& logits = logits_[key];
   if (!logits.data()) logits = backend.alloc(DType::kF32, {B, vocab});

@@ -24,6 +24,13 @@ struct ForwardBatch {
   // the device for them, and forward returns the logits of the remaining rows alone.
   std::vector<RowSampling> sampling;
   std::vector<SampledToken>* sampled = nullptr;
+  // Overlapped decoding (Backend::draw_rows_async). from_draw: per token, -1, or the row of the
+  // backend's latest async draw whose token is this token's id (token_ids holds a placeholder
+  // there); empty when every id is in token_ids. draw_async: every logit row is sampled, by
+  // draw_rows_async; *sampled is not written, the caller collects the tokens with
+  // Backend::collect_draw.
+  std::vector<int32_t> from_draw;
+  bool draw_async = false;
 };
 
 struct LoadOptions {

@@ -89,6 +89,10 @@ void load(ServerState& st, const Settings& s) {
   // A GPU holds little but the model: by default the KV cache takes most of what is left.
   if (ec.kv_memory_fraction == 0 && st.backend->device().type == DeviceType::kCUDA) ec.kv_memory_fraction = 0.9;
   ec.enable_prefix_caching = s.boolean("infer.prefix_caching");
+  const std::string overlap = s.str("infer.overlap_steps");
+  if (overlap == "on") ec.overlap = EngineConfig::Overlap::kOn;
+  else if (overlap == "off") ec.overlap = EngineConfig::Overlap::kOff;
+  else if (overlap != "auto") fail("infer.overlap_steps must be auto, on or off, not '", overlap, "'");
   ec.kv_dtype = parse_kv_cache_dtype(s.str("infer.cache_type"));
   ec.eos_token_ids = assets.eos_token_ids;
   st.engine = std::make_unique<Engine>(*st.model, *st.backend, ec, detokenizer_streams(*st.tokenizer));

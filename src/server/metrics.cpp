@@ -82,6 +82,11 @@ std::string Metrics::render(const EngineStats& e, bool ready) const {
   gauge("redhare_prefix_cache_hit_rate", "Prefix cache hits over queries, in tokens.",
         e.prefix_lookup_tokens ? static_cast<double>(e.prefix_hit_tokens) / static_cast<double>(e.prefix_lookup_tokens) : 0.0);
   counter("redhare_num_preemptions_total", "Sequences preempted for lack of KV blocks.", static_cast<double>(e.preemptions));
+  counter("redhare_engine_steps_total", "Engine steps run.", static_cast<double>(e.steps));
+  counter("redhare_overlapped_steps_total", "Decode steps queued before the previous step's tokens were read.",
+          static_cast<double>(e.overlapped_steps));
+  counter("redhare_overlap_wasted_tokens_total", "Tokens drawn by overlapped steps for sequences that had already stopped.",
+          static_cast<double>(e.wasted_tokens));
   counter("redhare_prompt_tokens_total", "Prompt tokens of finished requests.", static_cast<double>(prompt_tokens_));
   counter("redhare_generation_tokens_total", "Generated tokens of finished requests.", static_cast<double>(generated_tokens_));
   ttft_.render(o, "redhare_time_to_first_token_seconds", "Time from request arrival to its first token.");

@@ -81,6 +81,9 @@ const std::vector<SettingDef>& Settings::schema() {
        "product, Hopper; every product) or auto (fp8 there for products of 16 rows and more, else bf16)"},
       {"infer.use_cuda_graph", "bool", true, "replay decode steps from CUDA graphs (one per batch-size bucket)"},
       {"infer.prefix_caching", "bool", true, "reuse the KV of shared prompt prefixes"},
+      {"infer.overlap_steps", "string", "auto",
+       "queue each decode step before the previous step's tokens are read, hiding the host's work between steps: "
+       "auto (where the backend runs ahead: GPUs), on or off"},
       {"infer.threads", "int", 0, "CPU threads for the model (0 = all)"},
       {"infer.cpu_int8_activations", "bool", false,
        "GGUF block weights on the CPU: 8-bit activations with integer dot products (about 2-3x faster decode, logits off by a few tenths) instead of exact f32"},

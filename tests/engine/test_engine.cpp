@@ -520,5 +520,210 @@ TEST(Engine, PromptLogprobsMatchTheLogitsUnderChunkingAndPrefixCache) {
   EXPECT_TRUE(second.prompt_logprobs.empty());
 }
 
+// ---- Overlapped decoding ----
+
+// Everything a request's stream said, flattened for comparison.
+struct Transcript {
+  std::vector<int32_t> ids;
+  std::string text, stop_reason, error;
+  FinishReason reason = FinishReason::kNone;
+  std::vector<std::pair<int32_t, float>> logprobs;  // (token, logprob) per output token
+  std::vector<std::vector<std::pair<int32_t, float>>> tops;
+  size_t prompt_logprobs = 0;
+  int64_t completion_tokens = 0;
+  bool operator==(const Transcript& o) const {
+    return ids == o.ids && text == o.text && stop_reason == o.stop_reason && error == o.error && reason == o.reason &&
+           logprobs == o.logprobs && tops == o.tops && prompt_logprobs == o.prompt_logprobs &&
+           completion_tokens == o.completion_tokens;
+  }
+};
+
+Transcript transcript(RequestStream& s) {
+  Transcript t;
+  RequestOutput o;
+  while (s.next(&o)) {
+    t.ids.insert(t.ids.end(), o.token_ids.begin(), o.token_ids.end());
+    t.text += o.text;
+    for (const TokenLogprob& lp : o.logprobs) {
+      t.logprobs.emplace_back(lp.token, lp.logprob);
+      t.tops.push_back(lp.top);
+    }
+    t.prompt_logprobs += o.prompt_logprobs.size();
+    if (o.finished) {
+      t.reason = o.finish_reason;
+      t.stop_reason = o.stop_reason;
+      t.error = o.error;
+      t.completion_tokens = o.completion_tokens;
+    }
+  }
+  return t;
+}
+
+std::ostream& operator<<(std::ostream& os, const Transcript& t) {
+  os << "[" << t.ids.size() << " tokens:";
+  for (int32_t i : t.ids) os << " " << i;
+  return os << "; reason " << finish_reason_name(t.reason) << " '" << t.stop_reason << "' " << t.error << "]";
+}
+
+// Requests that exercise every way a sequence ends or is drawn: lengths, EOS, stop tokens and
+// strings (a stopped sequence wastes its queued step), seeded sampling, logprobs, penalties and
+// prompt logprobs (which make the engine step one at a time).
+std::vector<Request> overlap_requests(int32_t* eos) {
+  std::mt19937 rng(21);
+  std::vector<Request> rs;
+  std::vector<int32_t> p0 = random_prompt(rng, 7);
+  const std::vector<int32_t> g0 = alone_greedy(p0, 12);
+  *eos = g0[4];
+  for (int i = 0; i < 3; ++i) rs.push_back(greedy_request(random_prompt(rng, 3 + 9 * i), 14 + 3 * i));
+  Request eos_r = greedy_request(p0, 12);
+  eos_r.sampling.ignore_eos = false;  // stops at g0[4]'s first occurrence
+  rs.push_back(eos_r);
+  Request min_r = eos_r;
+  min_r.sampling.min_tokens = 6;
+  rs.push_back(min_r);
+  Request stop_tok = greedy_request(p0, 12);
+  stop_tok.sampling.stop_token_ids = {g0[2]};
+  rs.push_back(stop_tok);
+  Request stop_str = greedy_request(p0, 12);
+  stop_str.sampling.stop = {std::to_string(g0[6]) + "><"};
+  rs.push_back(stop_str);
+  for (int i = 0; i < 2; ++i) {
+    Request r = greedy_request(random_prompt(rng, 5 + i), 13);
+    r.sampling.temperature = 0.9f;
+    r.sampling.top_p = 0.95f;
+    r.sampling.seed = 100 + i;
+    rs.push_back(r);
+  }
+  Request lp = greedy_request(random_prompt(rng, 6), 9);
+  lp.sampling.logprobs = 3;
+  rs.push_back(lp);
+  Request pen = greedy_request(random_prompt(rng, 8), 10);
+  pen.sampling.repetition_penalty = 1.3f;
+  rs.push_back(pen);
+  Request plp = greedy_request(random_prompt(rng, 9), 6);
+  plp.sampling.prompt_logprobs = 2;
+  rs.push_back(plp);
+  Request one = greedy_request(random_prompt(rng, 4), 1);
+  rs.push_back(one);
+  return rs;
+}
+
+std::vector<Transcript> run_requests(EngineConfig cfg, const std::vector<Request>& rs, EngineStats* stats) {
+  Engine engine(*fx().model, *fx().backend, cfg, id_text());
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const Request& r : rs) streams.push_back(engine.submit(r));
+  engine.run_until_idle();
+  std::vector<Transcript> out;
+  for (auto& s : streams) out.push_back(transcript(*s));
+  *stats = engine.stats();
+  return out;
+}
+
+TEST(EngineOverlap, SameOutputsAsStepsOneAtATime) {
+  int32_t eos = 0;
+  const std::vector<Request> mixed = overlap_requests(&eos);
+  // Without the penalty and prompt-logprobs requests, which make every step they share wait.
+  std::vector<Request> plain;
+  for (const Request& r : mixed)
+    if (r.sampling.repetition_penalty == 1.0f && r.sampling.prompt_logprobs < 0) plain.push_back(r);
+  ASSERT_EQ(plain.size() + 2, mixed.size());
+  struct Variant {
+    const char* name;
+    int64_t max_running, max_batched_tokens, block_size, num_blocks;
+  };
+  // All at once; two running with the rest waiting; chunked prefill; a pool so small that
+  // sequences are preempted.
+  for (const Variant& v : {Variant{"all", 64, 512, 16, 0}, Variant{"two running", 2, 512, 16, 0},
+                           Variant{"chunked", 64, 8, 16, 0}, Variant{"preempting", 64, 512, 4, 14}}) {
+    for (const bool is_plain : {false, true}) {
+      const std::vector<Request>& rs = is_plain ? plain : mixed;
+      const std::string name = std::string(v.name) + (is_plain ? ", plain requests" : ", mixed requests");
+      EngineConfig cfg;
+      cfg.max_running = v.max_running;
+      cfg.max_batched_tokens = v.max_batched_tokens;
+      cfg.block_size = v.block_size;
+      cfg.num_blocks = v.num_blocks;
+      cfg.eos_token_ids = {eos};
+      EngineStats off_stats, on_stats;
+      cfg.overlap = EngineConfig::Overlap::kOff;
+      const std::vector<Transcript> off = run_requests(cfg, rs, &off_stats);
+      cfg.overlap = EngineConfig::Overlap::kOn;
+      const std::vector<Transcript> on = run_requests(cfg, rs, &on_stats);
+      ASSERT_EQ(off.size(), on.size());
+      for (size_t i = 0; i < off.size(); ++i) EXPECT_EQ(on[i], off[i]) << name << ", request " << i;
+      EXPECT_EQ(off_stats.overlapped_steps, 0) << name;
+      EXPECT_EQ(on_stats.generated_tokens, off_stats.generated_tokens) << name;
+      EXPECT_EQ(on_stats.blocks_used, 0) << name;
+      EXPECT_EQ(off_stats.blocks_used, 0) << name;
+      if (is_plain) EXPECT_GT(on_stats.overlapped_steps, 0) << name;
+      // Where decodes overlap when they stop (elsewhere more than 8 of them, or preemption, make
+      // those steps wait), sequences that stop on EOS, a stop token or a stop string waste their
+      // queued step.
+      if (is_plain && v.max_batched_tokens > 8 && v.num_blocks == 0) EXPECT_GE(on_stats.wasted_tokens, 3) << name;
+      if (std::string(v.name) == "preempting") EXPECT_GT(on_stats.preemptions, 0) << name << ": no preemption";
+    }
+  }
+}
+
+TEST(EngineOverlap, ArrivalsAndCancelsWhileRunning) {
+  std::mt19937 rng(22);
+  EngineConfig cfg;
+  cfg.overlap = EngineConfig::Overlap::kOn;
+  Engine engine(*fx().model, *fx().backend, cfg);
+  engine.start();
+  auto doomed = engine.submit(greedy_request(random_prompt(rng, 12), 200));
+  RequestOutput o;
+  ASSERT_TRUE(doomed->next(&o));
+  ASSERT_TRUE(doomed->next(&o));
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (int i = 0; i < 4; ++i) {
+    prompts.push_back(random_prompt(rng, 4 + 5 * i));
+    streams.push_back(engine.submit(greedy_request(prompts.back(), 11)));
+    ASSERT_TRUE(doomed->next(&o));  // one more step between arrivals
+  }
+  engine.cancel(doomed->id());
+  bool aborted = false;
+  while (doomed->next(&o))
+    if (o.finished) aborted = o.finish_reason == FinishReason::kAbort;
+  EXPECT_TRUE(aborted);
+  for (size_t i = 0; i < streams.size(); ++i) {
+    const Transcript t = transcript(*streams[i]);
+    EXPECT_EQ(t.ids, alone_greedy(prompts[i], 11)) << "request " << i;
+    EXPECT_EQ(t.reason, FinishReason::kLength);
+  }
+  for (int i = 0; i < 200 && engine.stats().running > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EngineStats st = engine.stats();
+  EXPECT_GT(st.overlapped_steps, 0);
+  EXPECT_EQ(st.blocks_used, 0);
+  engine.stop();
+}
+
+TEST(EngineOverlap, BackendDefaultsKeepDrawsInOrder) {
+  // The Backend defaults (the CPU backend's): draws come back in order, the latest draw's tokens
+  // feed embedding_drawn, and more than kMaxDrawsInFlight uncollected draws are refused.
+  Backend& be = *fx().backend;
+  Tensor logits = Tensor::from_f32({0, 3, 1, 9, 2, 0, 5, 4, 8, 1, 7, 6}, {3, 4});
+  std::vector<RowSampling> greedy(3);
+  be.draw_rows_async(logits, greedy);
+  Tensor shifted = Tensor::from_f32({3, 0, 1, 2, 0, 1, 9, 4}, {2, 4});
+  be.draw_rows_async(shifted, std::vector<RowSampling>(2));
+  EXPECT_THROW(be.draw_rows_async(shifted, std::vector<RowSampling>(2)), std::logic_error);
+  Tensor table = Tensor::from_f32({0, 0, 1, 1, 2, 2, 3, 3}, {4, 2});
+  Tensor out = Tensor::empty(DType::kF32, {3, 2});
+  be.embedding_drawn(table, {2, 0, 3}, {-1, 1, 0}, out);  // the latest draw's tokens: 0, 2
+  EXPECT_EQ(std::vector<float>(out.data_as<float>(), out.data_as<float>() + 6), (std::vector<float>{2, 2, 2, 2, 0, 0}));
+  EXPECT_THROW(be.embedding_drawn(table, {1}, {2}, out), std::logic_error);  // no row 2 in the latest draw
+  std::vector<SampledToken> a = be.collect_draw(), b = be.collect_draw();
+  ASSERT_EQ(a.size(), 3u);
+  ASSERT_EQ(b.size(), 2u);
+  EXPECT_EQ(a[0].token, 3);
+  EXPECT_EQ(a[1].token, 2);
+  EXPECT_EQ(a[2].token, 0);
+  EXPECT_EQ(b[0].token, 0);
+  EXPECT_EQ(b[1].token, 2);
+  EXPECT_THROW(be.collect_draw(), std::logic_error);
+}
+
 }  // namespace
 }  // namespace redhare

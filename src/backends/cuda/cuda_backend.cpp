@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -120,7 +121,7 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     cudaStreamSynchronize(ctx_->stream);
     for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
-    for (IntMirror* m : {&ids_, &positions_, &rows_, &attn_meta_}) {
+    for (IntMirror* m : {&ids_, &from_, &positions_, &rows_, &attn_meta_}) {
       if (m->dev) cudaFreeAsync(m->dev, ctx_->stream);
       if (m->pinned) cudaFreeHost(m->pinned);
       if (m->copied) cudaEventDestroy(m->copied);
@@ -129,6 +130,11 @@ class CudaBackend final : public Backend {
     if (graph_inputs_.pinned) cudaFreeHost(graph_inputs_.pinned);
     if (graph_inputs_.copied) cudaEventDestroy(graph_inputs_.copied);
     if (pinned_out_) cudaFreeHost(pinned_out_);
+    for (DrawSlot& d : draw_slots_) {
+      if (d.pinned) cudaFreeHost(d.pinned);
+      if (d.done) cudaEventDestroy(d.done);
+    }
+    if (drawn_ids_) cudaFree(drawn_ids_);
     if (attn_workspace_) cudaFree(attn_workspace_);
     if (attn_counters_) cudaFree(attn_counters_);
   }
@@ -241,6 +247,38 @@ class CudaBackend final : public Backend {
     }
     cuda::launch_embedding(table.data(), elem_of(table, "embedding"), mirror(ids_, ids), T, H,
                            out.data_as<float>(), stream());
+  }
+
+  // embedding() with the ids of rows from_draw[t] >= 0 read on the device from the latest async
+  // draw's tokens (drawn_ids_, written by the draw in stream order before this kernel runs).
+  void embedding_drawn(const Tensor& table, const std::vector<int32_t>& ids, const std::vector<int32_t>& from_draw,
+                       Tensor& out) override {
+    RH_CHECK(from_draw.size() == ids.size(), "embedding_drawn: ", from_draw.size(), " draw rows for ", ids.size(),
+             " ids");
+    bool any = false;
+    for (int32_t r : from_draw) {
+      RH_CHECK(r < latest_draw_rows_, "embedding_drawn: row ", r, " of a draw of ", latest_draw_rows_);
+      any = any || r >= 0;
+    }
+    // A graph records the lookup through the draw rows whatever this step's are.
+    if (!any && !capturing_) return embedding(table, ids, out);
+    check_on_device(table, "embedding table");
+    check_f32(out, "embedding out");
+    const int64_t V = table.size(0), H = table.size(1), T = static_cast<int64_t>(ids.size());
+    RH_CHECK(table.dim() == 2 && out.dim() == 2 && out.size(0) == T && out.size(1) == H,
+             "embedding: ", table.str(), " -> ", out.str());
+    for (int32_t id : ids) RH_CHECK(id >= 0 && id < V, "token id ", id, " out of range");
+    ensure_drawn_ids(1);
+    const int32_t* from = mirror(from_, from_draw);
+    if (is_block_quantized(table.dtype())) {
+      RH_CHECK(cuda::quant_kernel_supported(table.dtype()), "CUDA backend: embedding does not support ",
+               dtype_name(table.dtype()), " tables (", table.str(), ")");
+      cuda::launch_quant_embedding(table.data(), table.dtype(), mirror(ids_, ids), T, H, out.data_as<float>(),
+                                   stream(), from, drawn_ids_);
+      return;
+    }
+    cuda::launch_embedding(table.data(), elem_of(table, "embedding"), mirror(ids_, ids), T, H, out.data_as<float>(),
+                           stream(), from, drawn_ids_);
   }
 
   void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
@@ -429,7 +467,79 @@ class CudaBackend final : public Backend {
 
   std::vector<SampledToken> sample_rows(const Tensor& logits, const std::vector<RowSampling>& rows) override;
 
+  // Overlapped decoding: the draw's tokens go to drawn_ids_ (read by the next step's
+  // embedding_drawn) and, with its results, to a pinned slot that collect_draw() reads once the
+  // slot's event has passed. The host does not wait here.
+  bool overlaps_draws() const override { return true; }
+
+  void draw_rows_async(const Tensor& logits, const std::vector<RowSampling>& rows) override {
+    RH_CHECK(pending_draws_.size() < static_cast<size_t>(kMaxDrawsInFlight), "draw_rows_async: ",
+             pending_draws_.size(), " draws not yet collected");
+    // Slots in turn: draws are collected in order, at most kMaxDrawsInFlight waiting, so the
+    // next slot's draw has been collected.
+    const int slot = next_draw_slot_;
+    next_draw_slot_ = (next_draw_slot_ + 1) % kMaxDrawsInFlight;
+    ensure_drawn_ids(static_cast<int64_t>(rows.size()));
+    PendingDraw d = issue_draw(logits, rows, true, slot);
+    latest_draw_rows_ = static_cast<int32_t>(rows.size());
+    pending_draws_.push_back(std::move(d));
+  }
+
+  std::vector<SampledToken> collect_draw() override {
+    RH_CHECK(!pending_draws_.empty(), "collect_draw: no draw to collect");
+    PendingDraw d = std::move(pending_draws_.front());
+    pending_draws_.pop_front();
+    RH_CUDA(cudaEventSynchronize(draw_slots_[static_cast<size_t>(d.slot)].done));
+    return unpack_draw(d);
+  }
+
  private:
+  // Pinned host memory a draw's results come back to, and the event recorded after their copy:
+  // kMaxDrawsInFlight slots for async draws, the last one for sample_rows.
+  struct DrawSlot {
+    void* pinned = nullptr;
+    size_t capacity = 0;
+    cudaEvent_t done = nullptr;
+  };
+  // An issued draw: where its results land and how to read them.
+  struct PendingDraw {
+    int slot = 0;
+    int64_t rows = 0;
+    bool plain = false;           // tokens alone (int32 each); else SampleResultDev rows, then top lists
+    int64_t top_w = 0;            // top-list width per row
+    std::vector<int32_t> top_n;   // per row: logprobs wanted (-1: none)
+  };
+  PendingDraw issue_draw(const Tensor& logits, const std::vector<RowSampling>& rows, bool to_drawn, int slot);
+  std::vector<SampledToken> unpack_draw(const PendingDraw& d) const;
+
+  // drawn_ids_ holds at least `rows` tokens. Graphs hold its address: growing it drops them.
+  void ensure_drawn_ids(int64_t rows) {
+    if (drawn_ids_ && rows <= drawn_capacity_) return;
+    graph_clear();
+    RH_CUDA(cudaStreamSynchronize(stream()));
+    if (drawn_ids_) RH_CUDA(cudaFree(drawn_ids_));
+    drawn_ids_ = nullptr;
+    const int64_t cap = std::max<int64_t>(rows, 256);
+    RH_CUDA(cudaMalloc(reinterpret_cast<void**>(&drawn_ids_), static_cast<size_t>(cap) * sizeof(int32_t)));
+    RH_CUDA(cudaMemsetAsync(drawn_ids_, 0, static_cast<size_t>(cap) * sizeof(int32_t), stream()));
+    drawn_capacity_ = cap;
+  }
+
+  // Slot `slot` holds at least `bytes` (it is free: its last copy was waited for).
+  void* draw_slot(int slot, size_t bytes) {
+    DrawSlot& d = draw_slots_[static_cast<size_t>(slot)];
+    if (!d.done) RH_CUDA(cudaEventCreateWithFlags(&d.done, cudaEventDisableTiming));
+    if (bytes > d.capacity) {
+      if (d.pinned) RH_CUDA(cudaFreeHost(d.pinned));
+      d.pinned = nullptr;
+      d.capacity = 0;
+      const size_t cap = std::max<size_t>(bytes, 4096);
+      RH_CUDA(cudaMallocHost(&d.pinned, cap));
+      d.capacity = cap;
+    }
+    return d.pinned;
+  }
+
   // rope()'s arguments (rope_attention checks the same before fusing the rotation).
   void check_rope(const Tensor& x, int64_t num_heads, int64_t head_dim, const std::vector<int32_t>& positions,
                   const Tensor& inv_freq) const {
@@ -522,6 +632,7 @@ class CudaBackend final : public Backend {
 
   IntMirror& graph_twin(IntMirror& m) {
     if (&m == &ids_) return g_ids_;
+    if (&m == &from_) return g_from_;
     if (&m == &positions_) return g_positions_;
     if (&m == &rows_) return g_rows_;
     RH_CHECK(&m == &attn_meta_, "graph_twin: unknown mirror");
@@ -708,15 +819,17 @@ class CudaBackend final : public Backend {
   }
 
   // Copies the graph inputs that changed since the last step into their buffers (g_ids_,
-  // g_positions_, g_rows_, g_meta_: sections of one device block, graph_inputs_) with one copy:
+  // g_from_, g_positions_, g_rows_, g_meta_: sections of one device block, graph_inputs_) with
+  // one copy (an overlapped decode's ids and draw rows stay the same from step to step):
   // each cudaMemcpyAsync costs a few microseconds of host and device time while the GPU waits for
   // the step to start (H100, batch-1 8B decode: 11-13 us per step staging three arrays one copy
   // each). Captured graphs hold the sections' addresses, so growing the block drops them all
   // (they are captured again on their next use).
-  void stage_graph_inputs(const std::vector<int32_t>* const (&values)[4]) {
-    IntMirror* const g[4] = {&g_ids_, &g_positions_, &g_rows_, &g_meta_};
+  static constexpr int kGraphInputs = 5;
+  void stage_graph_inputs(const std::vector<int32_t>* const (&values)[kGraphInputs]) {
+    IntMirror* const g[kGraphInputs] = {&g_ids_, &g_from_, &g_positions_, &g_rows_, &g_meta_};
     bool fits = graph_inputs_.dev != nullptr;
-    for (int i = 0; i < 4; ++i) fits = fits && values[i]->size() <= g[i]->capacity;
+    for (int i = 0; i < kGraphInputs; ++i) fits = fits && values[i]->size() <= g[i]->capacity;
     if (!fits) {
       graph_clear();
       RH_CUDA(cudaStreamSynchronize(stream()));
@@ -724,24 +837,24 @@ class CudaBackend final : public Backend {
       if (graph_inputs_.pinned) RH_CUDA(cudaFreeHost(graph_inputs_.pinned));
       graph_inputs_.dev = graph_inputs_.pinned = nullptr;
       size_t total = 0;
-      size_t cap[4];
-      for (int i = 0; i < 4; ++i) {
+      size_t cap[kGraphInputs];
+      for (int i = 0; i < kGraphInputs; ++i) {
         // Sections of whole 16-byte words, at least 256 values, twice what is needed now.
         cap[i] = (std::max<size_t>({values[i]->size() * 2, g[i]->capacity, 256}) + 3) / 4 * 4;
         total += cap[i];
       }
       RH_CUDA(cudaMalloc(reinterpret_cast<void**>(&graph_inputs_.dev), total * sizeof(int32_t)));
       RH_CUDA(cudaMallocHost(reinterpret_cast<void**>(&graph_inputs_.pinned), total * sizeof(int32_t)));
-      for (int i = 0, at = 0; i < 4; at += static_cast<int>(cap[i]), ++i) {
+      for (int i = 0, at = 0; i < kGraphInputs; at += static_cast<int>(cap[i]), ++i) {
         g[i]->dev = graph_inputs_.dev + at;
         g[i]->pinned = graph_inputs_.pinned + at;
         g[i]->capacity = cap[i];
         g[i]->host.clear();  // the new sections hold nothing yet
       }
     }
-    bool changed[4];
+    bool changed[kGraphInputs];
     int first = -1, last = -1;
-    for (int i = 0; i < 4; ++i)
+    for (int i = 0; i < kGraphInputs; ++i)
       if ((changed[i] = g[i]->host != *values[i])) {
         if (first < 0) first = i;
         last = i;
@@ -768,17 +881,20 @@ class CudaBackend final : public Backend {
  public:
   bool supports_graphs() const override { return options_.graphs; }
 
-  void graph_stage(const std::vector<int32_t>& token_ids, const std::vector<int32_t>& positions,
-                   const AttentionBatch& attn, const std::vector<int32_t>& rows, const KvCache& kv) override {
+  void graph_stage(const std::vector<int32_t>& token_ids, const std::vector<int32_t>& from_draw,
+                   const std::vector<int32_t>& positions, const AttentionBatch& attn, const std::vector<int32_t>& rows,
+                   const KvCache& kv) override {
     RH_CHECK(!capturing_, "graph_stage during a capture");
     RH_CHECK(!kv.layers.empty(), "graph_stage: empty KV cache");
     const int64_t T = attn.num_tokens();
     RH_CHECK(static_cast<int64_t>(token_ids.size()) == T && static_cast<int64_t>(positions.size()) == T,
              "graph_stage: ", token_ids.size(), " ids and ", positions.size(), " positions for ", T, " tokens");
+    RH_CHECK(from_draw.size() == token_ids.size(), "graph_stage: ", from_draw.size(), " draw rows for ", T, " tokens");
+    for (int32_t r : from_draw) RH_CHECK(r < latest_draw_rows_, "graph_stage: row ", r, " of a draw of ", latest_draw_rows_);
     check_attention_batch(attn, kv.layers[0].k.size(0), kv.layers[0].k.size(1));
     for (int32_t r : rows) RH_CHECK(r >= 0 && r < T, "graph_stage: row ", r, " out of range");
     pack_attention_meta(attn, meta_scratch_);
-    stage_graph_inputs({&token_ids, &positions, &rows, &meta_scratch_});
+    stage_graph_inputs({&token_ids, &from_draw, &positions, &rows, &meta_scratch_});
   }
 
   void graph_capture_begin() override {
@@ -843,11 +959,19 @@ class CudaBackend final : public Backend {
   int64_t gemv_rows_ = cuda::kGemvMaxRows;
   bool capturing_ = false;
   std::map<int64_t, cudaGraphExec_t> graphs_;
-  IntMirror g_ids_, g_positions_, g_rows_, g_meta_;  // sections of graph_inputs_
+  IntMirror g_ids_, g_from_, g_positions_, g_rows_, g_meta_;  // sections of graph_inputs_
   IntMirror graph_inputs_;
   std::shared_ptr<StreamContext> ctx_;
   std::string name_;
-  IntMirror ids_, positions_, rows_, attn_meta_;
+  IntMirror ids_, from_, positions_, rows_, attn_meta_;
+  // The latest async draw's tokens on the device, and how many rows it had; the draws not yet
+  // collected, oldest first; their pinned slots (the last one: sample_rows').
+  int32_t* drawn_ids_ = nullptr;
+  int64_t drawn_capacity_ = 0;
+  int32_t latest_draw_rows_ = 0;
+  std::deque<PendingDraw> pending_draws_;
+  int next_draw_slot_ = 0;
+  DrawSlot draw_slots_[kMaxDrawsInFlight + 1];
   std::vector<int32_t> meta_scratch_;
   static constexpr size_t kPinnedOutMax = size_t{16} << 20;
   static constexpr int64_t kSampleGroup = 32;
@@ -858,14 +982,29 @@ class CudaBackend final : public Backend {
 // Rows are drawn in groups so that the scratch (penalised rows, sort keys and ids, CUB's
 // buffers) stays near kSampleGroup * vocab * 28 bytes whatever the batch.
 std::vector<SampledToken> CudaBackend::sample_rows(const Tensor& logits, const std::vector<RowSampling>& rows) {
+  if (rows.empty()) {
+    check_f32(logits, "sample_rows logits");
+    return {};
+  }
+  const PendingDraw d = issue_draw(logits, rows, false, kMaxDrawsInFlight);
+  RH_CUDA(cudaEventSynchronize(draw_slots_[kMaxDrawsInFlight].done));
+  return unpack_draw(d);
+}
+
+// Queues the draw of `rows` (tokens also to drawn_ids_ when to_drawn) with its results copied to
+// pinned slot `slot` and the slot's event recorded after them.
+CudaBackend::PendingDraw CudaBackend::issue_draw(const Tensor& logits, const std::vector<RowSampling>& rows,
+                                                 bool to_drawn, int slot) {
   check_f32(logits, "sample_rows logits");
   const int64_t R = static_cast<int64_t>(rows.size());
   RH_CHECK(logits.dim() == 2 && logits.size(1) > 0 && logits.size(0) >= R, "sample_rows: ", R, " rows of ",
            logits.str());
   const int64_t V = logits.size(1);
   RH_CHECK(V < std::numeric_limits<int32_t>::max(), "sample_rows: vocabulary of ", V);
-  std::vector<SampledToken> out(static_cast<size_t>(R));
-  if (R == 0) return out;
+  RH_CHECK(!to_drawn || R <= drawn_capacity_, "sample_rows: ", R, " rows for ", drawn_capacity_, " drawn ids");
+  PendingDraw d;
+  d.slot = slot;
+  d.rows = R;
   bool plain = true, any_logprobs = false;
   int32_t max_top = 0;
   for (const RowSampling& p : rows) {
@@ -878,10 +1017,20 @@ std::vector<SampledToken> CudaBackend::sample_rows(const Tensor& logits, const s
     plain = plain && p.plain_greedy();
     any_logprobs = any_logprobs || p.logprobs >= 0;
     max_top = std::max(max_top, static_cast<int32_t>(std::min<int64_t>(p.logprobs, V)));
+    d.top_n.push_back(p.logprobs < 0 ? -1 : static_cast<int32_t>(std::min<int64_t>(p.logprobs, V)));
   }
+  d.plain = plain;
+  cudaEvent_t done = nullptr;
   if (plain) {
     // Every row greedy: the argmax kernel alone (the first largest logit, as the reference).
-    Tensor ids = alloc_uninit(DType::kI32, {R});
+    void* host = draw_slot(slot, static_cast<size_t>(R) * sizeof(int32_t));
+    done = draw_slots_[static_cast<size_t>(slot)].done;
+    Tensor scratch_ids;
+    int32_t* ids = to_drawn ? drawn_ids_ : nullptr;
+    if (!ids) {
+      scratch_ids = alloc_uninit(DType::kI32, {R});
+      ids = scratch_ids.data_as<int32_t>();
+    }
     // Its candidates go through the attention workspace and counters (stream-ordered scratch,
     // free between kernels; each launch leaves the counters zero).
     cuda::ArgmaxScratch scratch;
@@ -890,12 +1039,21 @@ std::vector<SampledToken> CudaBackend::sample_rows(const Tensor& logits, const s
     scratch.indices = reinterpret_cast<int32_t*>(attn_workspace_ + scratch.pairs);
     scratch.counters = attn_counters_;
     scratch.counters_count = cuda::kAttentionCounters;
-    cuda::launch_argmax_rows(logits.data_as<float>(), R, V, ids.data_as<int32_t>(), stream(), scratch);
-    const Tensor h = to_host(ids);
-    for (int64_t r = 0; r < R; ++r) out[static_cast<size_t>(r)].token = h.data_as<int32_t>()[r];
-    return out;
+    cuda::launch_argmax_rows(logits.data_as<float>(), R, V, ids, stream(), scratch);
+    RH_CUDA(cudaMemcpyAsync(host, ids, static_cast<size_t>(R) * sizeof(int32_t), cudaMemcpyDeviceToHost, stream()));
+    RH_CUDA(cudaEventRecord(done, stream()));
+    return d;
   }
   const int64_t top_w = std::max<int32_t>(max_top, 1);
+  d.top_w = top_w;
+  // The slot: every row's SampleResultDev, then the top ids [R, top_w], then their logprobs.
+  const size_t res_bytes = static_cast<size_t>(R) * sizeof(cuda::SampleResultDev);
+  const size_t top_bytes = static_cast<size_t>(R * top_w) * sizeof(int32_t);
+  auto* host = static_cast<uint8_t*>(draw_slot(slot, res_bytes + 2 * top_bytes));
+  done = draw_slots_[static_cast<size_t>(slot)].done;
+  auto* h_res = reinterpret_cast<cuda::SampleResultDev*>(host);
+  auto* h_top_ids = reinterpret_cast<int32_t*>(host + res_bytes);
+  auto* h_top_lp = reinterpret_cast<float*>(host + res_bytes + top_bytes);
   for (int64_t g0 = 0; g0 < R; g0 += kSampleGroup) {
     const int64_t G = std::min<int64_t>(kSampleGroup, R - g0);
     std::vector<cuda::SampleRowDev> dev(static_cast<size_t>(G));
@@ -903,27 +1061,28 @@ std::vector<SampledToken> CudaBackend::sample_rows(const Tensor& logits, const s
     int64_t sorted = 0;
     for (int64_t r = 0; r < G; ++r) {
       const RowSampling& p = rows[static_cast<size_t>(g0 + r)];
-      cuda::SampleRowDev& d = dev[static_cast<size_t>(r)];
-      d = {};
-      d.temperature = p.temperature;
-      d.top_p = p.top_p;
-      d.min_p = p.min_p;
-      d.repetition_penalty = p.repetition_penalty;
-      d.frequency_penalty = p.frequency_penalty;
-      d.presence_penalty = p.presence_penalty;
-      d.top_k = p.top_k;
-      d.logprobs = p.logprobs < 0 ? -1 : static_cast<int32_t>(std::min<int64_t>(p.logprobs, V));
-      d.pen_begin = static_cast<int32_t>(pen_tokens.size());
+      cuda::SampleRowDev& dr = dev[static_cast<size_t>(r)];
+      dr = {};
+      dr.temperature = p.temperature;
+      dr.top_p = p.top_p;
+      dr.min_p = p.min_p;
+      dr.repetition_penalty = p.repetition_penalty;
+      dr.frequency_penalty = p.frequency_penalty;
+      dr.presence_penalty = p.presence_penalty;
+      dr.top_k = p.top_k;
+      dr.logprobs = d.top_n[static_cast<size_t>(g0 + r)];
+      dr.pen_begin = static_cast<int32_t>(pen_tokens.size());
       if (p.has_penalties()) {
         pen_tokens.insert(pen_tokens.end(), p.penalty_tokens.begin(), p.penalty_tokens.end());
         pen_counts.insert(pen_counts.end(), p.output_counts.begin(), p.output_counts.end());
       }
-      d.pen_end = static_cast<int32_t>(pen_tokens.size());
-      d.sort_row = p.temperature > 0.0f ? static_cast<int32_t>(sorted++) : -1;
-      d.seed = p.seed;
-      d.step = p.step;
+      dr.pen_end = static_cast<int32_t>(pen_tokens.size());
+      dr.sort_row = p.temperature > 0.0f ? static_cast<int32_t>(sorted++) : -1;
+      dr.seed = p.seed;
+      dr.step = p.step;
     }
-    // One upload: row parameters, then the penalty lists.
+    // One upload: row parameters, then the penalty lists (pageable: the copy is staged before
+    // cudaMemcpyAsync returns).
     const size_t row_bytes = dev.size() * sizeof(cuda::SampleRowDev);
     const size_t pen_bytes = pen_tokens.size() * sizeof(int32_t);
     std::vector<uint8_t> packed(row_bytes + 2 * pen_bytes);
@@ -964,28 +1123,43 @@ std::vector<SampledToken> CudaBackend::sample_rows(const Tensor& logits, const s
     if (any_logprobs)
       cuda::launch_sample_logprobs(lg, V, d_rows, G, static_cast<int>(top_w), d_result, top_ids.data_as<int32_t>(),
                                    top_lp.data_as<float>(), stream());
-    std::vector<cuda::SampleResultDev> res(static_cast<size_t>(G));
-    std::vector<int32_t> h_top_ids(static_cast<size_t>(G * top_w));
-    std::vector<float> h_top_lp(static_cast<size_t>(G * top_w));
-    RH_CUDA(cudaMemcpyAsync(res.data(), d_result, res.size() * sizeof(cuda::SampleResultDev), cudaMemcpyDeviceToHost,
-                            stream()));
+    if (to_drawn)  // the tokens alone, for the next step's embedding_drawn
+      RH_CUDA(cudaMemcpy2DAsync(drawn_ids_ + g0, sizeof(int32_t), d_result, sizeof(cuda::SampleResultDev),
+                                sizeof(int32_t), static_cast<size_t>(G), cudaMemcpyDeviceToDevice, stream()));
+    RH_CUDA(cudaMemcpyAsync(h_res + g0, d_result, static_cast<size_t>(G) * sizeof(cuda::SampleResultDev),
+                            cudaMemcpyDeviceToHost, stream()));
     if (max_top > 0) {
-      RH_CUDA(cudaMemcpyAsync(h_top_ids.data(), top_ids.data(), h_top_ids.size() * sizeof(int32_t),
+      RH_CUDA(cudaMemcpyAsync(h_top_ids + g0 * top_w, top_ids.data(), static_cast<size_t>(G * top_w) * sizeof(int32_t),
                               cudaMemcpyDeviceToHost, stream()));
-      RH_CUDA(cudaMemcpyAsync(h_top_lp.data(), top_lp.data(), h_top_lp.size() * sizeof(float), cudaMemcpyDeviceToHost,
-                              stream()));
+      RH_CUDA(cudaMemcpyAsync(h_top_lp + g0 * top_w, top_lp.data(), static_cast<size_t>(G * top_w) * sizeof(float),
+                              cudaMemcpyDeviceToHost, stream()));
     }
-    RH_CUDA(cudaStreamSynchronize(stream()));
-    for (int64_t r = 0; r < G; ++r) {
-      const RowSampling& p = rows[static_cast<size_t>(g0 + r)];
-      SampledToken& t = out[static_cast<size_t>(g0 + r)];
-      t.token = res[static_cast<size_t>(r)].token;
-      if (p.logprobs < 0) continue;
-      t.logprob = res[static_cast<size_t>(r)].logprob;
-      const int64_t n = std::min<int64_t>(p.logprobs, V);
-      for (int64_t j = 0; j < n; ++j)
-        t.top.emplace_back(h_top_ids[static_cast<size_t>(r * top_w + j)], h_top_lp[static_cast<size_t>(r * top_w + j)]);
-    }
+  }
+  RH_CUDA(cudaEventRecord(done, stream()));
+  return d;
+}
+
+// A draw's results, read from its slot once its event has passed.
+std::vector<SampledToken> CudaBackend::unpack_draw(const PendingDraw& d) const {
+  std::vector<SampledToken> out(static_cast<size_t>(d.rows));
+  const auto* host = static_cast<const uint8_t*>(draw_slots_[static_cast<size_t>(d.slot)].pinned);
+  if (d.plain) {
+    const auto* ids = reinterpret_cast<const int32_t*>(host);
+    for (int64_t r = 0; r < d.rows; ++r) out[static_cast<size_t>(r)].token = ids[r];
+    return out;
+  }
+  const size_t res_bytes = static_cast<size_t>(d.rows) * sizeof(cuda::SampleResultDev);
+  const size_t top_bytes = static_cast<size_t>(d.rows * d.top_w) * sizeof(int32_t);
+  const auto* res = reinterpret_cast<const cuda::SampleResultDev*>(host);
+  const auto* top_ids = reinterpret_cast<const int32_t*>(host + res_bytes);
+  const auto* top_lp = reinterpret_cast<const float*>(host + res_bytes + top_bytes);
+  for (int64_t r = 0; r < d.rows; ++r) {
+    SampledToken& t = out[static_cast<size_t>(r)];
+    t.token = res[r].token;
+    const int32_t n = d.top_n[static_cast<size_t>(r)];
+    if (n < 0) continue;
+    t.logprob = res[r].logprob;
+    for (int64_t j = 0; j < n; ++j) t.top.emplace_back(top_ids[r * d.top_w + j], top_lp[r * d.top_w + j]);
   }
   return out;
 }

@@ -16,8 +16,11 @@ namespace redhare::cuda {
 // The weight and KV element types the kernels are compiled for.
 enum class Elem : int { kF32, kF16, kBF16 };
 
+// out[t, :] = table[id(t), :] with id(t) = ids[t], or drawn[from[t]] where from is given and
+// from[t] >= 0 (an overlapped decode step's tokens of the previous draw, still on the device).
 void launch_embedding(const void* table, Elem type, const int32_t* ids, int64_t tokens,
-                      int64_t hidden, float* out, cudaStream_t stream);
+                      int64_t hidden, float* out, cudaStream_t stream, const int32_t* from = nullptr,
+                      const int32_t* drawn = nullptr);
 // residual == nullptr: out = rms_norm(x). Otherwise residual += x first, then out = rms_norm(residual).
 void launch_rms_norm(float* residual, const float* x, const float* weight, float eps, int64_t rows,
                      int64_t n, float* out, cudaStream_t stream);
@@ -183,7 +186,8 @@ void fp8_device_layout_to_blocks(const void* device_layout, int64_t N, int64_t K
 void launch_fp8_to_bf16(const void* w, int64_t N, int64_t K, void* out, cudaStream_t stream);
 // out[t, :] = dequantized table row ids[t] (bitwise the CPU reference's values).
 void launch_quant_embedding(const void* table, DType type, const int32_t* ids, int64_t tokens,
-                            int64_t hidden, float* out, cudaStream_t stream);
+                            int64_t hidden, float* out, cudaStream_t stream, const int32_t* from = nullptr,
+                            const int32_t* drawn = nullptr);
 void launch_silu_mul(const float* gate_up, int64_t tokens, int64_t inter, float* out,
                      cudaStream_t stream);
 // The same, out in `out_type` (f32, or rounded to bf16/f16 as launch_narrow rounds).

@@ -21,9 +21,11 @@ unsigned grid_for(int64_t n, int threads) {
 
 template <typename T>
 __global__ void embedding_kernel(const T* __restrict__ table, const int32_t* __restrict__ ids,
-                                 int64_t hidden, float* __restrict__ out) {
+                                 int64_t hidden, float* __restrict__ out, const int32_t* __restrict__ from,
+                                 const int32_t* __restrict__ drawn) {
   pdl_begin();  // launched by launch_pdl (pdl.cuh)
-  const T* row = table + static_cast<int64_t>(ids[blockIdx.x]) * hidden;
+  const int32_t src = from ? from[blockIdx.x] : -1;
+  const T* row = table + static_cast<int64_t>(src >= 0 ? drawn[src] : ids[blockIdx.x]) * hidden;
   float* o = out + static_cast<int64_t>(blockIdx.x) * hidden;
   for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) o[i] = to_f32(row[i]);
 }
@@ -292,22 +294,22 @@ argmax_kernel(const float* __restrict__ x, int64_t n, int64_t slice, bool vec, i
 }  // namespace
 
 void launch_embedding(const void* table, Elem type, const int32_t* ids, int64_t tokens,
-                      int64_t hidden, float* out, cudaStream_t stream) {
+                      int64_t hidden, float* out, cudaStream_t stream, const int32_t* from, const int32_t* drawn) {
   if (tokens == 0) return;
   const unsigned grid = static_cast<unsigned>(tokens);
   const int threads = row_threads(hidden);
   switch (type) {
     case Elem::kF32:
       launch_pdl("embedding_kernel", embedding_kernel<float>, dim3(grid), dim3(threads), 0, stream,
-                 static_cast<const float*>(table), ids, hidden, out);
+                 static_cast<const float*>(table), ids, hidden, out, from, drawn);
       break;
     case Elem::kF16:
       launch_pdl("embedding_kernel", embedding_kernel<__half>, dim3(grid), dim3(threads), 0, stream,
-                 static_cast<const __half*>(table), ids, hidden, out);
+                 static_cast<const __half*>(table), ids, hidden, out, from, drawn);
       break;
     case Elem::kBF16:
       launch_pdl("embedding_kernel", embedding_kernel<__nv_bfloat16>, dim3(grid), dim3(threads), 0, stream,
-                 static_cast<const __nv_bfloat16*>(table), ids, hidden, out);
+                 static_cast<const __nv_bfloat16*>(table), ids, hidden, out, from, drawn);
       break;
   }
 }

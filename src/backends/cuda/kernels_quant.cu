@@ -400,8 +400,10 @@ quant_tiled_kernel(const float* __restrict__ x, const Src w, const float* __rest
 
 template <class Q>
 __global__ void quant_embedding_kernel(const BlockRows<Q> table, const int32_t* __restrict__ ids, int64_t hidden,
-                                       float* __restrict__ out) {
-  const int64_t row = ids[blockIdx.x];
+                                       float* __restrict__ out, const int32_t* __restrict__ from,
+                                       const int32_t* __restrict__ drawn) {
+  const int32_t src = from ? from[blockIdx.x] : -1;  // launch_quant_embedding
+  const int64_t row = src >= 0 ? drawn[src] : ids[blockIdx.x];
   float* o = out + static_cast<int64_t>(blockIdx.x) * hidden;
   for (int64_t k = 8 * static_cast<int64_t>(threadIdx.x); k < hidden; k += 8 * static_cast<int64_t>(blockDim.x)) {
     float v[8];
@@ -463,11 +465,11 @@ void linear_typed(const float* x, const uint8_t* w, const float* bias, int64_t M
 
 template <class Q>
 void embedding_typed(const uint8_t* table, const int32_t* ids, int64_t tokens, int64_t hidden, float* out,
-                     cudaStream_t stream) {
+                     cudaStream_t stream, const int32_t* from, const int32_t* drawn) {
   check_weights<Q>(table, hidden, "embedding");
   const BlockRows<Q> rows{table, hidden / Q::kElems * Q::kBytes};
   const int threads = static_cast<int>(std::min<int64_t>(256, (hidden / 8 + 31) / 32 * 32));
-  quant_embedding_kernel<Q><<<static_cast<unsigned>(tokens), threads, 0, stream>>>(rows, ids, hidden, out);
+  quant_embedding_kernel<Q><<<static_cast<unsigned>(tokens), threads, 0, stream>>>(rows, ids, hidden, out, from, drawn);
   RH_CUDA_LAUNCHED("quant_embedding_kernel");
 }
 
@@ -689,10 +691,10 @@ void launch_quant_linear(const float* x, const void* w, DType w_type, const floa
 }
 
 void launch_quant_embedding(const void* table, DType type, const int32_t* ids, int64_t tokens, int64_t hidden,
-                            float* out, cudaStream_t stream) {
+                            float* out, cudaStream_t stream, const int32_t* from, const int32_t* drawn) {
   if (tokens == 0 || hidden == 0) return;
   with_block_type(type, [&](auto q) {
-    embedding_typed<decltype(q)>(static_cast<const uint8_t*>(table), ids, tokens, hidden, out, stream);
+    embedding_typed<decltype(q)>(static_cast<const uint8_t*>(table), ids, tokens, hidden, out, stream, from, drawn);
   });
 }
 
