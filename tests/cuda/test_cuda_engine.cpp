@@ -143,6 +143,7 @@ TEST_F(CudaEngine, OverlappedStepsGiveTheSameStreams) {
     r.prompt = cases[i].prompt;
     r.sampling.max_tokens = static_cast<int64_t>(cases[i].greedy.size());
     r.sampling.ignore_eos = true;
+    r.sampling.temperature = 0;
     rs.push_back(r);  // greedy
     r.sampling.temperature = 0.8f;
     r.sampling.top_p = 0.9f;

@@ -268,7 +268,8 @@ class CudaBackend final : public Backend {
     RH_CHECK(table.dim() == 2 && out.dim() == 2 && out.size(0) == T && out.size(1) == H,
              "embedding: ", table.str(), " -> ", out.str());
     for (int32_t id : ids) RH_CHECK(id >= 0 && id < V, "token id ", id, " out of range");
-    ensure_drawn_ids(1);
+    if (!capturing_) ensure_drawn_ids(1);
+    RH_CHECK(drawn_ids_, "embedding_drawn: no drawn ids to record");  // graph_stage allocates them
     const int32_t* from = mirror(from_, from_draw);
     if (is_block_quantized(table.dtype())) {
       RH_CHECK(cuda::quant_kernel_supported(table.dtype()), "CUDA backend: embedding does not support ",
@@ -894,6 +895,7 @@ class CudaBackend final : public Backend {
     check_attention_batch(attn, kv.layers[0].k.size(0), kv.layers[0].k.size(1));
     for (int32_t r : rows) RH_CHECK(r >= 0 && r < T, "graph_stage: row ", r, " out of range");
     pack_attention_meta(attn, meta_scratch_);
+    ensure_drawn_ids(1);  // its address goes into the graph (embedding_drawn)
     stage_graph_inputs({&token_ids, &from_draw, &positions, &rows, &meta_scratch_});
   }
 
