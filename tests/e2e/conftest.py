@@ -79,3 +79,11 @@ def server(tiny_model):
     s = Server(tiny_model, "serve.max_body_bytes=1000000")
     yield s
     assert s.stop() == 0, s.read_log()
+
+
+@pytest.fixture(scope="session")
+def overlap_server(tiny_model):
+    """The same model with overlapped decoding forced on (on the CPU it is off by default)."""
+    s = Server(tiny_model, "infer.overlap_steps=on")
+    yield s
+    assert s.stop() == 0, s.read_log()

@@ -655,12 +655,18 @@ TEST(EngineOverlap, SameOutputsAsStepsOneAtATime) {
       EXPECT_EQ(on_stats.generated_tokens, off_stats.generated_tokens) << name;
       EXPECT_EQ(on_stats.blocks_used, 0) << name;
       EXPECT_EQ(off_stats.blocks_used, 0) << name;
-      if (is_plain) EXPECT_GT(on_stats.overlapped_steps, 0) << name;
+      if (is_plain) {
+        EXPECT_GT(on_stats.overlapped_steps, 0) << name;
+      }
       // Where decodes overlap when they stop (elsewhere more than 8 of them, or preemption, make
       // those steps wait), sequences that stop on EOS, a stop token or a stop string waste their
       // queued step.
-      if (is_plain && v.max_batched_tokens > 8 && v.num_blocks == 0) EXPECT_GE(on_stats.wasted_tokens, 3) << name;
-      if (std::string(v.name) == "preempting") EXPECT_GT(on_stats.preemptions, 0) << name << ": no preemption";
+      if (is_plain && v.max_batched_tokens > 8 && v.num_blocks == 0) {
+        EXPECT_GE(on_stats.wasted_tokens, 3) << name;
+      }
+      if (std::string(v.name) == "preempting") {
+        EXPECT_GT(on_stats.preemptions, 0) << name << ": no preemption";
+      }
     }
   }
 }

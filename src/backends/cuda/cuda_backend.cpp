@@ -499,6 +499,7 @@ class CudaBackend final : public Backend {
   // kMaxDrawsInFlight slots for async draws, the last one for sample_rows.
   struct DrawSlot {
     void* pinned = nullptr;
+    void* mapped = nullptr;  // the device's address of `pinned`
     size_t capacity = 0;
     cudaEvent_t done = nullptr;
   };
@@ -535,7 +536,8 @@ class CudaBackend final : public Backend {
       d.pinned = nullptr;
       d.capacity = 0;
       const size_t cap = std::max<size_t>(bytes, 4096);
-      RH_CUDA(cudaMallocHost(&d.pinned, cap));
+      RH_CUDA(cudaHostAlloc(&d.pinned, cap, cudaHostAllocMapped | cudaHostAllocPortable));
+      RH_CUDA(cudaHostGetDevicePointer(&d.mapped, d.pinned, 0));
       d.capacity = cap;
     }
     return d.pinned;
@@ -1025,7 +1027,7 @@ CudaBackend::PendingDraw CudaBackend::issue_draw(const Tensor& logits, const std
   cudaEvent_t done = nullptr;
   if (plain) {
     // Every row greedy: the argmax kernel alone (the first largest logit, as the reference).
-    void* host = draw_slot(slot, static_cast<size_t>(R) * sizeof(int32_t));
+    draw_slot(slot, static_cast<size_t>(R) * sizeof(int32_t));
     done = draw_slots_[static_cast<size_t>(slot)].done;
     Tensor scratch_ids;
     int32_t* ids = to_drawn ? drawn_ids_ : nullptr;
@@ -1041,8 +1043,10 @@ CudaBackend::PendingDraw CudaBackend::issue_draw(const Tensor& logits, const std
     scratch.indices = reinterpret_cast<int32_t*>(attn_workspace_ + scratch.pairs);
     scratch.counters = attn_counters_;
     scratch.counters_count = cuda::kAttentionCounters;
-    cuda::launch_argmax_rows(logits.data_as<float>(), R, V, ids, stream(), scratch);
-    RH_CUDA(cudaMemcpyAsync(host, ids, static_cast<size_t>(R) * sizeof(int32_t), cudaMemcpyDeviceToHost, stream()));
+    // The kernel also writes the tokens to the slot itself (pinned memory is mapped into the
+    // device's address space): one stream operation fewer between this step and the next.
+    cuda::launch_argmax_rows(logits.data_as<float>(), R, V, ids, stream(), scratch,
+                             static_cast<int32_t*>(draw_slots_[static_cast<size_t>(slot)].mapped));
     RH_CUDA(cudaEventRecord(done, stream()));
     return d;
   }

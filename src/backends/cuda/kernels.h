@@ -206,9 +206,10 @@ struct ArgmaxScratch {
   int32_t* counters = nullptr;
   int64_t counters_count = 0;
 };
-// out[r] = index of the first maximum of row r of x [rows, n].
+// out[r] = index of the first maximum of row r of x [rows, n]; also to host_out[r] where given
+// (pinned host memory, written through the device's mapping: no copy back to queue after it).
 void launch_argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* out, cudaStream_t stream,
-                        const ArgmaxScratch& scratch = {});
+                        const ArgmaxScratch& scratch = {}, int32_t* host_out = nullptr);
 void launch_add(float* out, const float* x, int64_t n, cudaStream_t stream);
 // out from a product's f32 sums p [rows, N] as fused_linear's `mode` writes it, rounded as the
 // decode kernels' epilogues round (device_util.cuh): p + bias stored or added into out, or SiLU

@@ -232,7 +232,8 @@ constexpr int64_t kArgmaxSlice = 4096;  // elements per block, at least (a 128k 
 constexpr int kArgmaxMaxBlocks = 64;
 __global__ void __launch_bounds__(kArgmaxThreads)
 argmax_kernel(const float* __restrict__ x, int64_t n, int64_t slice, bool vec, int32_t* __restrict__ out,
-              float* __restrict__ part_v, int32_t* __restrict__ part_i, int32_t* __restrict__ counters) {
+              float* __restrict__ part_v, int32_t* __restrict__ part_i, int32_t* __restrict__ counters,
+              int32_t* __restrict__ host_out) {
   pdl_begin();  // launched by launch_pdl (pdl.cuh)
   __shared__ float best_v[kArgmaxThreads / 32];
   __shared__ int32_t best_i[kArgmaxThreads / 32];
@@ -276,6 +277,7 @@ argmax_kernel(const float* __restrict__ x, int64_t n, int64_t slice, bool vec, i
   const int parts = static_cast<int>(gridDim.y);
   if (parts == 1) {
     out[row_i] = idx;
+    if (host_out) host_out[row_i] = idx;
     return;
   }
   part_v[row_i * parts + blockIdx.y] = v;
@@ -289,6 +291,7 @@ argmax_kernel(const float* __restrict__ x, int64_t n, int64_t slice, bool vec, i
   idx = __ldcg(part_i + row_i * parts);
   for (int b = 1; b < parts; ++b) take_better(v, idx, __ldcg(part_v + row_i * parts + b), __ldcg(part_i + row_i * parts + b));
   out[row_i] = idx;
+  if (host_out) host_out[row_i] = idx;
 }
 
 }  // namespace
@@ -400,7 +403,7 @@ void launch_narrow(const float* x, int64_t n, void* out, Elem type, cudaStream_t
 }
 
 void launch_argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* out, cudaStream_t stream,
-                        const ArgmaxScratch& scratch) {
+                        const ArgmaxScratch& scratch, int32_t* host_out) {
   if (rows == 0) return;
   // Blocks per row: one per kArgmaxSlice elements (a multiple of 4, so 16-byte loads stay aligned
   // in every slice), up to kArgmaxMaxBlocks, where the scratch holds every row's candidates.
@@ -411,7 +414,7 @@ void launch_argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* out, c
   const bool vec = n % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
   launch_pdl("argmax_kernel", argmax_kernel, dim3(static_cast<unsigned>(rows), static_cast<unsigned>(parts)),
              dim3(kArgmaxThreads), 0, stream, x, n, slice, vec, out, scratch.values, scratch.indices,
-             scratch.counters);
+             scratch.counters, host_out);
 }
 
 void launch_add(float* out, const float* x, int64_t n, cudaStream_t stream) {
