@@ -543,22 +543,30 @@ bool Engine::step() {
       drawn.push_back(&s);
       continue;
     }
-    SampledToken& t = sampled[static_cast<size_t>(row++)];
-    if (s.req.sampling.logprobs >= 0) {
-      const TokenLogprob lp = to_token_logprob(std::move(t));
-      emit_token(s, lp.token, &lp);
-    } else {
-      emit_token(s, t.token, nullptr);
-    }
+    emit_sampled(s, sampled[static_cast<size_t>(row++)]);
   }
   if (fb.draw_async) in_flight_.push_back(std::move(drawn));
+  end_step(t0, t1, t2, false);
+  return true;
+}
+
+void Engine::emit_sampled(Sequence& s, SampledToken& t) {
+  if (s.req.sampling.logprobs >= 0) {
+    const TokenLogprob lp = to_token_logprob(std::move(t));
+    emit_token(s, lp.token, &lp);
+  } else {
+    emit_token(s, t.token, nullptr);
+  }
+}
+
+void Engine::end_step(Clock::time_point t0, Clock::time_point t1, Clock::time_point t2, bool overlapped) {
   remove_finished();
-  auto t3 = std::chrono::steady_clock::now();
+  const auto t3 = Clock::now();
   ++counters_.steps;
+  if (overlapped) ++counters_.overlapped_steps;
   counters_.model_seconds += std::chrono::duration<double>(t2 - t1).count();
   counters_.schedule_seconds += std::chrono::duration<double>((t1 - t0) + (t3 - t2)).count();
   publish_stats();
-  return true;
 }
 
 bool Engine::overlapped_step() {
@@ -648,13 +656,7 @@ bool Engine::overlapped_step() {
   in_flight_.push_back(std::move(batch));
   const auto t2 = std::chrono::steady_clock::now();
   collect_in_flight();  // the previous step's tokens, while this one runs
-  remove_finished();
-  const auto t3 = std::chrono::steady_clock::now();
-  ++counters_.steps;
-  ++counters_.overlapped_steps;
-  counters_.model_seconds += std::chrono::duration<double>(t2 - t1).count();
-  counters_.schedule_seconds += std::chrono::duration<double>((t1 - t0) + (t3 - t2)).count();
-  publish_stats();
+  end_step(t0, t1, t2, true);
   return true;
 }
 
@@ -685,13 +687,7 @@ void Engine::collect_in_flight() {
       s.stream->push(std::move(out));
       continue;
     }
-    SampledToken& t = tokens[r];
-    if (s.req.sampling.logprobs >= 0) {
-      const TokenLogprob lp = to_token_logprob(std::move(t));
-      emit_token(s, lp.token, &lp);
-    } else {
-      emit_token(s, t.token, nullptr);
-    }
+    emit_sampled(s, tokens[r]);
     if (!s.finished) commit_full_blocks(s);
   }
   retired_.erase(std::remove_if(retired_.begin(), retired_.end(), [](const auto& s) { return s->awaiting == 0; }),

@@ -134,6 +134,11 @@ class Engine {
   bool overlapped_step();   // queues the next decode ahead of the in-flight draw, if it may
   void collect_in_flight();  // the oldest in-flight draw's tokens emitted
   void remove_finished();    // finished sequences out of running_ (retired_ while awaited)
+  using Clock = std::chrono::steady_clock;
+  // A step's end: finished sequences out, its host time (t0 .. t1 and t2 .. now) and model time
+  // (t1 .. t2) counted, the stats published.
+  void end_step(Clock::time_point t0, Clock::time_point t1, Clock::time_point t2, bool overlapped);
+  void emit_sampled(Sequence& s, SampledToken& t);  // emit_token with the draw's logprobs if asked
   void drain_inbox();
   void schedule(std::vector<Sequence*>& batch, std::vector<int64_t>& chunk);
   bool ensure_blocks(Sequence& s, int64_t tokens_after);

@@ -217,6 +217,11 @@ def test_tokenize_detokenize(server):
 
 
 def test_disconnect_mid_stream_frees_the_request(server):
+    drop_stream_and_wait_for_release(server)
+
+
+def drop_stream_and_wait_for_release(server):
+    """Starts a long stream, hangs up after three events, and checks that the server frees it."""
     body = json.dumps({"prompt": "Tell me everything", "max_tokens": 1500, "stream": True}).encode()
     s = socket.create_connection(("127.0.0.1", server.port))
     s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

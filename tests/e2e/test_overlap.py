@@ -1,12 +1,9 @@
 """Overlapped decoding (infer.overlap_steps=on) through the real server and the official client:
 every response is the one the server stepping one at a time gives, streams included, and a
 request dropped mid-stream still frees its blocks."""
-import json
-import socket
 import threading
-import time
 
-from test_openai_api import MESSAGES, client, metrics
+from test_openai_api import MESSAGES, client, drop_stream_and_wait_for_release, metrics
 
 
 def completions(server, **kw):
@@ -63,20 +60,4 @@ def test_concurrent_streams(server, overlap_server):
 
 
 def test_disconnect_mid_stream_frees_the_request(overlap_server):
-    body = json.dumps({"prompt": "Tell me everything", "max_tokens": 1500, "stream": True}).encode()
-    s = socket.create_connection(("127.0.0.1", overlap_server.port))
-    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-              b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-    got = b""
-    while got.count(b"data: ") < 3:
-        got += s.recv(4096)
-    s.close()
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        m = metrics(overlap_server)
-        if m["redhare_num_requests_running"] == 0 and m["redhare_kv_blocks_used"] == 0:
-            break
-        time.sleep(0.1)
-    m = metrics(overlap_server)
-    assert m["redhare_num_requests_running"] == 0
-    assert m["redhare_kv_blocks_used"] == 0
+    drop_stream_and_wait_for_release(overlap_server)
