@@ -512,13 +512,7 @@ bool Engine::step() {
   try {
     if (!fb.logit_rows.empty() || !fb.token_ids.empty()) logits = model_.forward(fb, kv_);
   } catch (const std::exception& e) {
-    log_error("forward step failed: ", e.what());
-    for (Sequence* s : batch) {
-      RequestOutput out;
-      out.error = e.what();
-      finish(*s, FinishReason::kError, "", out);
-      s->stream->push(std::move(out));
-    }
+    fail_step(batch, e.what());
     remove_finished();
     publish_stats();
     return true;
@@ -548,6 +542,16 @@ bool Engine::step() {
   if (fb.draw_async) in_flight_.push_back(std::move(drawn));
   end_step(t0, t1, t2, false);
   return true;
+}
+
+void Engine::fail_step(const std::vector<Sequence*>& batch, const std::string& error) {
+  log_error("forward step failed: ", error);
+  for (Sequence* s : batch) {
+    RequestOutput out;
+    out.error = error;
+    finish(*s, FinishReason::kError, "", out);
+    s->stream->push(std::move(out));
+  }
 }
 
 void Engine::emit_sampled(Sequence& s, SampledToken& t) {
@@ -637,13 +641,7 @@ bool Engine::overlapped_step() {
   try {
     model_.forward(fb, kv_);
   } catch (const std::exception& e) {
-    log_error("forward step failed: ", e.what());
-    for (Sequence* s : batch) {
-      RequestOutput out;
-      out.error = e.what();
-      finish(*s, FinishReason::kError, "", out);
-      s->stream->push(std::move(out));
-    }
+    fail_step(batch, e.what());
     while (!in_flight_.empty()) collect_in_flight();
     remove_finished();
     publish_stats();

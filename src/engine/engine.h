@@ -139,6 +139,7 @@ class Engine {
   // (t1 .. t2) counted, the stats published.
   void end_step(Clock::time_point t0, Clock::time_point t1, Clock::time_point t2, bool overlapped);
   void emit_sampled(Sequence& s, SampledToken& t);  // emit_token with the draw's logprobs if asked
+  void fail_step(const std::vector<Sequence*>& batch, const std::string& error);  // each ends with the error
   void drain_inbox();
   void schedule(std::vector<Sequence*>& batch, std::vector<int64_t>& chunk);
   bool ensure_blocks(Sequence& s, int64_t tokens_after);
