@@ -135,12 +135,14 @@ class TimedBackend final : public Backend {
   // Graphs and device argmax pass through while not profiling; a profiled step runs eagerly.
   bool supports_graphs() const override { return !timing && inner_->supports_graphs(); }
   void graph_stage(const std::vector<int32_t>& ids, const std::vector<int32_t>& from, const std::vector<int32_t>& pos,
-                   const AttentionBatch& a, const std::vector<int32_t>& logit_rows, const KvCache& kv) override {
+                   const AttentionBatch& a, const std::vector<int32_t>& logit_rows, const KvCache& kv,
+                   const GraphDraw& draw) override {
     const auto t0 = Clock::now();
-    inner_->graph_stage(ids, from, pos, a, logit_rows, kv);
+    inner_->graph_stage(ids, from, pos, a, logit_rows, kv, draw);
     stage_s += seconds_since(t0);
   }
   void graph_capture_begin() override { inner_->graph_capture_begin(); }
+  void graph_capture_draw(const Tensor& logits) override { inner_->graph_capture_draw(logits); }
   void graph_capture_end(int64_t key) override { inner_->graph_capture_end(key); }
   void graph_capture_abort() override { inner_->graph_capture_abort(); }
   bool graph_replay(int64_t key) override {

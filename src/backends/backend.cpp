@@ -121,7 +121,7 @@ void Backend::embedding_drawn(const Tensor& table, const std::vector<int32_t>& i
 }
 
 void Backend::graph_stage(const std::vector<int32_t>&, const std::vector<int32_t>&, const std::vector<int32_t>&,
-                          const AttentionBatch&, const std::vector<int32_t>&, const KvCache&) {
+                          const AttentionBatch&, const std::vector<int32_t>&, const KvCache&, const GraphDraw&) {
   fail(name(), " backend does not support graphs");
 }
 void Backend::graph_capture_begin() { fail(name(), " backend does not support graphs"); }

@@ -179,10 +179,22 @@ class Backend {
   // A backend without graphs keeps these defaults.
   virtual bool supports_graphs() const { return false; }
   // from_draw: embedding_drawn()'s rows of the latest async draw (-1: the id in token_ids).
+  // draw: the draw that will follow the replay, where the replay may make it itself (see
+  // graph_capture_draw): the first greedy_rows logit rows, every one plain greedy, drawn by
+  // draw_rows_async when `async`, else by sample_rows. Zero rows: no such draw.
+  struct GraphDraw {
+    int64_t greedy_rows = 0;
+    bool async = false;
+  };
   virtual void graph_stage(const std::vector<int32_t>& token_ids, const std::vector<int32_t>& from_draw,
                            const std::vector<int32_t>& positions, const AttentionBatch& attn,
-                           const std::vector<int32_t>& rows, const KvCache& kv);
+                           const std::vector<int32_t>& rows, const KvCache& kv, const GraphDraw& draw);
   virtual void graph_capture_begin();
+  // Called last in a capture, with the captured step's logits: a backend may record there the
+  // greedy draw graph_stage announces, so that a replay staged with one draws its tokens inside
+  // the graph; the draw_rows_async or sample_rows call that follows, on the same logits and rows,
+  // then only hands them over. Draws that do not match are made as usual. Default: nothing.
+  virtual void graph_capture_draw(const Tensor& /*logits*/) {}
   virtual void graph_capture_end(int64_t key);
   // Ends a capture that failed part-way; nothing is kept.
   virtual void graph_capture_abort() {}

@@ -277,7 +277,12 @@ Tensor DecodeGraphs::run(const ForwardBatch& b, KvCache& kv, Backend& backend, i
   for (int64_t i = 0; i <= B; ++i) p.attn.query_start[static_cast<size_t>(i)] = static_cast<int32_t>(i);
   for (int64_t i = 0; i < B; ++i) p.logit_rows[static_cast<size_t>(i)] = static_cast<int32_t>(i);
 
-  backend.graph_stage(p.token_ids, p.from_draw, p.positions, p.attn, p.logit_rows, kv);
+  // Every row drawn greedily: the replay may draw them itself (Backend::graph_capture_draw).
+  Backend::GraphDraw draw;
+  if (static_cast<int64_t>(b.sampling.size()) == T &&
+      std::all_of(b.sampling.begin(), b.sampling.end(), [](const RowSampling& r) { return r.plain_greedy(); }))
+    draw = {T, b.draw_async};
+  backend.graph_stage(p.token_ids, p.from_draw, p.positions, p.attn, p.logit_rows, kv, draw);
   const int64_t key = B << 32 | W;
   Tensor& logits = logits_[key];
   if (!logits.data()) logits = backend.alloc(DType::kF32, {B, vocab});
@@ -285,6 +290,7 @@ Tensor DecodeGraphs::run(const ForwardBatch& b, KvCache& kv, Backend& backend, i
     backend.graph_capture_begin();
     try {
       step(p, kv, logits);  // every temporary is freed inside the capture
+      backend.graph_capture_draw(logits);
     } catch (...) {
       backend.graph_capture_abort();
       throw;

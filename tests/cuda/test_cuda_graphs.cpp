@@ -7,6 +7,7 @@
 //
 // Tensor cores: matrix products of more than four rows round the activations to bf16/f16 and run
 // on cuBLASLt; they are compared with the reference computed on the same rounded activations.
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <numeric>
@@ -23,13 +24,21 @@
 namespace redhare::cuda_test {
 namespace {
 
-// Sequences prefilled one by one, then decoded together with a changing subset per step.
+// Sequences prefilled one by one, then decoded together with a changing subset per step, each
+// next token the greedy one. kLogits: the logits come back and the host takes their argmax; the
+// other modes draw on the device (ForwardBatch::sampling, every row plain greedy): kSync with
+// sample_rows, kSyncLogprobs the same with a logprob asked for row 0 (not a plain greedy row: a
+// replay leaves the draw to sample_rows), kAsync overlapped, each step queued with its ids read
+// on the device from the previous step's draw before that draw is collected.
+enum class DrawMode { kLogits, kSync, kSyncLogprobs, kAsync };
+
 struct DecodeRun {
-  std::vector<std::vector<float>> step_logits;  // per step, the host logits of that step
+  std::vector<std::vector<float>> step_logits;  // per step, the host logits of that step (kLogits)
+  std::vector<std::vector<int32_t>> step_tokens;  // per step, the tokens drawn
 };
 
-DecodeRun run_decode(Backend& backend, const std::string& fixture, int steps, int64_t seqs,
-                     int64_t block_size) {
+DecodeRun run_decode(Backend& backend, const std::string& fixture, int steps, int64_t seqs, int64_t block_size,
+                     DrawMode mode = DrawMode::kLogits) {
   auto model = load_model(fixture_dir(fixture), backend);
   const int64_t V = model->config().vocab_size;
   const int64_t blocks_per_seq = 16;
@@ -65,6 +74,19 @@ DecodeRun run_decode(Backend& backend, const std::string& fixture, int steps, in
     len[static_cast<size_t>(s)] = static_cast<int32_t>(n);
   }
   DecodeRun run;
+  // kAsync: the sequences of the draw not yet collected, by row.
+  std::vector<int64_t> pending;
+  auto collect = [&] {
+    std::vector<SampledToken> got = backend.collect_draw();
+    EXPECT_EQ(got.size(), pending.size());
+    std::vector<int32_t> tokens;
+    for (size_t r = 0; r < got.size() && r < pending.size(); ++r) {
+      last[static_cast<size_t>(pending[r])] = got[r].token;
+      tokens.push_back(got[r].token);
+    }
+    run.step_tokens.push_back(tokens);
+    pending.clear();
+  };
   for (int step = 0; step < steps; ++step) {
     // 1, 2, ..., seqs sequences, then back down: every bucket is captured and replayed, and
     // replays see contexts and tables other than the ones they were captured with.
@@ -73,9 +95,18 @@ DecodeRun run_decode(Backend& backend, const std::string& fixture, int steps, in
     b.attn.num_seqs = static_cast<int32_t>(n);
     b.attn.query_start = {0};
     b.attn.max_blocks = static_cast<int32_t>(blocks_per_seq);
+    std::vector<int64_t> order;
     for (int64_t i = 0; i < n; ++i) {
       const int64_t s = (i * 3 + step) % seqs;  // a different subset and order each step
-      b.token_ids.push_back(last[static_cast<size_t>(s)]);
+      order.push_back(s);
+      const auto in_pending = std::find(pending.begin(), pending.end(), s);
+      if (in_pending != pending.end()) {  // kAsync: drawn, not yet collected
+        b.from_draw.push_back(static_cast<int32_t>(in_pending - pending.begin()));
+        b.token_ids.push_back(0);  // a placeholder: the id is read on the device
+      } else {
+        if (mode == DrawMode::kAsync) b.from_draw.push_back(-1);
+        b.token_ids.push_back(last[static_cast<size_t>(s)]);
+      }
       b.positions.push_back(len[static_cast<size_t>(s)]);
       b.attn.slot_mapping.push_back(slot_of(s, len[static_cast<size_t>(s)]));
       ++len[static_cast<size_t>(s)];
@@ -85,14 +116,40 @@ DecodeRun run_decode(Backend& backend, const std::string& fixture, int steps, in
       b.attn.block_tables.insert(b.attn.block_tables.end(), t.begin(), t.end());
       b.logit_rows.push_back(static_cast<int32_t>(i));
     }
-    Tensor l = model->forward(b, kv);
-    const float* p = l.data_as<float>();
-    run.step_logits.emplace_back(p, p + l.numel());
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t s = (i * 3 + step) % seqs;
-      last[static_cast<size_t>(s)] = static_cast<int32_t>(std::max_element(p + i * V, p + (i + 1) * V) - (p + i * V));
+    if (mode == DrawMode::kLogits) {
+      Tensor l = model->forward(b, kv);
+      const float* p = l.data_as<float>();
+      run.step_logits.emplace_back(p, p + l.numel());
+      std::vector<int32_t> tokens;
+      for (int64_t i = 0; i < n; ++i) {
+        tokens.push_back(static_cast<int32_t>(std::max_element(p + i * V, p + (i + 1) * V) - (p + i * V)));
+        last[static_cast<size_t>(order[static_cast<size_t>(i)])] = tokens.back();
+      }
+      run.step_tokens.push_back(tokens);
+      continue;
     }
+    RowSampling greedy;
+    greedy.temperature = 0.0f;
+    b.sampling.assign(static_cast<size_t>(n), greedy);
+    if (mode == DrawMode::kSyncLogprobs) b.sampling[0].logprobs = 1;
+    std::vector<SampledToken> drawn;
+    b.sampled = &drawn;
+    b.draw_async = mode == DrawMode::kAsync;
+    model->forward(b, kv);
+    if (mode == DrawMode::kAsync) {
+      if (!pending.empty()) collect();  // the previous step's draw, while this step runs
+      pending = order;
+      continue;
+    }
+    EXPECT_EQ(drawn.size(), static_cast<size_t>(n));
+    std::vector<int32_t> tokens;
+    for (size_t i = 0; i < drawn.size(); ++i) {
+      tokens.push_back(drawn[i].token);
+      last[static_cast<size_t>(order[i])] = drawn[i].token;
+    }
+    run.step_tokens.push_back(tokens);
   }
+  if (!pending.empty()) collect();
   return run;
 }
 
@@ -118,6 +175,29 @@ TEST_F(CudaGraphs, ReplayedDecodeIsBitwiseEager) {
             << fixture << " step " << s << (tensor_cores ? " (tensor cores)" : "");
       }
     }
+  }
+}
+
+// A replay staged with a greedy draw makes the draw itself, at the end of the graph
+// (CudaBackend::graph_capture_draw), for sample_rows and overlapped draws alike; a draw that is
+// not plain greedy is made after the replay as usual. Either way the tokens are the argmax of the
+// eager steps' logits, over every bucket and the changing subsets of run_decode.
+TEST_F(CudaGraphs, GreedyDrawsAfterReplaysAreTheEagerArgmax) {
+  CudaOptions eager_opts, graph_opts;
+  eager_opts.graphs = false;
+  for (const char* fixture : {"llama_gqa", "qwen3_mqa_odd"}) {
+    const DecodeRun want = run_decode(*make_cuda_backend(0, eager_opts), fixture, 22, 11, 4);
+    ASSERT_EQ(want.step_tokens.size(), 22u);
+    for (DrawMode mode : {DrawMode::kSync, DrawMode::kSyncLogprobs, DrawMode::kAsync}) {
+      auto graphed = make_cuda_backend(0, graph_opts);
+      ASSERT_TRUE(graphed->supports_graphs());
+      const DecodeRun got = run_decode(*graphed, fixture, 22, 11, 4, mode);
+      EXPECT_EQ(got.step_tokens, want.step_tokens) << fixture << " mode " << static_cast<int>(mode);
+    }
+    // The eager backend's own device draws, for completeness (no graph: no draw in one).
+    EXPECT_EQ(run_decode(*make_cuda_backend(0, eager_opts), fixture, 22, 11, 4, DrawMode::kAsync).step_tokens,
+              want.step_tokens)
+        << fixture << " eager async";
   }
 }
 

@@ -120,7 +120,7 @@ class CudaBackend final : public Backend {
 
   ~CudaBackend() override {
     cudaStreamSynchronize(ctx_->stream);
-    for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+    for (auto& [key, g] : graphs_) cudaGraphExecDestroy(g.exec);
     for (IntMirror* m : {&ids_, &from_, &positions_, &rows_, &attn_meta_}) {
       if (m->dev) cudaFreeAsync(m->dev, ctx_->stream);
       if (m->pinned) cudaFreeHost(m->pinned);
@@ -128,7 +128,9 @@ class CudaBackend final : public Backend {
     }
     if (graph_inputs_.dev) cudaFree(graph_inputs_.dev);
     if (graph_inputs_.pinned) cudaFreeHost(graph_inputs_.pinned);
-    if (graph_inputs_.copied) cudaEventDestroy(graph_inputs_.copied);
+    for (cudaEvent_t e : stage_read_)
+      if (e) cudaEventDestroy(e);
+    if (stage_replays_dev_) cudaFree(stage_replays_dev_);
     if (pinned_out_) cudaFreeHost(pinned_out_);
     for (DrawSlot& d : draw_slots_) {
       if (d.pinned) cudaFreeHost(d.pinned);
@@ -480,8 +482,11 @@ class CudaBackend final : public Backend {
     // next slot's draw has been collected.
     const int slot = next_draw_slot_;
     next_draw_slot_ = (next_draw_slot_ + 1) % kMaxDrawsInFlight;
-    ensure_drawn_ids(static_cast<int64_t>(rows.size()));
-    PendingDraw d = issue_draw(logits, rows, true, slot);
+    PendingDraw d;
+    if (!take_graph_draw(logits, rows, slot, true, d)) {
+      ensure_drawn_ids(static_cast<int64_t>(rows.size()));
+      d = issue_draw(logits, rows, true, slot);
+    }
     latest_draw_rows_ = static_cast<int32_t>(rows.size());
     pending_draws_.push_back(std::move(d));
   }
@@ -513,6 +518,45 @@ class CudaBackend final : public Backend {
   };
   PendingDraw issue_draw(const Tensor& logits, const std::vector<RowSampling>& rows, bool to_drawn, int slot);
   std::vector<SampledToken> unpack_draw(const PendingDraw& d) const;
+
+  // The draw the latest replay made itself (graph_stage's GraphDraw, recorded by
+  // graph_capture_draw): its logits, rows, slot and kind. Taken by the next draw when that is the
+  // same one, else dropped (the draw is then made as usual, over what the replay left).
+  struct GraphDrawn {
+    const void* logits = nullptr;
+    int64_t rows = 0;
+    int slot = -1;
+    bool async = false;
+  };
+  GraphDrawn graph_drawn_;
+  bool take_graph_draw(const Tensor& logits, const std::vector<RowSampling>& rows, int slot, bool async,
+                       PendingDraw& d) {
+    const GraphDrawn g = graph_drawn_;
+    graph_drawn_ = {};
+    if (!g.logits || g.logits != logits.data() || g.rows != static_cast<int64_t>(rows.size()) || g.slot != slot ||
+        g.async != async)
+      return false;
+    for (const RowSampling& r : rows)
+      if (!r.plain_greedy()) return false;
+    d = {};
+    d.slot = slot;
+    d.rows = g.rows;
+    d.plain = true;
+    d.top_n.assign(rows.size(), -1);
+    return true;
+  }
+
+  // The argmax's candidates go through the attention workspace and counters (stream-ordered
+  // scratch, free between kernels; each launch leaves the counters zero).
+  cuda::ArgmaxScratch argmax_scratch() const {
+    cuda::ArgmaxScratch scratch;
+    scratch.pairs = cuda::kAttentionWorkspaceFloats / 2;
+    scratch.values = attn_workspace_;
+    scratch.indices = reinterpret_cast<int32_t*>(attn_workspace_ + scratch.pairs);
+    scratch.counters = attn_counters_;
+    scratch.counters_count = cuda::kAttentionCounters;
+    return scratch;
+  }
 
   // drawn_ids_ holds at least `rows` tokens. Graphs hold its address: growing it drops them.
   void ensure_drawn_ids(int64_t rows) {
@@ -821,16 +865,18 @@ class CudaBackend final : public Backend {
     return Tensor(dtype, std::move(shape), p, std::move(owner), device());
   }
 
-  // Copies the graph inputs that changed since the last step into their buffers (g_ids_,
-  // g_from_, g_positions_, g_rows_, g_meta_: sections of one device block, graph_inputs_) with
-  // one copy (an overlapped decode's ids and draw rows stay the same from step to step):
-  // each cudaMemcpyAsync costs a few microseconds of host and device time while the GPU waits for
-  // the step to start (H100, batch-1 8B decode: 11-13 us per step staging three arrays one copy
-  // each). Captured graphs hold the sections' addresses, so growing the block drops them all
-  // (they are captured again on their next use).
-  static constexpr int kGraphInputs = 5;
+  // Graph inputs. A replay's index arrays (g_ctrl_, g_ids_, g_from_, g_positions_, g_rows_,
+  // g_meta_: sections of one device block, graph_inputs_) are written by the host into one of two
+  // pinned, mapped buffers (replay k's into buffer k & 1, while replay k - 1 may still run) and
+  // copied to the device block by the graph's own first kernel (cuda::launch_stage_in), which
+  // counts replays on the device as stage_replays_ does on the host. Before, one cudaMemcpyAsync
+  // per step ahead of the graph was a stream operation of its own that the GPU waited for between
+  // steps (H100, batch-1 8B FP8 decode: 15-22 us per step between a step and its graph replayed
+  // back to back, with the draw after it). Captured graphs hold the sections' addresses, so
+  // growing the block drops them all (they are captured again on their next use).
+  static constexpr int kGraphInputs = 6;
   void stage_graph_inputs(const std::vector<int32_t>* const (&values)[kGraphInputs]) {
-    IntMirror* const g[kGraphInputs] = {&g_ids_, &g_from_, &g_positions_, &g_rows_, &g_meta_};
+    IntMirror* const g[kGraphInputs] = {&g_ctrl_, &g_ids_, &g_from_, &g_positions_, &g_rows_, &g_meta_};
     bool fits = graph_inputs_.dev != nullptr;
     for (int i = 0; i < kGraphInputs; ++i) fits = fits && values[i]->size() <= g[i]->capacity;
     if (!fits) {
@@ -842,51 +888,51 @@ class CudaBackend final : public Backend {
       size_t total = 0;
       size_t cap[kGraphInputs];
       for (int i = 0; i < kGraphInputs; ++i) {
-        // Sections of whole 16-byte words, at least 256 values, twice what is needed now.
-        cap[i] = (std::max<size_t>({values[i]->size() * 2, g[i]->capacity, 256}) + 3) / 4 * 4;
+        // Sections of whole 16-byte words, at least 16 values, twice what is needed now.
+        cap[i] = (std::max<size_t>({values[i]->size() * 2, g[i]->capacity, 16}) + 3) / 4 * 4;
         total += cap[i];
       }
       RH_CUDA(cudaMalloc(reinterpret_cast<void**>(&graph_inputs_.dev), total * sizeof(int32_t)));
-      RH_CUDA(cudaMallocHost(reinterpret_cast<void**>(&graph_inputs_.pinned), total * sizeof(int32_t)));
+      RH_CUDA(cudaHostAlloc(reinterpret_cast<void**>(&graph_inputs_.pinned), 2 * total * sizeof(int32_t),
+                            cudaHostAllocMapped | cudaHostAllocPortable));
+      RH_CUDA(cudaHostGetDevicePointer(&stage_mapped_, graph_inputs_.pinned, 0));
+      std::memset(graph_inputs_.pinned, 0, 2 * total * sizeof(int32_t));
+      graph_inputs_.capacity = total;
       for (int i = 0, at = 0; i < kGraphInputs; at += static_cast<int>(cap[i]), ++i) {
         g[i]->dev = graph_inputs_.dev + at;
-        g[i]->pinned = graph_inputs_.pinned + at;
+        g[i]->pinned = graph_inputs_.pinned + at;  // in buffer 0; buffer 1's is `total` values on
         g[i]->capacity = cap[i];
-        g[i]->host.clear();  // the new sections hold nothing yet
+        g[i]->host.clear();
       }
+      if (!stage_replays_dev_) {
+        RH_CUDA(cudaMalloc(reinterpret_cast<void**>(&stage_replays_dev_), 2 * sizeof(uint32_t)));
+        RH_CUDA(cudaMemset(stage_replays_dev_, 0, 2 * sizeof(uint32_t)));
+        stage_replays_ = 0;
+      }
+      for (cudaEvent_t& e : stage_read_)
+        if (!e) RH_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     }
-    bool changed[kGraphInputs];
-    int first = -1, last = -1;
-    for (int i = 0; i < kGraphInputs; ++i)
-      if ((changed[i] = g[i]->host != *values[i])) {
-        if (first < 0) first = i;
-        last = i;
-      }
-    if (first < 0) return;
-    if (!graph_inputs_.copied) RH_CUDA(cudaEventCreateWithFlags(&graph_inputs_.copied, cudaEventDisableTiming));
-    // The pinned block is rewritten below: its previous copy must have left (it has: it was
-    // queued a step ago, before a synchronizing read of the tokens).
-    RH_CUDA(cudaEventSynchronize(graph_inputs_.copied));
-    for (int i = first; i <= last; ++i) {
-      if (!changed[i]) continue;  // its pinned copy is current
+    // The buffer of the next replay; the replay before the previous one read it last.
+    const size_t buf = stage_replays_ & 1;
+    RH_CUDA(cudaEventSynchronize(stage_read_[buf]));
+    int32_t* base = graph_inputs_.pinned + buf * graph_inputs_.capacity;
+    for (int i = 0; i < kGraphInputs; ++i) {
       g[i]->host = *values[i];
-      if (!values[i]->empty()) std::memcpy(g[i]->pinned, values[i]->data(), values[i]->size() * sizeof(int32_t));
+      if (!values[i]->empty())
+        std::memcpy(base + (g[i]->pinned - graph_inputs_.pinned), values[i]->data(), values[i]->size() * sizeof(int32_t));
     }
-    // One copy from the first changed section to the end of the last one's values.
-    const size_t begin = static_cast<size_t>(g[first]->pinned - graph_inputs_.pinned);
-    const size_t end = static_cast<size_t>(g[last]->pinned - graph_inputs_.pinned) + values[last]->size();
-    if (end > begin)
-      RH_CUDA(cudaMemcpyAsync(graph_inputs_.dev + begin, graph_inputs_.pinned + begin, (end - begin) * sizeof(int32_t),
-                              cudaMemcpyHostToDevice, stream()));
-    RH_CUDA(cudaEventRecord(graph_inputs_.copied, stream()));
+    staged_ = true;
   }
+
+  // What graph_stage staged for the replay's own draw (g_ctrl_ holds it for the device).
+  GraphDrawn staged_draw_;
 
  public:
   bool supports_graphs() const override { return options_.graphs; }
 
   void graph_stage(const std::vector<int32_t>& token_ids, const std::vector<int32_t>& from_draw,
                    const std::vector<int32_t>& positions, const AttentionBatch& attn, const std::vector<int32_t>& rows,
-                   const KvCache& kv) override {
+                   const KvCache& kv, const GraphDraw& draw) override {
     RH_CHECK(!capturing_, "graph_stage during a capture");
     RH_CHECK(!kv.layers.empty(), "graph_stage: empty KV cache");
     const int64_t T = attn.num_tokens();
@@ -897,14 +943,53 @@ class CudaBackend final : public Backend {
     check_attention_batch(attn, kv.layers[0].k.size(0), kv.layers[0].k.size(1));
     for (int32_t r : rows) RH_CHECK(r >= 0 && r < T, "graph_stage: row ", r, " out of range");
     pack_attention_meta(attn, meta_scratch_);
-    ensure_drawn_ids(1);  // its address goes into the graph (embedding_drawn)
-    stage_graph_inputs({&token_ids, &from_draw, &positions, &rows, &meta_scratch_});
+    ensure_drawn_ids(T);  // its address goes into the graph (embedding_drawn, graph_capture_draw)
+    graph_drawn_ = {};
+    // The replay's own draw: rows that exist, into the slot the draw that follows will take,
+    // which is free (an async draw's, while fewer than kMaxDrawsInFlight wait).
+    staged_draw_ = {};
+    cuda::GraphDrawCtrl ctrl{0, 0, 0};
+    if (draw.greedy_rows > 0 && draw.greedy_rows <= T &&
+        (!draw.async || pending_draws_.size() < static_cast<size_t>(kMaxDrawsInFlight))) {
+      const int slot = draw.async ? next_draw_slot_ : kMaxDrawsInFlight;
+      draw_slot(slot, static_cast<size_t>(draw.greedy_rows) * sizeof(int32_t));
+      staged_draw_ = {nullptr, draw.greedy_rows, slot, draw.async};
+      ctrl.rows = static_cast<int32_t>(draw.greedy_rows);
+      ctrl.to_out = draw.async ? 1 : 0;
+      ctrl.host_out = reinterpret_cast<uint64_t>(draw_slots_[static_cast<size_t>(slot)].mapped);
+    }
+    ctrl_scratch_.resize(sizeof(ctrl) / sizeof(int32_t));
+    std::memcpy(ctrl_scratch_.data(), &ctrl, sizeof(ctrl));
+    stage_graph_inputs({&ctrl_scratch_, &token_ids, &from_draw, &positions, &rows, &meta_scratch_});
   }
 
   void graph_capture_begin() override {
     RH_CHECK(!capturing_, "graph capture already running");
     RH_CUDA(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeThreadLocal));
     capturing_ = true;
+    capture_ = {};
+    if (graph_inputs_.dev) {  // staged inputs: the graph takes them itself
+      // Every replay of this graph stages sections of the same sizes (its key fixes them): the
+      // copy ends where the last one's values do.
+      const size_t used = static_cast<size_t>(g_meta_.pinned - graph_inputs_.pinned) + g_meta_.host.size();
+      cuda::launch_stage_in(stage_mapped_, static_cast<int64_t>(graph_inputs_.capacity / 4),
+                            static_cast<int64_t>((used + 3) / 4), graph_inputs_.dev, stage_replays_dev_, stream());
+      capture_.stages_in = true;
+    }
+  }
+
+  // The argmax of every row of `logits`, recorded after the step: a replay runs it over the rows
+  // its staged GraphDrawCtrl names (none: the kernel's blocks leave at once).
+  void graph_capture_draw(const Tensor& logits) override {
+    RH_CHECK(capturing_, "graph_capture_draw outside a capture");
+    if (!capture_.stages_in) return;
+    check_f32(logits, "graph_capture_draw logits");
+    RH_CHECK(logits.dim() == 2 && logits.size(0) <= drawn_capacity_ && logits.size(1) > 0 &&
+                 logits.size(1) < std::numeric_limits<int32_t>::max(),
+             "graph_capture_draw: ", logits.str(), " for ", drawn_capacity_, " drawn ids");
+    cuda::launch_argmax_rows(logits.data_as<float>(), logits.size(0), logits.size(1), drawn_ids_, stream(),
+                             argmax_scratch(), nullptr, reinterpret_cast<const cuda::GraphDrawCtrl*>(g_ctrl_.dev));
+    capture_.draw_logits = logits.data();
   }
 
   void graph_capture_end(int64_t key) override {
@@ -918,10 +1003,11 @@ class CudaBackend final : public Backend {
     RH_CUDA(e);
     auto it = graphs_.find(key);
     if (it != graphs_.end()) {
-      RH_CUDA(cudaGraphExecDestroy(it->second));
+      RH_CUDA(cudaGraphExecDestroy(it->second.exec));
       graphs_.erase(it);
     }
-    graphs_[key] = exec;
+    capture_.exec = exec;
+    graphs_[key] = capture_;
   }
 
   void graph_capture_abort() override {
@@ -933,18 +1019,43 @@ class CudaBackend final : public Backend {
     cudaGetLastError();  // an invalidated capture leaves its error behind
   }
 
+  // A replay after graph_stage takes what it staged; another replay takes the same inputs again,
+  // without the draw.
   bool graph_replay(int64_t key) override {
     auto it = graphs_.find(key);
     if (it == graphs_.end()) return false;
-    RH_CUDA(cudaGraphLaunch(it->second, stream()));
+    const Graph& g = it->second;
+    const size_t buf = stage_replays_ & 1;
+    if (g.stages_in && !staged_) {
+      RH_CUDA(cudaEventSynchronize(stage_read_[buf]));
+      int32_t* to = graph_inputs_.pinned + buf * graph_inputs_.capacity;
+      std::memcpy(to, graph_inputs_.pinned + (buf ^ 1) * graph_inputs_.capacity,
+                  graph_inputs_.capacity * sizeof(int32_t));
+      reinterpret_cast<cuda::GraphDrawCtrl*>(to + (g_ctrl_.pinned - graph_inputs_.pinned))->rows = 0;
+      staged_draw_ = {};
+    }
+    RH_CUDA(cudaGraphLaunch(g.exec, stream()));
+    if (g.stages_in) {
+      RH_CUDA(cudaEventRecord(stage_read_[buf], stream()));
+      ++stage_replays_;
+    }
+    graph_drawn_ = {};
+    if (g.stages_in && g.draw_logits && staged_draw_.rows > 0) {
+      graph_drawn_ = staged_draw_;
+      graph_drawn_.logits = g.draw_logits;
+      RH_CUDA(cudaEventRecord(draw_slots_[static_cast<size_t>(staged_draw_.slot)].done, stream()));
+    }
+    staged_ = false;
+    staged_draw_ = {};
     return true;
   }
 
   void graph_clear() override {
     if (graphs_.empty()) return;
     RH_CUDA(cudaStreamSynchronize(stream()));
-    for (auto& [key, exec] : graphs_) RH_CUDA(cudaGraphExecDestroy(exec));
+    for (auto& [key, g] : graphs_) RH_CUDA(cudaGraphExecDestroy(g.exec));
     graphs_.clear();
+    graph_drawn_ = {};
   }
 
  private:
@@ -962,9 +1073,27 @@ class CudaBackend final : public Backend {
   // single row stays on the GEMV; exact mode keeps it up to kGemvMaxRows.
   int64_t gemv_rows_ = cuda::kGemvMaxRows;
   bool capturing_ = false;
-  std::map<int64_t, cudaGraphExec_t> graphs_;
-  IntMirror g_ids_, g_from_, g_positions_, g_rows_, g_meta_;  // sections of graph_inputs_
+  // A captured graph: whether it starts with launch_stage_in (inputs were staged before its
+  // capture), and the logits its recorded draw reads (graph_capture_draw; nullptr: none).
+  struct Graph {
+    cudaGraphExec_t exec = nullptr;
+    bool stages_in = false;
+    const void* draw_logits = nullptr;
+  };
+  Graph capture_;  // the one being captured
+  std::map<int64_t, Graph> graphs_;
+  IntMirror g_ctrl_, g_ids_, g_from_, g_positions_, g_rows_, g_meta_;  // sections of graph_inputs_
+  // The device block (dev), the two pinned buffers (pinned: `capacity` values each), their
+  // device address, which buffer the next replay reads (stage_replays_ & 1, the device's count in
+  // stage_replays_dev_), the events after the replays that last read each, and whether the next
+  // replay's inputs were staged.
   IntMirror graph_inputs_;
+  void* stage_mapped_ = nullptr;
+  uint64_t stage_replays_ = 0;
+  uint32_t* stage_replays_dev_ = nullptr;
+  cudaEvent_t stage_read_[2] = {nullptr, nullptr};
+  bool staged_ = false;
+  std::vector<int32_t> ctrl_scratch_;
   std::shared_ptr<StreamContext> ctx_;
   std::string name_;
   IntMirror ids_, from_, positions_, rows_, attn_meta_;
@@ -990,7 +1119,8 @@ std::vector<SampledToken> CudaBackend::sample_rows(const Tensor& logits, const s
     check_f32(logits, "sample_rows logits");
     return {};
   }
-  const PendingDraw d = issue_draw(logits, rows, false, kMaxDrawsInFlight);
+  PendingDraw d;
+  if (!take_graph_draw(logits, rows, kMaxDrawsInFlight, false, d)) d = issue_draw(logits, rows, false, kMaxDrawsInFlight);
   RH_CUDA(cudaEventSynchronize(draw_slots_[kMaxDrawsInFlight].done));
   return unpack_draw(d);
 }
@@ -1035,17 +1165,9 @@ CudaBackend::PendingDraw CudaBackend::issue_draw(const Tensor& logits, const std
       scratch_ids = alloc_uninit(DType::kI32, {R});
       ids = scratch_ids.data_as<int32_t>();
     }
-    // Its candidates go through the attention workspace and counters (stream-ordered scratch,
-    // free between kernels; each launch leaves the counters zero).
-    cuda::ArgmaxScratch scratch;
-    scratch.pairs = cuda::kAttentionWorkspaceFloats / 2;
-    scratch.values = attn_workspace_;
-    scratch.indices = reinterpret_cast<int32_t*>(attn_workspace_ + scratch.pairs);
-    scratch.counters = attn_counters_;
-    scratch.counters_count = cuda::kAttentionCounters;
     // The kernel also writes the tokens to the slot itself (pinned memory is mapped into the
     // device's address space): one stream operation fewer between this step and the next.
-    cuda::launch_argmax_rows(logits.data_as<float>(), R, V, ids, stream(), scratch,
+    cuda::launch_argmax_rows(logits.data_as<float>(), R, V, ids, stream(), argmax_scratch(),
                              static_cast<int32_t*>(draw_slots_[static_cast<size_t>(slot)].mapped));
     RH_CUDA(cudaEventRecord(done, stream()));
     return d;

@@ -206,10 +206,28 @@ struct ArgmaxScratch {
   int32_t* counters = nullptr;
   int64_t counters_count = 0;
 };
+// A graph's own greedy draw (CudaBackend::graph_capture_draw), staged with each replay's inputs:
+// the rows to draw (0: none), whether the tokens also go to `out` (the drawn ids an overlapped
+// step reads), and the device's address of the pinned memory they go to.
+struct GraphDrawCtrl {
+  int32_t rows;
+  int32_t to_out;
+  uint64_t host_out;
+};
+static_assert(sizeof(GraphDrawCtrl) == 16, "GraphDrawCtrl is one 16-byte word of the staged inputs");
 // out[r] = index of the first maximum of row r of x [rows, n]; also to host_out[r] where given
 // (pinned host memory, written through the device's mapping: no copy back to queue after it).
+// With ctrl (device memory, read when the kernel runs) only rows below ctrl->rows are drawn, to
+// out where ctrl->to_out, and to ctrl->host_out in place of host_out.
 void launch_argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* out, cudaStream_t stream,
-                        const ArgmaxScratch& scratch = {}, int32_t* host_out = nullptr);
+                        const ArgmaxScratch& scratch = {}, int32_t* host_out = nullptr,
+                        const GraphDrawCtrl* ctrl = nullptr);
+// The first kernel of a replayed graph: copies words [0, n16) (16 bytes each) of pinned host
+// buffer (counter[0] & 1) (`pinned`: the device's address of buffer 0, buffer 1 `stride16` words
+// on) to dst, then counts the replay in counter[0] (counter: two zeroed words of device memory).
+// The host stages replay k's inputs in buffer k & 1 while replay k - 1 runs.
+void launch_stage_in(const void* pinned, int64_t stride16, int64_t n16, void* dst, uint32_t* counter,
+                     cudaStream_t stream);
 void launch_add(float* out, const float* x, int64_t n, cudaStream_t stream);
 // out from a product's f32 sums p [rows, N] as fused_linear's `mode` writes it, rounded as the
 // decode kernels' epilogues round (device_util.cuh): p + bias stored or added into out, or SiLU

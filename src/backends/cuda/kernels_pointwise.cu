@@ -233,12 +233,17 @@ constexpr int kArgmaxMaxBlocks = 64;
 __global__ void __launch_bounds__(kArgmaxThreads)
 argmax_kernel(const float* __restrict__ x, int64_t n, int64_t slice, bool vec, int32_t* __restrict__ out,
               float* __restrict__ part_v, int32_t* __restrict__ part_i, int32_t* __restrict__ counters,
-              int32_t* __restrict__ host_out) {
+              int32_t* __restrict__ host_out, const GraphDrawCtrl* __restrict__ ctrl) {
   pdl_begin();  // launched by launch_pdl (pdl.cuh)
   __shared__ float best_v[kArgmaxThreads / 32];
   __shared__ int32_t best_i[kArgmaxThreads / 32];
   __shared__ bool last;
   const int64_t row_i = blockIdx.x, begin = blockIdx.y * slice, end = min(n, begin + slice);
+  if (ctrl) {  // a graph's draw: every block of a row leaves, or none
+    if (row_i >= ctrl->rows) return;
+    if (!ctrl->to_out) out = nullptr;
+    host_out = reinterpret_cast<int32_t*>(ctrl->host_out);
+  }
   const float* row = x + row_i * n;
   float v = -INFINITY;
   int32_t idx = INT32_MAX;
@@ -276,7 +281,7 @@ argmax_kernel(const float* __restrict__ x, int64_t n, int64_t slice, bool vec, i
   for (int w = 1; w < kArgmaxThreads / 32; ++w) take_better(v, idx, best_v[w], best_i[w]);
   const int parts = static_cast<int>(gridDim.y);
   if (parts == 1) {
-    out[row_i] = idx;
+    if (out) out[row_i] = idx;
     if (host_out) host_out[row_i] = idx;
     return;
   }
@@ -290,8 +295,31 @@ argmax_kernel(const float* __restrict__ x, int64_t n, int64_t slice, bool vec, i
   v = __ldcg(part_v + row_i * parts);
   idx = __ldcg(part_i + row_i * parts);
   for (int b = 1; b < parts; ++b) take_better(v, idx, __ldcg(part_v + row_i * parts + b), __ldcg(part_i + row_i * parts + b));
-  out[row_i] = idx;
+  if (out) out[row_i] = idx;
   if (host_out) host_out[row_i] = idx;
+}
+
+// launch_stage_in: each block copies its share of the words; the buffer is read uncached (the
+// host rewrites it between replays). The last block to finish (counter[1] counts them, left
+// zero) counts the replay in counter[0], after every block has read it.
+constexpr int kStageInThreads = 256;
+__global__ void __launch_bounds__(kStageInThreads)
+stage_in_kernel(const int4* __restrict__ pinned, int64_t stride16, int64_t n16, int4* __restrict__ dst,
+                uint32_t* __restrict__ counter) {
+  pdl_trigger();  // the graph's next kernel may be scheduled; it waits for this one (pdl_wait)
+  __shared__ uint32_t replay;
+  if (threadIdx.x == 0) replay = *reinterpret_cast<volatile uint32_t*>(counter);
+  __syncthreads();
+  const int4* src = pinned + static_cast<int64_t>(replay & 1) * stride16;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(kStageInThreads) + threadIdx.x; i < n16;
+       i += static_cast<int64_t>(gridDim.x) * kStageInThreads)
+    dst[i] = __ldcv(src + i);
+  __syncthreads();
+  if (threadIdx.x != 0) return;
+  __threadfence();
+  if (atomicAdd(&counter[1], 1u) != gridDim.x - 1) return;
+  counter[1] = 0;
+  counter[0] = replay + 1;
 }
 
 }  // namespace
@@ -403,7 +431,7 @@ void launch_narrow(const float* x, int64_t n, void* out, Elem type, cudaStream_t
 }
 
 void launch_argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* out, cudaStream_t stream,
-                        const ArgmaxScratch& scratch, int32_t* host_out) {
+                        const ArgmaxScratch& scratch, int32_t* host_out, const GraphDrawCtrl* ctrl) {
   if (rows == 0) return;
   // Blocks per row: one per kArgmaxSlice elements (a multiple of 4, so 16-byte loads stay aligned
   // in every slice), up to kArgmaxMaxBlocks, where the scratch holds every row's candidates.
@@ -414,7 +442,20 @@ void launch_argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* out, c
   const bool vec = n % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
   launch_pdl("argmax_kernel", argmax_kernel, dim3(static_cast<unsigned>(rows), static_cast<unsigned>(parts)),
              dim3(kArgmaxThreads), 0, stream, x, n, slice, vec, out, scratch.values, scratch.indices,
-             scratch.counters, host_out);
+             scratch.counters, host_out, ctrl);
+}
+
+void launch_stage_in(const void* pinned, int64_t stride16, int64_t n16, void* dst, uint32_t* counter,
+                     cudaStream_t stream) {
+  RH_CHECK(reinterpret_cast<uintptr_t>(pinned) % 16 == 0 && reinterpret_cast<uintptr_t>(dst) % 16 == 0 &&
+               n16 > 0 && n16 <= stride16,
+           "launch_stage_in: unaligned buffers or ", n16, " words of ", stride16);
+  // One word per thread where it takes at most 64 blocks: a single thread's loads over PCIe wait
+  // for each other.
+  const int64_t blocks = std::min<int64_t>((n16 + kStageInThreads - 1) / kStageInThreads, 64);
+  stage_in_kernel<<<static_cast<unsigned>(blocks), kStageInThreads, 0, stream>>>(
+      static_cast<const int4*>(pinned), stride16, n16, static_cast<int4*>(dst), counter);
+  RH_CUDA_LAUNCHED("stage_in_kernel");
 }
 
 void launch_add(float* out, const float* x, int64_t n, cudaStream_t stream) {
