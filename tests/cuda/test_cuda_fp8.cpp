@@ -153,7 +153,13 @@ void check_fp8_tensor_core(const Fp8TcCase& c) {
   Tensor b = random_tensor(DType::kF32, {c.N});
   Tensor start = random_tensor(DType::kF32, {c.M, cols});
   // Reference: the activations as the kernels see them (normalized in f32 as the norm op rounds,
-  // then rounded to bf16), times the exactly dequantized weights, summed in f32 on the CPU.
+  // then rounded to bf16 for the tensor-core kernels; the bulk-copy kernel keeps them in f32),
+  // times the exactly dequantized weights, summed in f32 on the CPU.
+  const bool silu = c.mode == LinearOut::kSiluMul;
+  // One row on block-scaled weights that the backend prefers on the bulk-copy kernel runs it
+  // (sm_90+).
+  const bool bulk = c.bulk || (c.M == 1 && c.block_scales && cuda::bulk_gemv_enabled() &&
+                               cuda::bulk_gemv_fp8_preferred(c.N, c.K, silu));
   Tensor xin = x;
   if (c.norm) {
     xin = Tensor::empty(DType::kF32, {c.M, c.K});
@@ -163,7 +169,7 @@ void check_fp8_tensor_core(const Fp8TcCase& c) {
     for (float& f : v) f = bf16_to_f32(f32_to_bf16(f));
     return v;
   };
-  xin = Tensor::from_f32(round_bf16(xin.to_f32_vector()), {c.M, c.K});
+  if (!bulk) xin = Tensor::from_f32(round_bf16(xin.to_f32_vector()), {c.M, c.K});
   Tensor wref = w;  // the mma kernel: exact weights
   if (c.M >= kFp8WidenRows) {
     std::vector<float> wf(static_cast<size_t>(c.N * c.K));
@@ -181,7 +187,6 @@ void check_fp8_tensor_core(const Fp8TcCase& c) {
   else cpu::ref::silu_mul(p, ref);
   Tensor dnw = tc->upload(nw), db = tc->upload(b), dw = tc->upload(w);
   Tensor out = tc->upload(c.mode == LinearOut::kAccumulate ? start : poisoned({c.M, cols}));
-  const bool silu = c.mode == LinearOut::kSiluMul;
   if (c.bulk) {
     // The kernel at any size it is compiled for (the backend takes it for large products only).
     if (!cuda::bulk_gemv_enabled()) GTEST_SKIP() << "the bulk-copy kernel runs on sm_90 and later only";
@@ -204,23 +209,20 @@ void check_fp8_tensor_core(const Fp8TcCase& c) {
   } else {
     if (c.mode == LinearOut::kStore && !c.norm) tc->linear(tc->upload(x), dw, c.bias ? &db : nullptr, out);
     else tc->fused_linear(tc->upload(x), c.norm ? &dnw : nullptr, 1e-5f, dw, c.bias ? &db : nullptr, c.mode, out);
-    // One row on block-scaled weights that the backend prefers on the bulk-copy kernel runs it
-    // (sm_90+).
-    const bool bulk = c.M == 1 && c.block_scales && cuda::bulk_gemv_enabled() &&
-                      cuda::bulk_gemv_fp8_preferred(c.N, c.K, silu);
     EXPECT_EQ(cuda::last_bulk_gemv_bytes(), bulk ? 1 : 0) << "M=" << c.M << " N=" << c.N << " K=" << c.K;
   }
   // The products of bf16 activations and e4m3 (or, widened, bf16) weights are exact in f32; what
   // differs from the reference is the f32 summation (tensor-core order, one rounding per 128-value
-  // block when its scale is applied, split-K partials added last): ~1e-7 relative per step, well
-  // under 1e-5 over K <= 4096. A weight rounded to bf16 where it should not be (2^-9 relative) or an
-  // activation left unrounded would show as ~1e-3.
+  // block when its scale is applied, split-K partials added last; the bulk-copy kernel's norm
+  // scale applied to the sums): ~1e-7 relative per step, well under 1e-5 over K <= 4096. A weight
+  // rounded to bf16 where it should not be (2^-9 relative), or an activation rounded where it
+  // should not be or left unrounded where it should be, would show as ~1e-3.
   EXPECT_LT(rel_error(tc->to_host(out), ref), 1e-5)
       << "M=" << c.M << " N=" << c.N << " K=" << c.K << " mode " << static_cast<int>(c.mode) << " bias " << c.bias
       << " norm " << c.norm;
 }
 
-TEST_P(CudaFp8TensorCore, MatchesBf16ActivationsTimesExactWeights) { check_fp8_tensor_core(GetParam()); }
+TEST_P(CudaFp8TensorCore, MatchesTheKernelsActivationsTimesExactWeights) { check_fp8_tensor_core(GetParam()); }
 
 // With the shared memory of smaller GPUs (sm_86/sm_89: 99 KB, A100: 163 KB) the tiles that would
 // not fit give way to the 32-row tile, with the same results.
@@ -269,8 +271,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Fp8TcCase{300, 2120, 256, kU, false, true}, Fp8TcCase{520, 136, 640, kS, true, true}),
     fp8_tc_case_name);
 
-// One row on block-scaled weights: the bulk-copy kernel on sm_90+ (kernels_gemv_bulk.cu), same
-// numerics, same reference, launched directly at every width it is compiled for (7 and 8
+// One row on block-scaled weights: the bulk-copy kernel on sm_90+ (kernels_gemv_bulk.cu), its
+// activations in f32 (the reference's unrounded), launched directly at every width it is compiled for (7 and 8
 // consumer warps, one to four words per thread, one to four columns to a stage), with both block
 // footprints, and every mode. N that leave a block's last stage part-filled (131, 129, 38, 4242:
 // three, one or two of a four-column stage; odd N for two-column stages), fewer columns than SMs

@@ -99,9 +99,10 @@ void set_bulk_gemv_enabled(bool on);
 bool bulk_ring_order_enabled();
 void set_bulk_ring_order_enabled(bool on);
 // The same kernel on block-scaled FP8 weights (kF8B128 in the device layout with its 128 x 128
-// block table: fp8_blocks_to_device_layout returned true), with the W8A16 numerics of
-// launch_fp8_decode (activations rounded to bf16, weights exact, f32 sums, each 16-value piece's
-// sum times its block scale). False when it declines.
+// block table: fp8_blocks_to_device_layout returned true): activations in f32 (not rounded to
+// bf16 as launch_fp8_decode's tensor cores need), weights exact, f32 sums, each 16-value piece's
+// sum times its block scale; the norm's 1 / rms applied to each column's sum. False when it
+// declines.
 bool launch_bulk_gemv_fp8(const float* x, const float* norm_w, float eps, const void* w, const float* bias, int64_t M,
                           int64_t N, int64_t K, LinearMode mode, float* out, cudaStream_t stream);
 // Whether the backend gives a one-row FP8 product of N x K weights to launch_bulk_gemv_fp8: its
