@@ -233,22 +233,7 @@ class CudaBackend final : public Backend {
   }
 
   void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& out) override {
-    check_on_device(table, "embedding table");
-    check_f32(out, "embedding out");
-    const int64_t V = table.size(0), H = table.size(1), T = static_cast<int64_t>(ids.size());
-    RH_CHECK(table.dim() == 2 && out.dim() == 2 && out.size(0) == T && out.size(1) == H,
-             "embedding: ", table.str(), " -> ", out.str());
-    for (int32_t id : ids) RH_CHECK(id >= 0 && id < V, "token id ", id, " out of range");
-    if (is_block_quantized(table.dtype())) {
-      // A quantized table (SmolLM2's tied Q8_0 embeddings): only the looked-up rows are expanded.
-      RH_CHECK(cuda::quant_kernel_supported(table.dtype()), "CUDA backend: embedding does not support ",
-               dtype_name(table.dtype()), " tables (", table.str(), ")");
-      cuda::launch_quant_embedding(table.data(), table.dtype(), mirror(ids_, ids), T, H, out.data_as<float>(),
-                                   stream());
-      return;
-    }
-    cuda::launch_embedding(table.data(), elem_of(table, "embedding"), mirror(ids_, ids), T, H,
-                           out.data_as<float>(), stream());
+    lookup(table, ids, nullptr, out);
   }
 
   // embedding() with the ids of rows from_draw[t] >= 0 read on the device from the latest async
@@ -263,25 +248,10 @@ class CudaBackend final : public Backend {
       any = any || r >= 0;
     }
     // A graph records the lookup through the draw rows whatever this step's are.
-    if (!any && !capturing_) return embedding(table, ids, out);
-    check_on_device(table, "embedding table");
-    check_f32(out, "embedding out");
-    const int64_t V = table.size(0), H = table.size(1), T = static_cast<int64_t>(ids.size());
-    RH_CHECK(table.dim() == 2 && out.dim() == 2 && out.size(0) == T && out.size(1) == H,
-             "embedding: ", table.str(), " -> ", out.str());
-    for (int32_t id : ids) RH_CHECK(id >= 0 && id < V, "token id ", id, " out of range");
+    if (!any && !capturing_) return lookup(table, ids, nullptr, out);
     if (!capturing_) ensure_drawn_ids(1);
     RH_CHECK(drawn_ids_, "embedding_drawn: no drawn ids to record");  // graph_stage allocates them
-    const int32_t* from = mirror(from_, from_draw);
-    if (is_block_quantized(table.dtype())) {
-      RH_CHECK(cuda::quant_kernel_supported(table.dtype()), "CUDA backend: embedding does not support ",
-               dtype_name(table.dtype()), " tables (", table.str(), ")");
-      cuda::launch_quant_embedding(table.data(), table.dtype(), mirror(ids_, ids), T, H, out.data_as<float>(),
-                                   stream(), from, drawn_ids_);
-      return;
-    }
-    cuda::launch_embedding(table.data(), elem_of(table, "embedding"), mirror(ids_, ids), T, H, out.data_as<float>(),
-                           stream(), from, drawn_ids_);
+    lookup(table, ids, &from_draw, out);
   }
 
   void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
@@ -544,6 +514,30 @@ class CudaBackend final : public Backend {
     d.plain = true;
     d.top_n.assign(rows.size(), -1);
     return true;
+  }
+
+  // The embedding rows of `ids`, or where from_draw is given and from_draw[t] >= 0, of the
+  // latest async draw's row from_draw[t] (drawn_ids_).
+  void lookup(const Tensor& table, const std::vector<int32_t>& ids, const std::vector<int32_t>* from_draw,
+              Tensor& out) {
+    check_on_device(table, "embedding table");
+    check_f32(out, "embedding out");
+    const int64_t V = table.size(0), H = table.size(1), T = static_cast<int64_t>(ids.size());
+    RH_CHECK(table.dim() == 2 && out.dim() == 2 && out.size(0) == T && out.size(1) == H,
+             "embedding: ", table.str(), " -> ", out.str());
+    for (int32_t id : ids) RH_CHECK(id >= 0 && id < V, "token id ", id, " out of range");
+    const int32_t* from = from_draw ? mirror(from_, *from_draw) : nullptr;
+    const int32_t* drawn = from_draw ? drawn_ids_ : nullptr;
+    if (is_block_quantized(table.dtype())) {
+      // A quantized table (SmolLM2's tied Q8_0 embeddings): only the looked-up rows are expanded.
+      RH_CHECK(cuda::quant_kernel_supported(table.dtype()), "CUDA backend: embedding does not support ",
+               dtype_name(table.dtype()), " tables (", table.str(), ")");
+      cuda::launch_quant_embedding(table.data(), table.dtype(), mirror(ids_, ids), T, H, out.data_as<float>(),
+                                   stream(), from, drawn);
+      return;
+    }
+    cuda::launch_embedding(table.data(), elem_of(table, "embedding"), mirror(ids_, ids), T, H, out.data_as<float>(),
+                           stream(), from, drawn);
   }
 
   // The argmax's candidates go through the attention workspace and counters (stream-ordered
