@@ -10,7 +10,7 @@ scripts/fetch_default_model.sh
 BUILD_DIR=build-test scripts/build.sh -DREDHARE_WERROR=ON
 ctest --test-dir build-test --output-on-failure -j "$(nproc)" --timeout 600
 if compgen -G "tests/e2e/test_*.py" > /dev/null; then
-  python3 -m pytest -q tests/e2e
+  python3 -m pytest -q --timeout 300 tests/e2e
 fi
 FUZZ_BUILD_DIR=build-fuzz scripts/fuzz.sh
 echo "test.sh: all tests passed"

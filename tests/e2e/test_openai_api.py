@@ -222,13 +222,18 @@ def test_disconnect_mid_stream_frees_the_request(server):
 
 def drop_stream_and_wait_for_release(server):
     """Starts a long stream, hangs up after three events, and checks that the server frees it."""
-    body = json.dumps({"prompt": "Tell me everything", "max_tokens": 1500, "stream": True}).encode()
+    # ignore_eos: a sampled EOS must not end the stream before the client hangs up.
+    body = json.dumps({"prompt": "Tell me everything", "max_tokens": 1500, "stream": True,
+                       "ignore_eos": True}).encode()
     s = socket.create_connection(("127.0.0.1", server.port))
+    s.settimeout(60)
     s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     got = b""
     while got.count(b"data: ") < 3:
-        got += s.recv(4096)
+        chunk = s.recv(4096)
+        assert chunk, f"the server ended the stream before three events: {got!r}"
+        got += chunk
     s.close()
     deadline = time.time() + 30
     while time.time() < deadline:
