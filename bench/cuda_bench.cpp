@@ -474,7 +474,8 @@ int main(int argc, char** argv) {
                   d.bound_tok_s, 100.0 * d.tok_s / d.bound_tok_s, d.graph_s * 1e3,
                   d.memory_bound ? "bandwidth" : "matrix rate", d.bytes / 1e9, d.flops / 1e12);
     if (graphs) {
-      std::printf("(graph ms: the step's CUDA graph replayed back to back, without staging, sampling or reading back)\n");
+      std::printf("(graph ms: the step's CUDA graph replayed back to back with the same inputs and no draw: the device's "
+                  "share of a step)\n");
       std::printf("host per step, us: staging inputs / launching the graph / drawing tokens / waiting for the tokens "
                   "(overlapped: the previous step's) / the rest\n");
       for (const Decode& d : decodes)
