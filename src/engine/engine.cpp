@@ -594,9 +594,7 @@ bool Engine::overlapped_step() {
   for (const auto& r : running_) {
     const Sequence& s = *r;
     if (s.awaiting != 1 || (s.req.sampling.prompt_logprobs >= 0 && s.num_output == 0)) return false;
-    if (s.req.sampling.repetition_penalty != 1.0f || s.req.sampling.frequency_penalty != 0.0f ||
-        s.req.sampling.presence_penalty != 0.0f)
-      return false;
+    if (s.req.sampling.has_penalties()) return false;
     const auto at = std::find(prev.begin(), prev.end(), &s);
     if (at == prev.end()) return false;
     const bool last = s.num_output + 1 >= s.req.sampling.max_tokens ||

@@ -25,6 +25,11 @@ struct SamplingParams {
   std::vector<int32_t> stop_token_ids;
   std::vector<std::string> stop;    // stop strings, matched on the decoded text
   bool include_stop_str_in_output = false;
+
+  // As RowSampling::has_penalties: a draw that reads the sequence's history.
+  bool has_penalties() const {
+    return repetition_penalty != 1.0f || frequency_penalty != 0.0f || presence_penalty != 0.0f;
+  }
 };
 
 struct Request {

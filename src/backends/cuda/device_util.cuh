@@ -81,6 +81,14 @@ __device__ __forceinline__ void tile_store_4x4(const float (&acc)[4][4], int64_t
   }
 }
 
+// The token id an embedding lookup reads for row t: ids[t], or where from is given and
+// from[t] >= 0, row from[t] of the latest draw still on the device (launch_embedding,
+// launch_quant_embedding).
+__device__ __forceinline__ int32_t lookup_id(const int32_t* ids, const int32_t* from, const int32_t* drawn, int64_t t) {
+  const int32_t src = from ? from[t] : -1;
+  return src >= 0 ? drawn[src] : ids[t];
+}
+
 // The RMSNorm factor of n values whose squares sum to ss (summed in double), rounded as every
 // norm kernel and the CPU reference round it.
 __device__ __forceinline__ float rms_inverse(double ss, int64_t n, float eps) {

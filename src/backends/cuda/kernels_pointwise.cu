@@ -24,8 +24,7 @@ __global__ void embedding_kernel(const T* __restrict__ table, const int32_t* __r
                                  int64_t hidden, float* __restrict__ out, const int32_t* __restrict__ from,
                                  const int32_t* __restrict__ drawn) {
   pdl_begin();  // launched by launch_pdl (pdl.cuh)
-  const int32_t src = from ? from[blockIdx.x] : -1;
-  const T* row = table + static_cast<int64_t>(src >= 0 ? drawn[src] : ids[blockIdx.x]) * hidden;
+  const T* row = table + static_cast<int64_t>(lookup_id(ids, from, drawn, blockIdx.x)) * hidden;
   float* o = out + static_cast<int64_t>(blockIdx.x) * hidden;
   for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) o[i] = to_f32(row[i]);
 }

@@ -402,8 +402,7 @@ template <class Q>
 __global__ void quant_embedding_kernel(const BlockRows<Q> table, const int32_t* __restrict__ ids, int64_t hidden,
                                        float* __restrict__ out, const int32_t* __restrict__ from,
                                        const int32_t* __restrict__ drawn) {
-  const int32_t src = from ? from[blockIdx.x] : -1;  // launch_quant_embedding
-  const int64_t row = src >= 0 ? drawn[src] : ids[blockIdx.x];
+  const int64_t row = lookup_id(ids, from, drawn, blockIdx.x);
   float* o = out + static_cast<int64_t>(blockIdx.x) * hidden;
   for (int64_t k = 8 * static_cast<int64_t>(threadIdx.x); k < hidden; k += 8 * static_cast<int64_t>(blockDim.x)) {
     float v[8];
